@@ -1,0 +1,1 @@
+"""Waveform <-> spectrogram (tf.signal), resampling and audio file I/O."""

@@ -1,0 +1,1 @@
+"""Data: MUSDB reading, demo set, crops, shards and the tf.data pipeline."""

@@ -1,0 +1,25 @@
+"""Typed errors raised by the library; only the CLIs turn them into one-line messages."""
+
+
+class MssError(Exception):
+    """Base class of every error mss_tf raises on bad input."""
+
+
+class ConfigError(MssError):
+    """An unknown preset name, a bad option value or a mismatched STFT config."""
+
+
+class DataError(MssError):
+    """A missing path, a folder not in MUSDB18 layout, a missing stem, a bad track."""
+
+
+class AudioError(DataError):
+    """An audio file that cannot be read or written (not audio, truncated, NaN)."""
+
+
+class ShardError(DataError):
+    """A shard folder whose manifest is missing, mismatched or corrupt."""
+
+
+class CheckpointError(MssError):
+    """A run directory without a usable checkpoint or config."""

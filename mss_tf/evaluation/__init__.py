@@ -1,0 +1,1 @@
+"""Metrics (uSDR, museval cSDR), aggregation and reports."""

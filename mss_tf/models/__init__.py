@@ -1,0 +1,1 @@
+"""Separation models and the registry that builds them from preset names."""

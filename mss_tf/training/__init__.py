@@ -1,0 +1,1 @@
+"""The one shared custom training loop and its checkpoints."""
