@@ -1,0 +1,41 @@
+# mss-tf: `make demo` trains the U-Net on the built-in demo set and evaluates it; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_RUN ?= runs/unet-demo
+
+.PHONY: setup ffmpeg demo test test-slow bench clean
+
+setup: $(STAMP) ffmpeg
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+# ffmpeg decodes MUSDB18 .stem.mp4 files; MUSDB18-HQ and the demo set do not need it.
+ffmpeg:
+	@if command -v ffmpeg >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing ffmpeg with apt-get"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
+		|| echo "warning: apt-get could not install ffmpeg; .stem.mp4 reading will be unavailable"; \
+	else \
+		echo "warning: ffmpeg not found; install it (apt-get install ffmpeg / brew install ffmpeg) to read MUSDB18 .stem.mp4"; \
+	fi
+
+demo: setup
+	rm -rf $(DEMO_RUN)
+	$(PY) train.py --model unet --run-dir $(DEMO_RUN) --epochs 8 --steps-per-epoch 60
+	$(PY) evaluate.py --run $(DEMO_RUN)
+
+test: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) data runs

@@ -1,0 +1,95 @@
+"""tf.data pipeline streaming shard examples into (mixture, targets) training batches."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import tensorflow as tf
+
+from mss_tf.audio.spectrogram import SpectrogramConfig
+from mss_tf.data import shards
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """How examples are streamed.
+
+    Args:
+        batch_size: examples per batch.
+        train_frames: random time crop length in STFT frames (None keeps whole examples).
+        shuffle_buffer: examples held for shuffling.
+        gain_db: online random gain per stem, uniform in [-gain_db, +gain_db]; the mixture is
+            then recomputed as the sum of the stems (0 disables and keeps the stored mixture).
+        cycle_length: shard files read in parallel.
+    """
+
+    batch_size: int = 4
+    train_frames: int | None = None
+    shuffle_buffer: int = 256
+    gain_db: float = 0.0
+    cycle_length: int = 4
+
+
+def make_dataset(
+    shard_dir: str | Path,
+    stft: SpectrogramConfig,
+    targets: Sequence[str],
+    config: PipelineConfig,
+    training: bool = True,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """Stream `(mixture, targets)` batches: (B, T, F, 2) and (B, n_targets, T, F, 2) float32.
+
+    Training streams repeat forever, shuffle, crop randomly in time and drop the last partial
+    batch; evaluation streams read each example once in file order from its first frame.
+    A seed makes the order deterministic; without one, tf.data may reorder for speed.
+    """
+    manifest = shards.read_manifest(shard_dir, stft, targets)
+    files = shards.shard_files(shard_dir, manifest)
+    target_index = [manifest["stems"].index(t) for t in targets]
+    compression = manifest["compression"] or None
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        cycle_length=max(1, min(config.cycle_length, len(files))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not training or seed is not None,
+    )
+    if training:
+        ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(lambda r: shards.parse_example(r, manifest), num_parallel_calls=tf.data.AUTOTUNE)
+
+    crop_seed = None if seed is None else seed + 1
+    train_frames = config.train_frames
+
+    def to_pair(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        stems, mixture = example["stems"], example["mixture"]  # (S, T, F, 2), (T, F, 2)
+        if train_frames is not None:
+            n_frames = tf.shape(mixture)[0]
+            length = tf.minimum(train_frames, n_frames)
+            if training:
+                start = tf.random.uniform([], 0, n_frames - length + 1, dtype=tf.int32, seed=crop_seed)
+            else:
+                start = 0
+            stems = stems[:, start : start + length]
+            mixture = mixture[start : start + length]
+        if training and config.gain_db > 0:
+            gain_db = tf.random.uniform([tf.shape(stems)[0], 1, 1, 1], -config.gain_db, config.gain_db, seed=crop_seed)
+            stems = stems * tf.pow(10.0, gain_db / 20.0)
+            mixture = tf.reduce_sum(stems, axis=0)
+        return mixture, tf.gather(stems, target_index, axis=0)
+
+    ds = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(config.batch_size, drop_remainder=training)
+    options = tf.data.Options()
+    options.deterministic = not training or seed is not None
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def count_examples(shard_dir: str | Path) -> int:
+    return int(shards.read_manifest(shard_dir)["n_examples"])

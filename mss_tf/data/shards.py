@@ -1,0 +1,245 @@
+"""TFRecord shards of precomputed complex STFTs (four stems + mixture) and their manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from mss_tf import TARGETS
+from mss_tf.audio.spectrogram import SpectrogramConfig
+from mss_tf.errors import ConfigError, ShardError
+
+MANIFEST = "manifest.json"
+FORMAT = "mss-tf-shards"
+FORMAT_VERSION = 1
+STEMS = TARGETS  # every shard stores all four stems in this order; models pick their targets
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary name in the same folder and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def spectrogram_to_array(spec: np.ndarray | tf.Tensor) -> np.ndarray:
+    """Complex (..., frames, bins) -> float32 (..., frames, bins, 2) real/imaginary."""
+    spec = np.asarray(spec)
+    return np.stack([spec.real, spec.imag], axis=-1).astype(np.float32)
+
+
+class ShardWriter:
+    """Writes examples into numbered TFRecord shards, then the manifest, all atomically.
+
+    Each shard is written under a temporary name and renamed when closed; `manifest.json` is
+    written last, so a folder without a manifest (an interrupted run) is never read.
+
+    Args:
+        out_dir: folder to create (may exist, but must not hold a manifest yet).
+        stft: STFT config of every example.
+        dtype: storage dtype of the real/imaginary values, "float16" or "float32".
+        shard_bytes: target size of one shard before a new one is started.
+        compression: "" or "GZIP".
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        stft: SpectrogramConfig,
+        dtype: str = "float16",
+        shard_bytes: int = 256 * 2**20,
+        compression: str = "",
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ConfigError(f"shard dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if compression not in ("", "GZIP"):
+            raise ConfigError(f"shard compression must be '' or 'GZIP', got {compression!r}")
+        self.out_dir = Path(out_dir)
+        self.stft = stft
+        self.dtype = dtype
+        self.shard_bytes = shard_bytes
+        self.compression = compression
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.shards: list[dict[str, Any]] = []
+        self.tracks: list[str] = []
+        self.n_examples = 0
+        self.n_frames: set[int] = set()
+        self._writer: tf.io.TFRecordWriter | None = None
+        self._current: dict[str, Any] | None = None
+
+    def _open_shard(self) -> None:
+        name = f"shard-{len(self.shards):05d}.tfrecord" + (".gz" if self.compression else "")
+        self._current = {"file": name, "examples": 0, "bytes": 0}
+        tmp = self.out_dir / f".{name}.tmp"
+        options = tf.io.TFRecordOptions(compression_type=self.compression or None)
+        self._writer = tf.io.TFRecordWriter(str(tmp), options)
+
+    def _close_shard(self) -> None:
+        if self._writer is None or self._current is None:
+            return
+        self._writer.close()
+        name = self._current["file"]
+        tmp = self.out_dir / f".{name}.tmp"
+        final = self.out_dir / name
+        os.replace(tmp, final)
+        self._current["bytes"] = final.stat().st_size
+        self._current["sha256"] = _sha256(final)
+        self.shards.append(self._current)
+        self._writer, self._current = None, None
+
+    def add(self, stems: np.ndarray, mixture: np.ndarray, track: str, offset: int) -> None:
+        """Add one example: stems (4, frames, bins) complex and mixture (frames, bins) complex."""
+        stems = np.asarray(stems)
+        mixture = np.asarray(mixture)
+        if stems.shape[0] != len(STEMS) or stems.shape[1:] != mixture.shape:
+            raise ShardError(f"example from {track}: stems {stems.shape} do not match mixture {mixture.shape}")
+        if mixture.shape[-1] != self.stft.n_bins:
+            raise ShardError(f"example from {track}: {mixture.shape[-1]} bins, STFT config has {self.stft.n_bins}")
+        store = DTYPES[self.dtype]
+        features = {
+            "stems": _bytes_feature(spectrogram_to_array(stems).astype(store).tobytes()),
+            "mixture": _bytes_feature(spectrogram_to_array(mixture).astype(store).tobytes()),
+            "n_frames": _int_feature(mixture.shape[0]),
+            "track": _bytes_feature(track.encode()),
+            "offset": _int_feature(offset),
+        }
+        record = tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+        if self._writer is None:
+            self._open_shard()
+        assert self._writer is not None and self._current is not None
+        self._writer.write(record)
+        self._current["examples"] += 1
+        self._current["bytes"] += len(record)
+        self.n_examples += 1
+        self.n_frames.add(int(mixture.shape[0]))
+        if track not in self.tracks:
+            self.tracks.append(track)
+        if self._current["bytes"] >= self.shard_bytes:
+            self._close_shard()
+
+    def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Finish the last shard and write the manifest; returns the manifest."""
+        self._close_shard()
+        if self.n_examples == 0:
+            raise ShardError(f"{self.out_dir}: no examples were written (every crop rejected or no tracks)")
+        manifest = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "stft": self.stft.to_dict(),
+            "dtype": self.dtype,
+            "compression": self.compression,
+            "stems": list(STEMS),
+            "n_examples": self.n_examples,
+            "n_frames": sorted(self.n_frames),
+            "bytes": sum(s["bytes"] for s in self.shards),
+            "shards": self.shards,
+            "tracks": self.tracks,
+            **(extra or {}),
+        }
+        atomic_write_text(self.out_dir / MANIFEST, json.dumps(manifest, indent=2))
+        return manifest
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and self._writer is not None:
+            self._writer.close()
+            (self.out_dir / f".{self._current['file']}.tmp").unlink(missing_ok=True)  # type: ignore[index]
+            self._writer = None
+
+
+def _bytes_feature(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int_feature(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def read_manifest(
+    shard_dir: str | Path,
+    stft: SpectrogramConfig | None = None,
+    targets: Sequence[str] | None = None,
+    verify_checksums: bool = False,
+) -> dict[str, Any]:
+    """Load and check a shard folder's manifest against the STFT config and targets wanted."""
+    shard_dir = Path(shard_dir)
+    path = shard_dir / MANIFEST
+    if not path.is_file():
+        raise ShardError(f"{shard_dir}: no {MANIFEST} (not a shard folder, or its preparation did not finish)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ShardError(f"{path}: not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+        raise ShardError(f"{path}: not an mss-tf shard manifest of version {FORMAT_VERSION}")
+    if stft is not None:
+        found = SpectrogramConfig.from_dict(manifest["stft"])
+        if found != stft:
+            raise ShardError(f"{shard_dir}: shards have STFT config {found.to_dict()}, the model needs {stft.to_dict()}")
+    if targets is not None:
+        missing = [t for t in targets if t not in manifest["stems"]]
+        if missing:
+            raise ShardError(f"{shard_dir}: shards lack targets {missing}")
+    for shard in manifest["shards"]:
+        file = shard_dir / shard["file"]
+        if not file.is_file():
+            raise ShardError(f"{file}: listed in the manifest but missing")
+        if file.stat().st_size != shard["bytes"]:
+            raise ShardError(f"{file}: size {file.stat().st_size} bytes, manifest says {shard['bytes']}")
+        if verify_checksums and _sha256(file) != shard["sha256"]:
+            raise ShardError(f"{file}: checksum does not match the manifest")
+    return manifest
+
+
+def shard_files(shard_dir: str | Path, manifest: dict[str, Any]) -> list[str]:
+    return [str(Path(shard_dir) / shard["file"]) for shard in manifest["shards"]]
+
+
+def parse_example(record: tf.Tensor, manifest: dict[str, Any]) -> dict[str, tf.Tensor]:
+    """One serialized example -> {"stems": (4, T, F, 2), "mixture": (T, F, 2)} float32."""
+    spec = {
+        "stems": tf.io.FixedLenFeature([], tf.string),
+        "mixture": tf.io.FixedLenFeature([], tf.string),
+        "n_frames": tf.io.FixedLenFeature([], tf.int64),
+        "track": tf.io.FixedLenFeature([], tf.string),
+        "offset": tf.io.FixedLenFeature([], tf.int64),
+    }
+    parsed = tf.io.parse_single_example(record, spec)
+    dtype = tf.float16 if manifest["dtype"] == "float16" else tf.float32
+    n_bins = SpectrogramConfig.from_dict(manifest["stft"]).n_bins
+    n_frames = tf.cast(parsed["n_frames"], tf.int32)
+    stems = tf.io.decode_raw(parsed["stems"], dtype)
+    stems = tf.reshape(stems, [len(manifest["stems"]), n_frames, n_bins, 2])
+    mixture = tf.reshape(tf.io.decode_raw(parsed["mixture"], dtype), [n_frames, n_bins, 2])
+    return {
+        "stems": tf.cast(stems, tf.float32),
+        "mixture": tf.cast(mixture, tf.float32),
+        "track": parsed["track"],
+        "offset": parsed["offset"],
+    }
+
+
+def iterate_examples(shard_dir: str | Path, manifest: dict[str, Any] | None = None) -> Iterable[dict[str, np.ndarray]]:
+    """Every example of a shard folder in file order, as numpy arrays (for checks and tests)."""
+    manifest = manifest or read_manifest(shard_dir)
+    ds = tf.data.TFRecordDataset(shard_files(shard_dir, manifest), compression_type=manifest["compression"] or None)
+    for record in ds:
+        yield {k: v.numpy() for k, v in parse_example(record, manifest).items()}

@@ -1,0 +1,169 @@
+"""The one custom training loop shared by every neural separator."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+from tqdm import tqdm
+
+from mss_tf.config import TrainConfig
+from mss_tf.errors import CheckpointError
+from mss_tf.losses import get_loss
+
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+METRICS = "metrics.jsonl"
+
+
+class Trainer:
+    """Trains a separator on `(mixture, targets)` batches with a custom `tf.GradientTape` loop.
+
+    Adam, PyTorch-style coupled L2 weight decay (`grad += wd * w`), global-norm clipping,
+    validation loss every epoch, early stopping on it, a rolling `CheckpointManager` under
+    `run_dir/checkpoints` (resumed automatically) and the best validation checkpoint under
+    `run_dir/best`, per-epoch metrics in `metrics.jsonl` and TensorBoard under `run_dir/logs`.
+    """
+
+    def __init__(self, model: keras.Model, config: TrainConfig, run_dir: str | Path) -> None:
+        self.model = model
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.loss_fn = get_loss(str(config.loss), alpha=float(config.loss_alpha))  # type: ignore[arg-type]
+        self.optimizer = keras.optimizers.Adam(learning_rate=float(config.learning_rate))  # type: ignore[arg-type]
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_valid_loss")
+        self.stale_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="stale_epochs")
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=self.optimizer, epoch=self.epoch,
+            best_loss=self.best_loss, stale_epochs=self.stale_epochs,
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, str(self.run_dir / CHECKPOINTS), max_to_keep=config.keep_checkpoints
+        )
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / BEST), max_to_keep=1)
+        self._train_step = tf.function(self._train_step_fn, reduce_retracing=True)
+        self._valid_step = tf.function(self._valid_step_fn, reduce_retracing=True)
+
+    def _build(self, mixture: tf.Tensor) -> None:
+        """Create model and optimizer variables so a checkpoint restores into them."""
+        if not self.model.built:
+            self.model(mixture, training=False)
+        self.optimizer.build(self.model.trainable_variables)
+
+    def _train_step_fn(self, mixture: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            estimate = self.model(mixture, training=True)
+            loss = self.loss_fn(targets, estimate)
+        variables = self.model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        if self.config.weight_decay:
+            grads = [g + float(self.config.weight_decay) * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
+        grads, grad_norm = tf.clip_by_global_norm(grads, float(self.config.clip_norm))  # type: ignore[arg-type]
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return loss, grad_norm
+
+    def _valid_step_fn(self, mixture: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        return self.loss_fn(targets, self.model(mixture, training=False))
+
+    def restore(self) -> int:
+        """Resume from the latest checkpoint in the run directory; returns the epoch reached."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def validate(self, dataset: tf.data.Dataset) -> float:
+        total, count = 0.0, 0
+        for step, (mixture, targets) in enumerate(dataset):
+            if self.config.validation_steps and step >= self.config.validation_steps:
+                break
+            total += float(self._valid_step(mixture, targets)) * int(mixture.shape[0])
+            count += int(mixture.shape[0])
+        return total / max(count, 1)
+
+    def fit(
+        self,
+        train_ds: tf.data.Dataset,
+        valid_ds: tf.data.Dataset | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> list[dict[str, Any]]:
+        """Train until `epochs`, early stopping or `max_minutes`; returns the per-epoch metrics."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        iterator = iter(train_ds)
+        first = next(iterator)
+        self._build(first[0])
+        start_epoch = self.restore()
+        if start_epoch:
+            log(f"resumed from {self.manager.latest_checkpoint} at epoch {start_epoch}")
+        writer = tf.summary.create_file_writer(str(self.run_dir / "logs"))
+        started = time.monotonic()
+        history: list[dict[str, Any]] = []
+        pending = [first]
+        for epoch in range(start_epoch, int(self.config.epochs)):
+            epoch_start = time.monotonic()
+            losses = []
+            bar = tqdm(total=self.config.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.config.epochs}",
+                       unit="step", disable=not progress, leave=False)
+            for _ in range(int(self.config.steps_per_epoch)):
+                mixture, targets = pending.pop() if pending else next(iterator)
+                loss, grad_norm = self._train_step(mixture, targets)
+                loss_value = float(loss)
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch + 1}")
+                losses.append(loss_value)
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+                bar.update()
+            bar.close()
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": sum(losses) / len(losses),
+                "seconds": round(time.monotonic() - epoch_start, 2),
+                "learning_rate": float(self.config.learning_rate),  # type: ignore[arg-type]
+            }
+            if valid_ds is not None:
+                record["valid_loss"] = self.validate(valid_ds)
+            monitored = record.get("valid_loss", record["train_loss"])
+            improved = monitored < float(self.best_loss.numpy())
+            self.epoch.assign(epoch + 1)
+            if improved:
+                self.best_loss.assign(monitored)
+                self.stale_epochs.assign(0)
+            else:
+                self.stale_epochs.assign_add(1)
+            self.manager.save(checkpoint_number=epoch + 1)
+            if improved:
+                self.best_manager.save(checkpoint_number=epoch + 1)
+            with writer.as_default(step=epoch + 1):
+                for key in ("train_loss", "valid_loss"):
+                    if key in record:
+                        tf.summary.scalar(key, record[key])
+            with open(self.run_dir / METRICS, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            history.append(record)
+            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            if int(self.stale_epochs.numpy()) >= self.config.early_stopping_patience:
+                log(f"early stopping: no improvement for {self.config.early_stopping_patience} epochs")
+                break
+            if self.config.max_minutes and time.monotonic() - started > 60 * self.config.max_minutes:
+                log(f"stopping: --max-minutes {self.config.max_minutes} reached")
+                break
+        writer.close()
+        return history
+
+
+def restore_weights(model: keras.Model, run_dir: str | Path, which: str = "best") -> str:
+    """Load trained weights from a run directory ("best", else the latest checkpoint)."""
+    run_dir = Path(run_dir)
+    candidates = [run_dir / BEST, run_dir / CHECKPOINTS] if which == "best" else [run_dir / CHECKPOINTS]
+    for folder in candidates:
+        latest = tf.train.latest_checkpoint(str(folder))
+        if latest:
+            tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+            return latest
+    raise CheckpointError(f"{run_dir}: run directory has no checkpoints")

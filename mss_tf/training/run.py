@@ -1,0 +1,93 @@
+"""A training run end to end: data root -> cached shards -> datasets -> model -> Trainer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from mss_tf.cli import data_dir
+from mss_tf.config import TrainConfig
+from mss_tf.data.pipeline import PipelineConfig, make_dataset
+from mss_tf.data.prepare import prepare_dataset
+from mss_tf.models.registry import build_model
+from mss_tf.training.loop import Trainer
+
+
+def new_run_dir(model: str, root: str | Path = "runs") -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"{model}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = Path(root) / f"{model}-{stamp}-{suffix}"
+    return path
+
+
+def default_shard_dir(data_root: Path, config: TrainConfig) -> Path:
+    spec = config.spectrogram
+    return data_dir() / "shards" / f"{data_root.resolve().name}-sr{spec.sample_rate}-nfft{spec.n_fft}-hop{spec.hop}"
+
+
+def set_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+
+
+class RunLog:
+    """Prints a line and appends it to `run_dir/train.log`."""
+
+    def __init__(self, run_dir: Path, echo: Callable[[str], None] = print) -> None:
+        self.path = run_dir / "train.log"
+        self.echo = echo
+
+    def __call__(self, line: str) -> None:
+        self.echo(line)
+        with open(self.path, "a") as handle:
+            handle.write(line + "\n")
+
+
+def train_run(
+    config: TrainConfig,
+    run_dir: Path,
+    data_root: Path | None,
+    shard_dir: Path | None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Prepare (or reuse) shards, train the preset of `config` and save everything in `run_dir`."""
+    config.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, echo)
+    set_seeds(config.seed)
+    spec = config.spectrogram
+    if shard_dir is None:
+        assert data_root is not None, "need a data root or a shard folder"
+        shard_dir = default_shard_dir(data_root, config)
+        log(f"shards: {shard_dir} (built from {data_root} if missing)")
+        prepare_dataset(data_root, shard_dir, spec, progress=progress)
+    config.data_root = str(data_root) if data_root else config.data_root
+    config.shards = str(shard_dir)
+    config.save(run_dir)
+
+    pipeline = PipelineConfig(
+        batch_size=int(config.batch_size),  # type: ignore[arg-type]
+        train_frames=config.train_frames(),
+        gain_db=config.gain_db,
+    )
+    targets = list(config.targets or [])
+    train_ds = make_dataset(shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed)
+    valid_ds = None
+    if (shard_dir / "valid").is_dir():
+        valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False)
+    model = build_model(config.model, **config.model_kwargs)
+    trainer = Trainer(model, config, run_dir)
+    history = trainer.fit(train_ds, valid_ds, progress=progress, log=log)
+    params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    log(f"trained {config.model} ({params:,} parameters) in {run_dir}")
+    return {"history": history, "params": params, "run_dir": str(run_dir)}

@@ -1,0 +1,40 @@
+"""Shared fixtures: small MUSDB18-HQ-layout folders synthesized in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+STEM_FREQS = {"vocals": 440.0, "drums": 90.0, "bass": 55.0, "other": 660.0}
+
+
+def write_tone_track(folder: Path, seconds: float, rate: int = 44100, seed: int = 0) -> dict[str, np.ndarray]:
+    """A track of four distinct stereo stems (tones + noise) and their sum as the mixture."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    folder.mkdir(parents=True, exist_ok=True)
+    stems = {}
+    for name, freq in STEM_FREQS.items():
+        wave = 0.2 * np.sin(2 * np.pi * freq * (1 + 0.1 * seed) * t) + 0.01 * rng.standard_normal(t.size)
+        stems[name] = np.stack([wave, 0.8 * wave], axis=1).astype(np.float32)
+        soundfile.write(folder / f"{name}.wav", stems[name], rate, subtype="FLOAT")
+    mixture = sum(stems.values()).astype(np.float32)
+    soundfile.write(folder / "mixture.wav", mixture, rate, subtype="FLOAT")
+    return {"mixture": mixture, **stems}
+
+
+@pytest.fixture
+def tone_musdb(tmp_path: Path) -> Path:
+    """MUSDB18-HQ layout: 3 train tracks, 1 test track, 4 s each."""
+    root = tmp_path / "musdb"
+    for i in range(3):
+        write_tone_track(root / "train" / f"song {i}", 4.0, seed=i)
+    write_tone_track(root / "test" / "test song", 4.0, seed=7)
+    return root

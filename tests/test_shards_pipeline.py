@@ -1,0 +1,128 @@
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mss_tf.audio.spectrogram import SpectrogramConfig, istft
+from mss_tf.data import musdb
+from mss_tf.data.pipeline import PipelineConfig, make_dataset
+from mss_tf.data.prepare import CropConfig, crop_offsets, prepare_dataset
+from mss_tf.data.shards import MANIFEST, ShardWriter, iterate_examples, read_manifest
+from mss_tf.errors import DataError, ShardError
+
+STFT = SpectrogramConfig(16000, 1024, 512)
+CROPS = CropConfig(seconds=2.0, overlap=0.5)
+
+
+def test_crop_offsets():
+    assert crop_offsets(10, 4, 2) == [0, 2, 4, 6]
+    assert crop_offsets(3, 4, 2) == []
+
+
+def test_split_tracks_holds_out_validation(tone_musdb):
+    train = musdb.split_tracks(tone_musdb, "train")
+    valid = musdb.split_tracks(tone_musdb, "valid")
+    assert [t.name for t in valid] == ["song 2"]
+    assert [t.name for t in train] == ["song 0", "song 1"]
+    assert [t.name for t in musdb.split_tracks(tone_musdb, "test")] == ["test song"]
+
+
+def test_prepared_shards_reproduce_the_audio(tone_musdb, tmp_path):
+    out = prepare_dataset(tone_musdb, tmp_path / "shards", STFT, CROPS, dtype="float32", progress=False)
+    manifest = read_manifest(out / "train", STFT, ["vocals"], verify_checksums=True)
+    # 4 s tracks, 2 s crops with 1 s hop -> 3 crops per track, 2 train tracks
+    assert manifest["n_examples"] == 6 and manifest["tracks"] == ["song 0", "song 1"]
+    assert manifest["stft"] == STFT.to_dict() and manifest["dtype"] == "float32"
+    audio, _ = musdb.load_track(musdb.split_tracks(tone_musdb, "train")[0], sample_rate=16000, mono=True)
+    example = next(iter(iterate_examples(out / "train")))
+    assert example["track"] == b"song 0" and example["offset"] == 0
+    for i, stem in enumerate(["vocals", "drums", "bass", "other"]):
+        spec = example["stems"][i]
+        wave = istft(tf.complex(spec[..., 0], spec[..., 1]), STFT, 32000).numpy()
+        assert np.max(np.abs(wave - audio[stem][:32000, 0])) < 1e-4
+
+
+def test_float16_shards_are_half_the_size_and_close(tone_musdb, tmp_path):
+    f32 = prepare_dataset(tone_musdb, tmp_path / "a", STFT, CROPS, dtype="float32", splits=["test"], progress=False)
+    f16 = prepare_dataset(tone_musdb, tmp_path / "b", STFT, CROPS, dtype="float16", splits=["test"], progress=False)
+    m32, m16 = read_manifest(f32 / "test"), read_manifest(f16 / "test")
+    assert m16["bytes"] < 0.55 * m32["bytes"]
+    a = next(iter(iterate_examples(f32 / "test")))["mixture"]
+    b = next(iter(iterate_examples(f16 / "test")))["mixture"]
+    assert np.max(np.abs(a - b)) <= 1e-3 * np.max(np.abs(a))
+
+
+def test_preparation_is_cached(tone_musdb, tmp_path):
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, splits=["valid"], progress=False)
+    stamp = (out / "valid" / MANIFEST).stat().st_mtime_ns
+    prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, splits=["valid"], progress=False)
+    assert (out / "valid" / MANIFEST).stat().st_mtime_ns == stamp
+    # a different STFT config is a different shard folder content: rebuilt, not reused
+    other = SpectrogramConfig(16000, 512, 256)
+    prepare_dataset(tone_musdb, tmp_path / "s", other, CROPS, splits=["valid"], progress=False)
+    assert read_manifest(out / "valid")["stft"] == other.to_dict()
+
+
+def test_pipeline_batches_crops_and_targets(tone_musdb, tmp_path):
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, progress=False)
+    config = PipelineConfig(batch_size=4, train_frames=20, gain_db=6.0)
+    ds = make_dataset(out / "train", STFT, ["vocals", "bass"], config, training=True, seed=1)
+    mixture, targets = next(iter(ds))
+    assert mixture.shape == (4, 20, 513, 2) and targets.shape == (4, 2, 20, 513, 2)
+    # random gain per stem, mixture recomputed as the sum of the (gained) stems
+    assert not np.allclose(mixture.numpy(), 0)
+    valid = make_dataset(out / "valid", STFT, ["vocals"], config, training=False)
+    batches = list(valid)
+    assert sum(b[0].shape[0] for b in batches) == 3  # every example once, last batch kept
+    first_mix, first_vocals = batches[0]
+    stored = next(iter(iterate_examples(out / "valid")))
+    np.testing.assert_allclose(first_mix[0], stored["mixture"][:20], atol=1e-2)
+    np.testing.assert_allclose(first_vocals[0, 0], stored["stems"][0][:20], atol=1e-2)
+
+
+def test_seeded_pipeline_is_deterministic(tone_musdb, tmp_path):
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, splits=["train"], progress=False)
+    config = PipelineConfig(batch_size=2, train_frames=10, gain_db=3.0)
+    a = next(iter(make_dataset(out / "train", STFT, ["vocals"], config, seed=5)))[0].numpy()
+    b = next(iter(make_dataset(out / "train", STFT, ["vocals"], config, seed=5)))[0].numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_reader_refuses_mismatch_and_corruption(tone_musdb, tmp_path):
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, splits=["train"], progress=False)
+    with pytest.raises(ShardError, match="STFT config"):
+        read_manifest(out / "train", SpectrogramConfig(44100, 2048, 512))
+    shard = out / "train" / read_manifest(out / "train")["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="checksum"):
+        read_manifest(out / "train", verify_checksums=True)
+    shard.write_bytes(bytes(data[:-10]))
+    with pytest.raises(ShardError, match="size"):
+        read_manifest(out / "train")
+    with pytest.raises(ShardError, match="no manifest.json"):
+        read_manifest(tmp_path)
+
+
+def test_interrupted_writer_leaves_no_readable_folder(tmp_path):
+    spec = np.zeros((4, 5, STFT.n_bins), np.complex64)
+    with pytest.raises(RuntimeError):
+        with ShardWriter(tmp_path / "x", STFT) as writer:
+            writer.add(spec, spec[0], "t", 0)
+            raise RuntimeError("killed")
+    assert not (tmp_path / "x" / MANIFEST).exists()
+    assert [p.name for p in (tmp_path / "x").iterdir()] == []
+    with pytest.raises(ShardError):
+        read_manifest(tmp_path / "x")
+
+
+def test_bad_layouts_raise_data_errors(tone_musdb, tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        musdb.find_tracks(tmp_path / "missing", "train")
+    with pytest.raises(DataError, match="not in MUSDB18-HQ layout"):
+        musdb.find_tracks(tmp_path, "train")
+    (tone_musdb / "train" / "song 1" / "bass.wav").unlink()
+    with pytest.raises(DataError, match="bass.wav"):
+        musdb.find_tracks(tone_musdb, "train")

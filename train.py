@@ -1,0 +1,85 @@
+"""Train a separation model: `python train.py --model unet` (see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mss_tf import cli  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", help="preset name: unet, unet-tiny (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the presets and exit")
+    parser.add_argument("--musdb-root", help="MUSDB18-HQ folder (default: $MUSDB_PATH, else the built-in demo set)")
+    parser.add_argument("--shards", type=Path, help="prepared shard folder (with train/ and valid/); skips preparation")
+    parser.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/<model>-<timestamp>)")
+    parser.add_argument("--resume", type=Path, help="continue the run in this directory from its latest checkpoint")
+    parser.add_argument("--epochs", type=int, help="number of epochs (default 10)")
+    parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default 100)")
+    parser.add_argument("--batch-size", type=int, help="examples per step (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's)")
+    parser.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much time has passed")
+    parser.add_argument("--seed", type=int, help="random seed for data order, crops and initialisation (default 0)")
+    parser.add_argument("--summary", action="store_true", help="print the model's layers and parameter count and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
+    from mss_tf.config import TrainConfig
+    from mss_tf.errors import ConfigError
+    from mss_tf.models.registry import PRESETS, build_model, get_preset
+
+    if args.list:
+        for name, preset in PRESETS.items():
+            print(f"{name:<12} {preset.description}")
+        return 0
+    if args.resume:
+        config = TrainConfig.load(args.resume)
+        run_dir = args.resume
+    else:
+        if not args.model:
+            raise ConfigError("--model is required (or --resume DIR)")
+        config = TrainConfig(model=args.model)
+        run_dir = None
+    overrides = {
+        "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
+        "learning_rate": args.lr, "max_minutes": args.max_minutes, "seed": args.seed,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    get_preset(config.model)
+    config.resolve()
+    if args.summary:
+        import tensorflow as tf
+
+        model = build_model(config.model, **config.model_kwargs)
+        spec = config.spectrogram
+        model(tf.zeros([1, config.train_frames(), spec.n_bins, 2]))
+        model.summary()
+        print(f"{config.model}: {model.count_params():,} parameters")
+        return 0
+
+    from mss_tf.training.run import new_run_dir, train_run
+
+    if args.shards is not None:
+        if not args.shards.is_dir():
+            raise ConfigError(f"{args.shards}: no such shard folder")
+        data_root = None
+    else:
+        data_root, _ = cli.resolve_data_root(args.musdb_root, print)
+    run_dir = run_dir or args.run_dir or new_run_dir(config.model)
+    train_run(config, Path(run_dir), data_root, args.shards, progress=not args.quiet)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
