@@ -33,6 +33,7 @@ class TrainConfig:
     train_seconds: float | None = None
     loss: str | None = None
     loss_alpha: float | None = None
+    crop_seconds: float = 6.0
     gain_db: float = 6.0
     early_stopping_patience: int = 10
     max_minutes: float | None = None

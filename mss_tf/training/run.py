@@ -13,7 +13,7 @@ import tensorflow as tf
 from mss_tf.cli import data_dir
 from mss_tf.config import TrainConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
-from mss_tf.data.prepare import prepare_dataset
+from mss_tf.data.prepare import CropConfig, prepare_dataset
 from mss_tf.models.registry import build_model
 from mss_tf.training.loop import Trainer
 
@@ -70,7 +70,7 @@ def train_run(
         assert data_root is not None, "need a data root or a shard folder"
         shard_dir = default_shard_dir(data_root, config)
         log(f"shards: {shard_dir} (built from {data_root} if missing)")
-        prepare_dataset(data_root, shard_dir, spec, progress=progress)
+        prepare_dataset(data_root, shard_dir, spec, CropConfig(seconds=config.crop_seconds), progress=progress)
     config.data_root = str(data_root) if data_root else config.data_root
     config.shards = str(shard_dir)
     config.save(run_dir)
