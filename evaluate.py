@@ -35,10 +35,10 @@ def main() -> int:
         from mss_tf.inference import Separator
 
         config = TrainConfig.load(args.run)
+        separator = Separator.from_run(args.run)
         root = musdb.resolve_root(args.musdb_root) or (Path(config.data_root) if config.data_root else None)
         if root is None:
             root, _ = cli.resolve_data_root(None, print)
-        separator = Separator.from_run(args.run)
         targets = separator.targets
         separate = separator.separate
         name = config.model

@@ -90,6 +90,7 @@ class TrainConfig:
         try:
             data = json.loads(path.read_text())
             known = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
+            config = cls(**{k: v for k, v in data.items() if k in known})
         except (json.JSONDecodeError, TypeError) as exc:
             raise CheckpointError(f"{path}: unreadable run config ({exc})") from None
+        return config.resolve()

@@ -62,19 +62,13 @@ def train_run(
 ) -> dict[str, Any]:
     """Prepare (or reuse) shards, train the preset of `config` and save everything in `run_dir`."""
     config.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir, echo)
     set_seeds(config.seed)
     spec = config.spectrogram
     if shard_dir is None:
         assert data_root is not None, "need a data root or a shard folder"
         shard_dir = default_shard_dir(data_root, config)
-        log(f"shards: {shard_dir} (built from {data_root} if missing)")
+        echo(f"shards: {shard_dir} (built from {data_root} if missing)")
         prepare_dataset(data_root, shard_dir, spec, CropConfig(seconds=config.crop_seconds), progress=progress)
-    config.data_root = str(data_root) if data_root else config.data_root
-    config.shards = str(shard_dir)
-    config.save(run_dir)
-
     pipeline = PipelineConfig(
         batch_size=int(config.batch_size),  # type: ignore[arg-type]
         train_frames=config.train_frames(),
@@ -85,6 +79,12 @@ def train_run(
     valid_ds = None
     if (shard_dir / "valid").is_dir():
         valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False)
+    # the run directory is created only once the data is known to be good
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, echo)
+    config.data_root = str(data_root) if data_root else config.data_root
+    config.shards = str(shard_dir)
+    config.save(run_dir)
     model = build_model(config.model, **config.model_kwargs)
     trainer = Trainer(model, config, run_dir)
     history = trainer.fit(train_ds, valid_ds, progress=progress, log=log)
