@@ -28,7 +28,7 @@ ffmpeg:
 
 demo: setup
 	rm -rf $(DEMO_RUN)
-	$(PY) train.py --model unet --run-dir $(DEMO_RUN) --epochs 8 --steps-per-epoch 60
+	$(PY) train.py --model unet --run-dir $(DEMO_RUN) --epochs 10 --steps-per-epoch 80
 	$(PY) evaluate.py --run $(DEMO_RUN)
 
 test: setup

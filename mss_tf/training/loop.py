@@ -146,7 +146,7 @@ class Trainer:
             with open(self.run_dir / METRICS, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             history.append(record)
-            log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            log(_format_record(record))
             if int(self.stale_epochs.numpy()) >= self.config.early_stopping_patience:
                 log(f"early stopping: no improvement for {self.config.early_stopping_patience} epochs")
                 break
@@ -155,6 +155,13 @@ class Trainer:
                 break
         writer.close()
         return history
+
+
+def _format_record(record: dict[str, Any]) -> str:
+    formats = {"seconds": "{:.1f}", "learning_rate": "{:.2e}"}
+    return " ".join(
+        f"{k}=" + (formats.get(k, "{:.4f}").format(v) if isinstance(v, float) else str(v)) for k, v in record.items()
+    )
 
 
 def restore_weights(model: keras.Model, run_dir: str | Path, which: str = "best") -> str:
