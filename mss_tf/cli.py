@@ -9,6 +9,9 @@ from typing import Callable
 
 from mss_tf.errors import MssError
 
+# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) hides the CLIs' own output
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 
 def run(main: Callable[[], int | None]) -> None:
     """Run a CLI's main; typed errors become `error: <message>` on stderr and exit code 2."""

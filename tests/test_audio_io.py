@@ -347,3 +347,20 @@ def test_non_finite_samples(backend, tmp_path, bad):
     path = tmp_path / "nan.wav"
     sf.write(str(path), audio, SR, subtype="FLOAT")
     _assert_audio_error(path, "NaN or infinite")
+
+
+def test_backend_chosen_inside_a_traced_function_is_still_tfio(monkeypatch):
+    import tensorflow as tf
+
+    monkeypatch.delenv("MSS_TF_AUDIO_BACKEND", raising=False)
+    audio_io.reset_backend()
+    seen = []
+
+    @tf.function
+    def traced(x):
+        seen.append(audio_io.audio_backend())
+        return x
+
+    traced(tf.constant(1.0))
+    audio_io.reset_backend()
+    assert seen == ["tensorflow-io"]

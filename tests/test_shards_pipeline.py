@@ -7,12 +7,14 @@ import tensorflow as tf
 from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.data import musdb
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
-from mss_tf.data.prepare import CropConfig, crop_offsets, prepare_dataset
+from mss_tf.data.prepare import CropConfig, PrepareConfig, crop_offsets, prepare_dataset
 from mss_tf.data.shards import MANIFEST, ShardWriter, iterate_examples, read_manifest
 from mss_tf.errors import DataError, ShardError
 
 STFT = SpectrogramConfig(16000, 1024, 512)
 CROPS = CropConfig(seconds=2.0, overlap=0.5)
+PREP = PrepareConfig(crops=CROPS, dtype="float32")
+PREP16 = PrepareConfig(crops=CROPS, dtype="float16")
 
 
 def test_crop_offsets():
@@ -29,7 +31,7 @@ def test_split_tracks_holds_out_validation(tone_musdb):
 
 
 def test_prepared_shards_reproduce_the_audio(tone_musdb, tmp_path):
-    out = prepare_dataset(tone_musdb, tmp_path / "shards", STFT, CROPS, dtype="float32", progress=False)
+    out = prepare_dataset(tone_musdb, tmp_path / "shards", STFT, PREP, progress=False)
     manifest = read_manifest(out / "train", STFT, ["vocals"], verify_checksums=True)
     # 4 s tracks, 2 s crops with 1 s hop -> 3 crops per track, 2 train tracks
     assert manifest["n_examples"] == 6 and manifest["tracks"] == ["song 0", "song 1"]
@@ -44,8 +46,8 @@ def test_prepared_shards_reproduce_the_audio(tone_musdb, tmp_path):
 
 
 def test_float16_shards_are_half_the_size_and_close(tone_musdb, tmp_path):
-    f32 = prepare_dataset(tone_musdb, tmp_path / "a", STFT, CROPS, dtype="float32", splits=["test"], progress=False)
-    f16 = prepare_dataset(tone_musdb, tmp_path / "b", STFT, CROPS, dtype="float16", splits=["test"], progress=False)
+    f32 = prepare_dataset(tone_musdb, tmp_path / "a", STFT, PREP, splits=["test"], progress=False)
+    f16 = prepare_dataset(tone_musdb, tmp_path / "b", STFT, PREP16, splits=["test"], progress=False)
     m32, m16 = read_manifest(f32 / "test"), read_manifest(f16 / "test")
     assert m16["bytes"] < 0.55 * m32["bytes"]
     a = next(iter(iterate_examples(f32 / "test")))["mixture"]
@@ -54,18 +56,18 @@ def test_float16_shards_are_half_the_size_and_close(tone_musdb, tmp_path):
 
 
 def test_preparation_is_cached(tone_musdb, tmp_path):
-    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, splits=["valid"], progress=False)
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, PREP, splits=["valid"], progress=False)
     stamp = (out / "valid" / MANIFEST).stat().st_mtime_ns
-    prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, splits=["valid"], progress=False)
+    prepare_dataset(tone_musdb, tmp_path / "s", STFT, PREP, splits=["valid"], progress=False)
     assert (out / "valid" / MANIFEST).stat().st_mtime_ns == stamp
     # a different STFT config is a different shard folder content: rebuilt, not reused
     other = SpectrogramConfig(16000, 512, 256)
-    prepare_dataset(tone_musdb, tmp_path / "s", other, CROPS, splits=["valid"], progress=False)
+    prepare_dataset(tone_musdb, tmp_path / "s", other, PREP, splits=["valid"], progress=False)
     assert read_manifest(out / "valid")["stft"] == other.to_dict()
 
 
 def test_pipeline_batches_crops_and_targets(tone_musdb, tmp_path):
-    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, progress=False)
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, PREP, progress=False)
     config = PipelineConfig(batch_size=4, train_frames=20, gain_db=6.0)
     ds = make_dataset(out / "train", STFT, ["vocals", "bass"], config, training=True, seed=1)
     mixture, targets = next(iter(ds))
@@ -82,7 +84,7 @@ def test_pipeline_batches_crops_and_targets(tone_musdb, tmp_path):
 
 
 def test_seeded_pipeline_is_deterministic(tone_musdb, tmp_path):
-    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, splits=["train"], progress=False)
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, PREP, splits=["train"], progress=False)
     config = PipelineConfig(batch_size=2, train_frames=10, gain_db=3.0)
     a = next(iter(make_dataset(out / "train", STFT, ["vocals"], config, seed=5)))[0].numpy()
     b = next(iter(make_dataset(out / "train", STFT, ["vocals"], config, seed=5)))[0].numpy()
@@ -90,7 +92,7 @@ def test_seeded_pipeline_is_deterministic(tone_musdb, tmp_path):
 
 
 def test_reader_refuses_mismatch_and_corruption(tone_musdb, tmp_path):
-    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, CROPS, splits=["train"], progress=False)
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, PREP, splits=["train"], progress=False)
     with pytest.raises(ShardError, match="STFT config"):
         read_manifest(out / "train", SpectrogramConfig(44100, 2048, 512))
     shard = out / "train" / read_manifest(out / "train")["shards"][0]["file"]

@@ -130,8 +130,10 @@ def _tfio_problem() -> str | None:
         import tensorflow as tf
         import tensorflow_io as tfio
 
-        wav = tf.audio.encode_wav(tf.zeros((4, 1), tf.float32), 8000)
-        decoded = tfio.audio.decode_wav(wav, dtype=tf.int16)
+        # init_scope: run eagerly even when first asked while a tf.function or map is traced
+        with tf.init_scope():
+            wav = tf.audio.encode_wav(tf.zeros((4, 1), tf.float32), 8000)
+            decoded = tfio.audio.decode_wav(wav, dtype=tf.int16)
         if tuple(decoded.shape) != (4, 1):
             return f"decode_wav returned shape {tuple(decoded.shape)}"
     except Exception as error:  # ImportError, NotImplementedError, tf.errors.*

@@ -1,86 +1,288 @@
-"""Tracks -> fixed-length crops -> complex STFTs -> shard folders (one per split)."""
+"""Tracks -> quality-filtered crops (+ augmented copies) -> complex STFTs -> shard folders.
+
+A split folder is prepared track by track: each track's examples go into shards of their own,
+written under temporary names and renamed when complete, and a per-track record in `.done/`
+is written last. A rerun therefore skips finished tracks, and the folder's `manifest.json`
+(written after every track is done) only ever lists complete shards.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import hashlib
 import json
+import multiprocessing
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
-from mss_tf.audio.spectrogram import SpectrogramConfig, stft
+from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.data import musdb
-from mss_tf.data.shards import MANIFEST, STEMS, ShardWriter
+from mss_tf.data.crops import CropConfig, crop_offsets, track_crops  # noqa: F401  (re-exported)
+from mss_tf.data.quality import QualityConfig, QualityStats, assess
+from mss_tf.data.shards import MANIFEST, STEMS, ShardWriter, atomic_write_text, read_manifest
+from mss_tf.errors import DataError, ShardError
+
+DONE = ".done"
+SETTINGS = "settings.json"
 
 
 @dataclasses.dataclass(frozen=True)
-class CropConfig:
-    """Fixed-length crops of every stem of a track at the same offsets.
+class PrepareConfig:
+    """How a split is turned into shards.
 
     Args:
-        seconds: crop length.
-        overlap: fraction of a crop shared with the next one (0.5: hop of seconds/2).
+        crops: crop length and overlap.
+        quality: the crop filter (None keeps every crop).
+        augment: offline pedalboard augmentation settings (None: no augmented copies).
+        augment_copies: augmented versions written beside each kept crop.
+        dtype: "float16" or "float32" storage of the STFT values.
+        compression: "" or "GZIP".
+        shard_bytes: target shard size; a track's examples start a new shard past it.
+        seed: seed of the augmentation draws.
     """
 
-    seconds: float = 6.0
-    overlap: float = 0.5
+    crops: CropConfig = CropConfig()
+    quality: QualityConfig | None = QualityConfig()
+    augment: Any = None
+    augment_copies: int = 0
+    dtype: str = "float16"
+    compression: str = ""
+    shard_bytes: int = 256 * 2**20
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "crops": self.crops.to_dict(),
+            "quality": self.quality.to_dict() if self.quality else None,
+            "augment": self.augment.to_dict() if self.augment is not None else None,
+            "augment_copies": self.augment_copies if self.augment is not None else 0,
+            "dtype": self.dtype,
+            "compression": self.compression,
+            "shard_bytes": self.shard_bytes,
+            "seed": self.seed,
+        }
 
 
-def crop_offsets(n_samples: int, crop_samples: int, hop_samples: int) -> list[int]:
-    """Start samples of the crops of a track; a track shorter than one crop gives none."""
-    if n_samples < crop_samples:
-        return []
-    return list(range(0, n_samples - crop_samples + 1, hop_samples))
+def settings_key(stft: SpectrogramConfig, config: PrepareConfig) -> str:
+    """A short hash of everything that changes a shard folder's content."""
+    blob = json.dumps({"stft": stft.to_dict(), **config.to_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def track_examples(
-    track: musdb.Track, stft_config: SpectrogramConfig, crops: CropConfig
-) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Mono crops of one track as complex STFTs: stems (N, 4, T, F), mixture (N, T, F), offsets."""
-    audio, _ = musdb.load_track(track, sample_rate=stft_config.sample_rate, mono=True)
-    crop_samples = int(round(crops.seconds * stft_config.sample_rate))
-    hop_samples = max(1, int(round(crop_samples * (1.0 - crops.overlap))))
-    offsets = crop_offsets(audio["mixture"].shape[0], crop_samples, hop_samples)
-    if not offsets:
-        return np.zeros((0,)), np.zeros((0,)), []
-    waves = np.stack(
-        [np.stack([audio[s][o : o + crop_samples, 0] for s in ("mixture",) + STEMS]) for o in offsets]
-    )  # (N, 5, samples)
-    spec = stft(tf.constant(waves), stft_config).numpy()  # (N, 5, T, F)
-    return spec[:, 1:], spec[:, 0], offsets
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:40] or "track"
+
+
+def _augmented(crop: dict[str, np.ndarray], rate: int, config: PrepareConfig, crop_id: str):
+    from mss_tf.data.augment import augmented_copies
+
+    return augmented_copies(crop, rate, config.augment, config.augment_copies, config.seed, crop_id)
+
+
+def prepare_track(
+    index: int, track: musdb.Track, out_dir: str, stft_config: SpectrogramConfig, config: PrepareConfig
+) -> dict[str, Any]:
+    """Write one track's shards into `out_dir`; returns its record (shards, counts, statistics)."""
+    import tensorflow as tf
+
+    from mss_tf.audio.spectrogram import stft
+
+    out = Path(out_dir)
+    audio, rate = musdb.load_track(track, sample_rate=stft_config.sample_rate, mono=True)
+    audio = {name: wave[:, 0] for name, wave in audio.items()}  # (samples,) each
+    stats = QualityStats(config.quality) if config.quality else None
+    waves, offsets, params = [], [], []
+    for offset, crop in track_crops(audio, rate, config.crops):
+        if config.quality is not None:
+            result = assess({s: crop[s] for s in STEMS}, rate, config.quality)
+            stats.add(result, track.name)  # type: ignore[union-attr]
+            if not result.kept:
+                continue
+        versions = [({s: crop[s] for s in STEMS}, None)]
+        if config.augment is not None and config.augment_copies > 0:
+            versions += _augmented({s: crop[s] for s in STEMS}, rate, config, f"{track.name}@{offset}")
+        for stems, applied in versions:
+            mixture = stems["mixture"] if "mixture" in stems else crop["mixture"]
+            waves.append(np.stack([mixture] + [stems[s] for s in STEMS]).astype(np.float32))
+            offsets.append(offset)
+            params.append(applied)
+    writer = ShardWriter(out, stft_config, config.dtype, config.shard_bytes, config.compression,
+                         prefix=f"{index:04d}-{_slug(track.name)}")
+    with writer:
+        for start in range(0, len(waves), 8):  # STFT a few crops at a time: bounded memory
+            spec = stft(tf.constant(np.stack(waves[start : start + 8])), stft_config).numpy()  # (n, 5, T, F)
+            for i, example in enumerate(spec):
+                j = start + i
+                writer.add(example[1:], example[0], track.name, offsets[j], augmentation=params[j])
+        shards = writer.finish()
+    return {
+        "index": index,
+        "track": track.name,
+        "shards": shards,
+        "n_examples": len(waves),
+        "n_augmented": sum(p is not None for p in params),
+        "n_frames": stft_config.n_frames(config.crops.crop_samples(rate)),
+        "quality": stats.to_dict() if stats else None,
+        "augmentation": [p for p in params if p is not None],
+    }
+
+
+def _record_path(out: Path, index: int) -> Path:
+    return out / DONE / f"{index:04d}.json"
+
+
+def _finished(out: Path, index: int, track: musdb.Track) -> dict[str, Any] | None:
+    path = _record_path(out, index)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if record.get("track") != track.name:
+        return None
+    for shard in record.get("shards", []):
+        file = out / shard["file"]
+        if not file.is_file() or file.stat().st_size != shard["bytes"]:
+            return None
+    return record
+
+
+def _clear_track(out: Path, index: int) -> None:
+    """Remove whatever an interrupted run left of a track (its shards and temporary files)."""
+    prefix = f"{index:04d}-"
+    for path in out.iterdir():
+        name = path.name.lstrip(".")
+        if path.is_file() and name.startswith(prefix):
+            path.unlink()
 
 
 def prepare_split(
     tracks: Sequence[musdb.Track],
     out_dir: str | Path,
     stft_config: SpectrogramConfig,
-    crops: CropConfig = CropConfig(),
-    dtype: str = "float16",
+    config: PrepareConfig = PrepareConfig(),
+    workers: int = 1,
+    skip_bad: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the crops of `tracks` as a shard folder; built under a temporary name, then renamed."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Prepare (or finish preparing) one split's shard folder and write its manifest.
+
+    Tracks run in `workers` processes; a bad track raises DataError naming its file unless
+    `skip_bad`, which records it under "skipped" in the manifest and goes on.
+    """
+    out = Path(out_dir)
+    settings = {"stft": stft_config.to_dict(), **config.to_dict(), "tracks": [t.name for t in tracks]}
+    settings_file = out / DONE / SETTINGS
+    if out.exists() and (not settings_file.is_file() or json.loads(settings_file.read_text()) != settings):
+        ours = (out / DONE).is_dir() or (out / MANIFEST).is_file() or not any(out.iterdir())
+        if not ours:
+            raise ShardError(f"{out}: exists and is not an mss-tf shard folder; choose another --out")
+        shutil.rmtree(out)  # prepared with other settings: start over
+    (out / DONE).mkdir(parents=True, exist_ok=True)
+    if not settings_file.is_file():
+        atomic_write_text(settings_file, json.dumps(settings, indent=2))
+    (out / MANIFEST).unlink(missing_ok=True)
+
+    records: dict[int, dict[str, Any]] = {}
+    todo = []
+    for index, track in enumerate(tracks):
+        record = _finished(out, index, track)
+        if record is not None:
+            records[index] = record
+        else:
+            _clear_track(out, index)
+            todo.append((index, track))
+
+    bar = tqdm(total=len(tracks), initial=len(records), desc=f"prepare {out.name}", unit="track", disable=not progress)
+
+    def done(index: int, track: musdb.Track, record: dict[str, Any]) -> None:
+        atomic_write_text(_record_path(out, index), json.dumps(record))
+        records[index] = record
+        bar.update()
+
+    def failed(index: int, track: musdb.Track, error: Exception) -> None:
+        if not skip_bad or not isinstance(error, DataError):
+            raise error
+        bar.write(f"skipping bad track {track.name}: {error}")
+        done(index, track, {"index": index, "track": track.name, "skipped": str(error), "shards": [], "n_examples": 0})
+
     try:
-        writer = ShardWriter(tmp, stft_config, dtype=dtype)
-        with writer:
-            for track in tqdm(tracks, desc=f"shards {out_dir.name}", unit="track", disable=not progress):
-                stems, mixture, offsets = track_examples(track, stft_config, crops)
-                for i, offset in enumerate(offsets):
-                    writer.add(stems[i], mixture[i], track.name, offset)
-            manifest = writer.close({"crop": dataclasses.asdict(crops), **(extra or {})})
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        if workers <= 1 or len(todo) <= 1:
+            for index, track in todo:
+                try:
+                    record = prepare_track(index, track, str(out), stft_config, config)
+                except DataError as error:
+                    failed(index, track, error)
+                    continue
+                done(index, track, record)
+        else:
+            context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                futures = {pool.submit(prepare_track, i, t, str(out), stft_config, config): (i, t) for i, t in todo}
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        index, track = futures[future]
+                        try:
+                            record = future.result()
+                        except DataError as error:
+                            failed(index, track, error)
+                            continue
+                        done(index, track, record)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        bar.close()
+    return _write_manifest(out, stft_config, config, [records[i] for i in sorted(records)], extra)
+
+
+def _write_manifest(
+    out: Path, stft_config: SpectrogramConfig, config: PrepareConfig, records: list[dict[str, Any]],
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    shards = [shard for record in records for shard in record["shards"]]
+    n_examples = sum(record["n_examples"] for record in records)
+    if n_examples == 0:
+        raise ShardError(f"{out}: no examples were written (every crop rejected, every track skipped or too short)")
+    quality = None
+    if config.quality is not None:
+        stats = QualityStats(config.quality)
+        for record in records:
+            if record.get("quality"):
+                stats.merge(QualityStats.from_dict(record["quality"]))
+        quality = stats.to_dict()
+    manifest = {
+        "format": "mss-tf-shards",
+        "version": 1,
+        "stft": stft_config.to_dict(),
+        "dtype": config.dtype,
+        "compression": config.compression,
+        "stems": list(STEMS),
+        "n_examples": n_examples,
+        "n_augmented": sum(record.get("n_augmented", 0) for record in records),
+        "n_frames": sorted({record["n_frames"] for record in records if record["n_examples"]}),
+        "bytes": sum(shard["bytes"] for shard in shards),
+        "shards": shards,
+        "tracks": [record["track"] for record in records if record["n_examples"]],
+        "source_tracks": [record["track"] for record in records],
+        "skipped": {record["track"]: record["skipped"] for record in records if "skipped" in record},
+        "settings": config.to_dict(),
+        "settings_key": settings_key(stft_config, config),
+        "quality": quality,
+        "audio_seconds": n_examples * config.crops.seconds,
+        **(extra or {}),
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -88,32 +290,69 @@ def prepare_dataset(
     root: str | Path,
     out_dir: str | Path,
     stft_config: SpectrogramConfig,
-    crops: CropConfig = CropConfig(),
-    dtype: str = "float16",
+    config: PrepareConfig = PrepareConfig(),
     splits: Sequence[str] = ("train", "valid"),
+    workers: int = 1,
+    skip_bad: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Shard folders `out_dir/<split>` for each split of a MUSDB18-HQ folder; cached.
+    """Shard folders `out_dir/<split>` for each split of a MUSDB folder; cached and resumable.
 
-    A split whose folder already holds a manifest with the same STFT config, crops, dtype and
-    source tracks is kept as it is.
+    A split whose manifest already records the same settings and source tracks is kept as it
+    is. The valid split is never augmented.
     """
     out_dir = Path(out_dir)
     for split in splits:
         tracks = musdb.split_tracks(root, split)
+        split_config = config if split == "train" else dataclasses.replace(config, augment=None, augment_copies=0)
         split_dir = out_dir / split
-        wanted = {
-            "stft": stft_config.to_dict(),
-            "dtype": dtype,
-            "crop": dataclasses.asdict(crops),
-            "source_tracks": [t.name for t in tracks],
-        }
         if (split_dir / MANIFEST).is_file():
-            manifest = json.loads((split_dir / MANIFEST).read_text())
-            if all(manifest.get(k) == v for k, v in wanted.items()):
+            try:
+                manifest = read_manifest(split_dir, stft_config)
+            except ShardError:
+                manifest = {}
+            if manifest.get("settings") == split_config.to_dict() and manifest.get("source_tracks") == [
+                t.name for t in tracks
+            ]:
                 continue
         prepare_split(
-            tracks, split_dir, stft_config, crops, dtype, progress,
-            extra={"split": split, "source_root": str(Path(root).resolve()), "source_tracks": wanted["source_tracks"]},
+            tracks, split_dir, stft_config, split_config, workers, skip_bad, progress,
+            extra={"split": split, "source_root": str(Path(root).resolve())},
         )
     return out_dir
+
+
+def check_shards(shard_dir: str | Path) -> list[dict[str, Any]]:
+    """Verify a shard folder (or a folder of split folders) against its manifest(s).
+
+    Checks every listed shard's size and checksum and decodes every example; raises ShardError
+    naming the first bad file. Returns a summary per split folder.
+    """
+    from mss_tf.data.shards import iterate_examples
+
+    shard_dir = Path(shard_dir)
+    if not shard_dir.is_dir():
+        raise ShardError(f"{shard_dir}: no such shard folder")
+    folders = [shard_dir] if (shard_dir / MANIFEST).is_file() else sorted(
+        p for p in shard_dir.iterdir() if (p / MANIFEST).is_file()
+    )
+    if not folders:
+        raise ShardError(f"{shard_dir}: no manifest.json here or in its subfolders")
+    summary = []
+    for folder in folders:
+        manifest = read_manifest(folder, verify_checksums=True)
+        count = 0
+        try:
+            for example in iterate_examples(folder, manifest):
+                if not np.all(np.isfinite(example["mixture"])):
+                    raise ShardError(f"{folder}: example {count} of track {example['track'].decode()} is not finite")
+                count += 1
+        except Exception as exc:  # a corrupt record surfaces as a TensorFlow error
+            if isinstance(exc, ShardError):
+                raise
+            raise ShardError(f"{folder}: unreadable record after {count} examples ({type(exc).__name__})") from None
+        if count != manifest["n_examples"]:
+            raise ShardError(f"{folder}: {count} examples, manifest says {manifest['n_examples']}")
+        summary.append({"folder": str(folder), "examples": count, "shards": len(manifest["shards"]),
+                        "bytes": manifest["bytes"]})
+    return summary

@@ -65,6 +65,7 @@ class ShardWriter:
         dtype: str = "float16",
         shard_bytes: int = 256 * 2**20,
         compression: str = "",
+        prefix: str = "shard",
     ) -> None:
         if dtype not in DTYPES:
             raise ConfigError(f"shard dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -75,6 +76,7 @@ class ShardWriter:
         self.dtype = dtype
         self.shard_bytes = shard_bytes
         self.compression = compression
+        self.prefix = prefix
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict[str, Any]] = []
         self.tracks: list[str] = []
@@ -84,7 +86,7 @@ class ShardWriter:
         self._current: dict[str, Any] | None = None
 
     def _open_shard(self) -> None:
-        name = f"shard-{len(self.shards):05d}.tfrecord" + (".gz" if self.compression else "")
+        name = f"{self.prefix}-{len(self.shards):05d}.tfrecord" + (".gz" if self.compression else "")
         self._current = {"file": name, "examples": 0, "bytes": 0}
         tmp = self.out_dir / f".{name}.tmp"
         options = tf.io.TFRecordOptions(compression_type=self.compression or None)
@@ -103,8 +105,13 @@ class ShardWriter:
         self.shards.append(self._current)
         self._writer, self._current = None, None
 
-    def add(self, stems: np.ndarray, mixture: np.ndarray, track: str, offset: int) -> None:
-        """Add one example: stems (4, frames, bins) complex and mixture (frames, bins) complex."""
+    def add(
+        self, stems: np.ndarray, mixture: np.ndarray, track: str, offset: int, augmentation: dict | None = None
+    ) -> None:
+        """Add one example: stems (4, frames, bins) complex and mixture (frames, bins) complex.
+
+        `augmentation` records the offline augmentation applied to this example (None: original).
+        """
         stems = np.asarray(stems)
         mixture = np.asarray(mixture)
         if stems.shape[0] != len(STEMS) or stems.shape[1:] != mixture.shape:
@@ -118,6 +125,7 @@ class ShardWriter:
             "n_frames": _int_feature(mixture.shape[0]),
             "track": _bytes_feature(track.encode()),
             "offset": _int_feature(offset),
+            "augmentation": _bytes_feature(json.dumps(augmentation).encode()),
         }
         record = tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
         if self._writer is None:
@@ -133,9 +141,14 @@ class ShardWriter:
         if self._current["bytes"] >= self.shard_bytes:
             self._close_shard()
 
+    def finish(self) -> list[dict[str, Any]]:
+        """Finish the last shard; returns the list of complete shards (file, examples, bytes, sha256)."""
+        self._close_shard()
+        return list(self.shards)
+
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Finish the last shard and write the manifest; returns the manifest."""
-        self._close_shard()
+        self.finish()
         if self.n_examples == 0:
             raise ShardError(f"{self.out_dir}: no examples were written (every crop rejected or no tracks)")
         manifest = {
@@ -221,6 +234,7 @@ def parse_example(record: tf.Tensor, manifest: dict[str, Any]) -> dict[str, tf.T
         "n_frames": tf.io.FixedLenFeature([], tf.int64),
         "track": tf.io.FixedLenFeature([], tf.string),
         "offset": tf.io.FixedLenFeature([], tf.int64),
+        "augmentation": tf.io.FixedLenFeature([], tf.string, default_value="null"),
     }
     parsed = tf.io.parse_single_example(record, spec)
     dtype = tf.float16 if manifest["dtype"] == "float16" else tf.float32
@@ -234,6 +248,7 @@ def parse_example(record: tf.Tensor, manifest: dict[str, Any]) -> dict[str, tf.T
         "mixture": tf.cast(mixture, tf.float32),
         "track": parsed["track"],
         "offset": parsed["offset"],
+        "augmentation": parsed["augmentation"],
     }
 
 

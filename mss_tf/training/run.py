@@ -13,7 +13,8 @@ import tensorflow as tf
 from mss_tf.cli import data_dir
 from mss_tf.config import TrainConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
-from mss_tf.data.prepare import CropConfig, prepare_dataset
+from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
+from mss_tf.data.quality import targets_config
 from mss_tf.models.registry import build_model
 from mss_tf.training.loop import Trainer
 
@@ -28,9 +29,15 @@ def new_run_dir(model: str, root: str | Path = "runs") -> Path:
     return path
 
 
+def prepare_config(config: TrainConfig) -> PrepareConfig:
+    """Shard settings of a run: its crop length, and the quality filter on its targets."""
+    return PrepareConfig(crops=CropConfig(seconds=config.crop_seconds), quality=targets_config(config.targets or []))
+
+
 def default_shard_dir(data_root: Path, config: TrainConfig) -> Path:
-    spec = config.spectrogram
-    return data_dir() / "shards" / f"{data_root.resolve().name}-sr{spec.sample_rate}-nfft{spec.n_fft}-hop{spec.hop}"
+    """`data/shards/<root name>-<hash of the STFT and shard settings>`: one folder per setting."""
+    key = settings_key(config.spectrogram, prepare_config(config))
+    return data_dir() / "shards" / f"{data_root.resolve().name}-{key}"
 
 
 def set_seeds(seed: int) -> None:
@@ -68,7 +75,7 @@ def train_run(
         assert data_root is not None, "need a data root or a shard folder"
         shard_dir = default_shard_dir(data_root, config)
         echo(f"shards: {shard_dir} (built from {data_root} if missing)")
-        prepare_dataset(data_root, shard_dir, spec, CropConfig(seconds=config.crop_seconds), progress=progress)
+        prepare_dataset(data_root, shard_dir, spec, prepare_config(config), progress=progress)
     pipeline = PipelineConfig(
         batch_size=int(config.batch_size),  # type: ignore[arg-type]
         train_frames=config.train_frames(),

@@ -1,0 +1,133 @@
+"""Shard preparation at scale: resumable, parallel, quality statistics, bad tracks, --check."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+
+from mss_tf.audio.spectrogram import SpectrogramConfig
+from mss_tf.data import musdb, prepare
+from mss_tf.data.crops import CropConfig
+from mss_tf.data.prepare import PrepareConfig, check_shards, prepare_dataset, prepare_split
+from mss_tf.data.quality import QualityConfig
+from mss_tf.data.shards import MANIFEST, iterate_examples, read_manifest
+from mss_tf.errors import DataError, ShardError
+from tests.conftest import write_tone_track
+from tests.test_cli import assert_one_line_error, run_cli
+
+STFT = SpectrogramConfig(16000, 1024, 512)
+CONFIG = PrepareConfig(crops=CropConfig(seconds=2.0, overlap=0.5), dtype="float32")
+
+
+def test_rerun_after_interruption_skips_finished_tracks(tone_musdb, tmp_path, monkeypatch):
+    tracks = musdb.find_tracks(tone_musdb, "train")
+    real = prepare.prepare_track
+    calls = []
+
+    def interrupted(index, track, *args):
+        if index == 2:
+            raise KeyboardInterrupt
+        calls.append(index)
+        return real(index, track, *args)
+
+    monkeypatch.setattr(prepare, "prepare_track", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_split(tracks, tmp_path / "s", STFT, CONFIG, progress=False)
+    assert not (tmp_path / "s" / MANIFEST).exists()  # nothing the reader would accept
+    with pytest.raises(ShardError):
+        read_manifest(tmp_path / "s")
+
+    def counting(index, track, *args):
+        calls.append(index)
+        return real(index, track, *args)
+
+    calls.clear()
+    monkeypatch.setattr(prepare, "prepare_track", counting)
+    manifest = prepare_split(tracks, tmp_path / "s", STFT, CONFIG, progress=False)
+    assert calls == [2]
+    assert manifest["n_examples"] == 9 and manifest["tracks"] == [t.name for t in tracks]
+    assert [e["track"].decode() for e in iterate_examples(tmp_path / "s")].count("song 0") == 3
+
+
+def test_partial_shard_of_an_interrupted_track_is_removed(tone_musdb, tmp_path):
+    tracks = musdb.find_tracks(tone_musdb, "train")
+    out = tmp_path / "s"
+    prepare_split(tracks, out, STFT, CONFIG, progress=False)
+    record = out / ".done" / "0001.json"
+    record.unlink()  # as if track 1 was killed after writing its shard, before its record
+    (out / ".0001-song_1-00001.tfrecord.tmp").write_bytes(b"half")
+    manifest = prepare_split(tracks, out, STFT, CONFIG, progress=False)
+    assert not list(out.glob(".*.tmp"))
+    assert manifest["n_examples"] == 9
+    check_shards(out)
+
+
+def test_two_workers_give_the_same_examples(tone_musdb, tmp_path):
+    tracks = musdb.find_tracks(tone_musdb, "train")
+    one = prepare_split(tracks, tmp_path / "one", STFT, CONFIG, workers=1, progress=False)
+    two = prepare_split(tracks, tmp_path / "two", STFT, CONFIG, workers=2, progress=False)
+    assert one["n_examples"] == two["n_examples"]
+    assert [s["sha256"] for s in one["shards"]] == [s["sha256"] for s in two["shards"]]
+
+
+def test_quality_filter_statistics_in_manifest(tmp_path):
+    root = tmp_path / "musdb"
+    write_tone_track(root / "train" / "a", 4.0)
+    stems = write_tone_track(root / "train" / "b", 4.0, seed=1)
+    silent = stems["vocals"].copy()
+    silent[: 2 * 44100] = 0.0  # first two seconds of vocals silent
+    soundfile.write(root / "train" / "b" / "vocals.wav", silent, 44100, subtype="FLOAT")
+    config = PrepareConfig(crops=CropConfig(seconds=2.0, overlap=0.5), quality=QualityConfig(stems=("vocals",)))
+    manifest = prepare_split(musdb.find_tracks(root, "train"), tmp_path / "s", STFT, config, progress=False)
+    quality = manifest["quality"]
+    assert quality["crops"] == 6 and quality["rejected"] >= 1
+    assert quality["rejected_by"]["vocals"]["activity"] >= 1
+    assert manifest["n_examples"] == 6 - quality["rejected"]
+
+
+def test_bad_track_stops_or_is_skipped(tone_musdb, tmp_path):
+    (tone_musdb / "train" / "song 1" / "bass.wav").write_text("not audio")
+    tracks = musdb.find_tracks(tone_musdb, "train")
+    with pytest.raises(DataError, match="bass.wav"):
+        prepare_split(tracks, tmp_path / "s", STFT, CONFIG, progress=False)
+    manifest = prepare_split(tracks, tmp_path / "s", STFT, CONFIG, skip_bad=True, progress=False)
+    assert list(manifest["skipped"]) == ["song 1"] and "bass.wav" in manifest["skipped"]["song 1"]
+    assert manifest["tracks"] == ["song 0", "song 2"]
+
+
+def test_refuses_to_overwrite_a_foreign_folder(tone_musdb, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(ShardError, match="not an mss-tf shard folder"):
+        prepare_split(musdb.find_tracks(tone_musdb, "test"), out, STFT, CONFIG, progress=False)
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_gzip_and_small_shards(tone_musdb, tmp_path):
+    import dataclasses
+
+    config = dataclasses.replace(CONFIG, compression="GZIP", shard_bytes=1)
+    manifest = prepare_split(musdb.find_tracks(tone_musdb, "train"), tmp_path / "s", STFT, config, progress=False)
+    assert len(manifest["shards"]) == 9 and all(s["file"].endswith(".gz") for s in manifest["shards"])
+    assert sum(1 for _ in iterate_examples(tmp_path / "s")) == 9
+
+
+def test_prepare_cli_and_check(tone_musdb, tmp_path):
+    out = tmp_path / "shards"
+    result = run_cli("datasets/prepare_musdb.py", "--musdb-root", tone_musdb, "--out", out, "--model", "unet",
+                     "--crop-seconds", 2, "--workers", 2, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "train: 6 examples" in result.stdout and "valid: 3 examples" in result.stdout
+    checked = run_cli("datasets/prepare_musdb.py", "--check", out)
+    assert checked.returncode == 0 and checked.stdout.count("ok:") == 2
+    shard = out / "train" / read_manifest(out / "train")["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert_one_line_error(run_cli("datasets/prepare_musdb.py", "--check", out), shard, "checksum")
+    assert_one_line_error(run_cli("datasets/prepare_musdb.py", "--check", tmp_path / "none"), tmp_path / "none")
+    bad = run_cli("datasets/prepare_musdb.py", "--musdb-root", tone_musdb, "--out", out, "--model", "unet",
+                  "--workers", 0)
+    assert_one_line_error(bad, "--workers")
