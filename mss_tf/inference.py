@@ -15,7 +15,7 @@ import tensorflow as tf
 from mss_tf.audio import io as audio_io
 from mss_tf.audio.spectrogram import SpectrogramConfig, istft, stft
 from mss_tf.config import TrainConfig
-from mss_tf.models.registry import build_model
+from mss_tf.models.registry import build_model, is_neural
 from mss_tf.training.loop import restore_weights
 
 
@@ -65,10 +65,15 @@ class Separator:
     def from_run(cls, run_dir: str | Path, which: str = "best", **kwargs: float) -> "Separator":
         """Rebuild the model of a run directory and load its best (or latest) checkpoint."""
         config = TrainConfig.load(run_dir)
-        model = build_model(config.model, **config.model_kwargs)
         spec = config.spectrogram
-        model(tf.zeros([1, spec.n_frames(spec.hop * 8), spec.n_bins, 2]), training=False)
-        restore_weights(model, run_dir, which)
+        if not is_neural(config.model):
+            from mss_tf.models.nmf import NMFSeparator
+
+            model = NMFSeparator.load(run_dir)
+        else:
+            model = build_model(config.model, **config.model_kwargs)
+            model(tf.zeros([1, spec.n_frames(spec.hop * 8), spec.n_bins, 2]), training=False)
+            restore_weights(model, run_dir, which)
         return cls(model, spec, config.targets or [], name=config.model, **kwargs)
 
     @property

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 import tensorflow as tf
 
+from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.errors import ConfigError
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -29,12 +31,39 @@ def mag_phase_l1(target: tf.Tensor, estimate: tf.Tensor, alpha: float = 0.5) -> 
     return alpha * magnitude_term + (1.0 - alpha) * complex_term
 
 
-LOSSES: dict[str, Callable[..., tf.Tensor]] = {"mag_phase_l1": mag_phase_l1}
+def bsrnn_paper(target: tf.Tensor, estimate: tf.Tensor, stft: SpectrogramConfig | None = None) -> tf.Tensor:
+    """The BSRNN paper's loss: L1(Re) + L1(Im) of the spectrograms + L1 of the iSTFT waveforms.
+
+    Each term is a mean absolute error (as the reference code's `F.l1_loss`), in float32.
+    Both arguments are (..., frames, bins, 2); the waveforms are `istft` of length
+    (frames - 1) * hop under `stft` (default: the BSRNN STFT, 44.1 kHz / 2048 / 512), whose
+    n_fft must match the bins.
+    """
+    stft = stft or SpectrogramConfig()
+    target = tf.cast(target, tf.float32)
+    estimate = tf.cast(estimate, tf.float32)
+    if target.shape[-2] is not None and target.shape[-2] != stft.n_bins:
+        raise ConfigError(f"bsrnn_paper: spectrogram has {target.shape[-2]} bins, STFT config {stft.to_dict()} has {stft.n_bins}")
+    error = tf.abs(estimate - target)  # (..., frames, bins, 2)
+    spectral_term = tf.reduce_mean(error[..., 0]) + tf.reduce_mean(error[..., 1])
+    length = (tf.shape(target)[-3] - 1) * stft.hop
+    waves = istft(tf.complex(tf.stack([target[..., 0], estimate[..., 0]]), tf.stack([target[..., 1], estimate[..., 1]])), stft, length)
+    waveform_term = tf.reduce_mean(tf.abs(waves[1] - waves[0]))  # (..., samples)
+    return spectral_term + waveform_term
 
 
-def get_loss(name: str, **kwargs: float) -> LossFn:
-    """The loss called `name`, with its keyword arguments bound."""
+LOSSES: dict[str, Callable[..., tf.Tensor]] = {"mag_phase_l1": mag_phase_l1, "bsrnn_paper": bsrnn_paper}
+
+
+def get_loss(name: str, **kwargs: Any) -> LossFn:
+    """The loss called `name`, with its keyword arguments bound.
+
+    Keyword arguments the loss does not take are dropped, so a caller can pass the shared
+    settings (`alpha`, `stft`) whatever the loss; `bsrnn_paper` needs `stft=SpectrogramConfig`.
+    """
     if name not in LOSSES:
         raise ConfigError(f"unknown loss {name!r} (choose from {', '.join(sorted(LOSSES))})")
     fn = LOSSES[name]
-    return lambda target, estimate: fn(target, estimate, **kwargs)
+    accepted = inspect.signature(fn).parameters
+    bound = {key: value for key, value in kwargs.items() if key in accepted}
+    return lambda target, estimate: fn(target, estimate, **bound)

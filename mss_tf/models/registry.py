@@ -10,6 +10,8 @@ import keras
 from mss_tf import TARGETS
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import ConfigError
+from mss_tf.models.bsrnn import BSRNN
+from mss_tf.models.nmf import NMFSeparator
 from mss_tf.models.unet import UNet
 
 UNET_STFT = SpectrogramConfig(sample_rate=16000, n_fft=1024, hop=512)
@@ -50,7 +52,7 @@ class Preset:
         }
 
 
-MODEL_CLASSES: dict[str, Callable[..., keras.Model]] = {"UNet": UNet}
+MODEL_CLASSES: dict[str, Callable[..., Any]] = {"UNet": UNet, "BSRNN": BSRNN, "NMFSeparator": NMFSeparator}
 
 PRESETS: dict[str, Preset] = {
     "unet": Preset(
@@ -61,6 +63,15 @@ PRESETS: dict[str, Preset] = {
         training=TrainingDefaults(batch_size=4, learning_rate=1e-3, weight_decay=1e-5),
         description="seed U-Net: 8/16/32 filters, bottleneck 64, all four targets, 16 kHz",
     ),
+    "nmf": Preset(
+        name="nmf",
+        model="NMFSeparator",
+        kwargs={"targets": list(TARGETS), "rank": 32, "beta": 1.0, "fit_iterations": 200,
+                "separate_iterations": 100, "mask_power": 1.0, "max_frames": 10000},
+        stft=UNET_STFT,
+        training=TrainingDefaults(),
+        description="supervised NMF baseline: KL, 32 atoms per source, soft masks, 16 kHz",
+    ),
     "unet-tiny": Preset(
         name="unet-tiny",
         model="UNet",
@@ -70,6 +81,38 @@ PRESETS: dict[str, Preset] = {
         description="U-Net at half width for tests",
     ),
 }
+
+# Paper size (Luo & Yu 2023): N = 128, 12 modules, BLSTM hidden 2N, mask MLP 4N, one target per
+# model with the paper's band scheme for it ("auto": V7 for vocals/other, bass, drums).
+_BSRNN_PAPER = {
+    "targets": ["vocals"], "band_scheme": "auto", "sample_rate": BSRNN_STFT.sample_rate,
+    "n_fft": BSRNN_STFT.n_fft, "feature_dim": 128, "num_modules": 12,
+}
+# Same code at CPU-demo size: N = 16, 2 modules, the coarse 12-band scheme.
+_BSRNN_TINY = {**_BSRNN_PAPER, "band_scheme": "coarse", "feature_dim": 16, "num_modules": 2}
+_BSRNN_TRAINING = TrainingDefaults(batch_size=2, learning_rate=1e-3, clip_norm=5.0, loss="mag_phase_l1")
+_BSRNN_TINY_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=1.0)
+
+PRESETS.update({
+    "bsrnn": Preset(
+        name="bsrnn", model="BSRNN", kwargs=dict(_BSRNN_PAPER), stft=BSRNN_STFT, training=_BSRNN_TRAINING,
+        description="Band-Split RNN at paper size (N=128, 12 modules, V7 bands for vocals), 44.1 kHz",
+    ),
+    "bsrnn-se": Preset(
+        name="bsrnn-se", model="BSRNN", kwargs={**_BSRNN_PAPER, "squeeze_excitation": True, "se_reduction": 16},
+        stft=BSRNN_STFT, training=_BSRNN_TRAINING,
+        description="BSRNN with an SE block (r=16) after each of its 24 BLSTMs, paper size, 44.1 kHz",
+    ),
+    "bsrnn-tiny": Preset(
+        name="bsrnn-tiny", model="BSRNN", kwargs=dict(_BSRNN_TINY), stft=BSRNN_STFT, training=_BSRNN_TINY_TRAINING,
+        description="BSRNN for tests and CPU demos (N=16, 2 modules, 12 coarse bands)",
+    ),
+    "bsrnn-se-tiny": Preset(
+        name="bsrnn-se-tiny", model="BSRNN", kwargs={**_BSRNN_TINY, "squeeze_excitation": True, "se_reduction": 4},
+        stft=BSRNN_STFT, training=_BSRNN_TINY_TRAINING,
+        description="BSRNN-SE for tests and CPU demos (N=16, 2 modules, 4 SE blocks with r=4)",
+    ),
+})
 
 
 def get_preset(name: str) -> Preset:
@@ -86,6 +129,13 @@ def build_model(preset: Preset | str, **overrides: Any) -> keras.Model:
         preset = get_preset(preset)
     kwargs = {**preset.kwargs, **overrides}
     return MODEL_CLASSES[preset.model](**kwargs, name=preset.name.replace("-", "_"))
+
+
+def is_neural(preset: Preset | str) -> bool:
+    """Whether a preset trains with the gradient loop (NMF is fitted by multiplicative updates)."""
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    return preset.model != "NMFSeparator"
 
 
 def model_targets(model: keras.Model) -> list[str]:

@@ -34,7 +34,7 @@ class Trainer:
         self.model = model
         self.config = config
         self.run_dir = Path(run_dir)
-        self.loss_fn = get_loss(str(config.loss), alpha=float(config.loss_alpha))  # type: ignore[arg-type]
+        self.loss_fn = get_loss(str(config.loss), alpha=float(config.loss_alpha), stft=config.spectrogram)  # type: ignore[arg-type]
         self.optimizer = keras.optimizers.Adam(learning_rate=float(config.learning_rate))  # type: ignore[arg-type]
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_valid_loss")

@@ -15,7 +15,7 @@ from mss_tf.config import TrainConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
-from mss_tf.models.registry import build_model
+from mss_tf.models.registry import build_model, is_neural
 from mss_tf.training.loop import Trainer
 
 
@@ -76,6 +76,8 @@ def train_run(
         shard_dir = default_shard_dir(data_root, config)
         echo(f"shards: {shard_dir} (built from {data_root} if missing)")
         prepare_dataset(data_root, shard_dir, spec, prepare_config(config), progress=progress)
+    if not is_neural(config.model):
+        return _fit_nmf(config, run_dir, shard_dir, progress, echo)
     pipeline = PipelineConfig(
         batch_size=int(config.batch_size),  # type: ignore[arg-type]
         train_frames=config.train_frames(),
@@ -97,4 +99,19 @@ def train_run(
     history = trainer.fit(train_ds, valid_ds, progress=progress, log=log)
     params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     log(f"trained {config.model} ({params:,} parameters) in {run_dir}")
+    return {"history": history, "params": params, "run_dir": str(run_dir)}
+
+
+def _fit_nmf(config: TrainConfig, run_dir: Path, shard_dir: Path, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+    """The NMF baseline learns its dictionaries from the training shards (no gradient loop)."""
+    model = build_model(config.model, **config.model_kwargs)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir, echo)
+    config.shards = str(shard_dir)
+    config.save(run_dir)
+    history = model.fit_from_shards(shard_dir / "train", config.spectrogram, progress=progress)
+    model.save(run_dir)
+    params = model.count_params()
+    final = {target: float(losses[-1]) for target, losses in history.items()}
+    log(f"fitted {config.model} ({params:,} dictionary entries) in {run_dir}; final beta-divergence {final}")
     return {"history": history, "params": params, "run_dir": str(run_dir)}

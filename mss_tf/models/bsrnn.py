@@ -1,0 +1,579 @@
+"""Band-Split RNN (Luo & Yu, "Music Source Separation with Band-split RNN", IEEE/ACM TASLP 2023)
+and its Squeeze-and-Excitation variant BSRNN-SE.
+
+Tensor layout (the suite's convention, see unet.py): the mixture STFT comes in as float32
+(batch, frames, bins, 2) [real, imag] and the estimates go out as (batch, targets, frames,
+bins, 2) float32. With `channels=2` the input is (batch, 2, frames, bins, 2) and the output
+(batch, targets, 2, frames, bins, 2). Inside, features are (B, T, K, N): batch, frames,
+subbands, feature dim. Names of the blocks follow figure 1 of the paper:
+
+    mixture -> BandSplit -> 12 x BandSequenceModule (time BLSTM, band BLSTM) -> MaskEstimator
+            -> complex mask x mixture
+
+Every per-band operation (band-split LayerNorm + Dense, mask-estimation LayerNorm + MLP) runs
+for all K bands at once: bands are gathered into a zero-padded (K, max_width) layout and the
+per-band weights, stored exactly (no padding in the parameter count), are gathered into a
+padded (K, max_width, N) kernel for one einsum. The BLSTMs run on all bands (time path) or
+all frames (band path) as one batched sequence call; there is no Python loop over bands.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mss_tf.errors import ConfigError
+from mss_tf.models.bands import band_widths, resolve_scheme
+
+LSTM_IMPLEMENTATIONS = ("keras", "fused")
+
+
+def _band_layout(widths: Sequence[int], features_per_bin: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Index maps between the flat band-ordered feature vector and the padded (K, D_max) layout.
+
+    Returns (pad_index, unpad_index, total): `pad_index[k, d]` is the flat position of feature d
+    of band k, or `total` (a zero appended at the end) past that band's width; `unpad_index[j]`
+    is the position in the flattened (K * D_max) layout of flat feature j.
+    """
+    sizes = [w * features_per_bin for w in widths]
+    d_max, total = max(sizes), sum(sizes)
+    pad_index = np.full((len(sizes), d_max), total, dtype=np.int32)
+    unpad_index = np.zeros(total, dtype=np.int32)
+    start = 0
+    for k, size in enumerate(sizes):
+        pad_index[k, :size] = np.arange(start, start + size)
+        unpad_index[start : start + size] = k * d_max + np.arange(size)
+        start += size
+    return pad_index, unpad_index, total
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class BandSplit(keras.layers.Layer):
+    """Band split module: per band, LayerNorm over its 2*C*width values, then Dense to N.
+
+    Each band has its own LayerNorm (gain and bias per value) and its own Dense layer, as in
+    the paper; all K bands are computed by one einsum over a zero-padded layout.
+
+    Args:
+        band_widths: bins per band; they tile the spectrum in order.
+        feature_dim: N, features per band.
+        features_per_bin: values per bin, 2 * channels (real and imaginary part per channel).
+        epsilon: LayerNorm epsilon.
+    """
+
+    def __init__(
+        self, band_widths: Sequence[int], feature_dim: int, features_per_bin: int = 2,
+        epsilon: float = 1e-5, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.band_widths = [int(w) for w in band_widths]
+        self.feature_dim = int(feature_dim)
+        self.features_per_bin = int(features_per_bin)
+        self.epsilon = float(epsilon)
+        pad_index, _, self.total = _band_layout(self.band_widths, self.features_per_bin)
+        self.pad_index = tf.constant(pad_index)
+        sizes = np.array([w * self.features_per_bin for w in self.band_widths], np.float32)
+        self.valid = tf.constant((pad_index < self.total).astype(np.float32))  # (K, D_max)
+        self.sizes = tf.constant(sizes[:, None])  # (K, 1)
+
+    def build(self, input_shape: Any) -> None:
+        k, n = len(self.band_widths), self.feature_dim
+        self.gamma = self.add_weight(name="norm_gamma", shape=(self.total,), initializer="ones")
+        self.beta = self.add_weight(name="norm_beta", shape=(self.total,), initializer="zeros")
+        # rows of band k's Dense are kernel[start_k : start_k + 2*C*w_k]; init as Dense(fan_in=2Cw_k)
+        self.kernel = self.add_weight(name="kernel", shape=(self.total, n), initializer=self._kernel_init)
+        self.bias = self.add_weight(name="bias", shape=(k, n), initializer="zeros")
+
+    def _kernel_init(self, shape: Any, dtype: Any = None) -> tf.Tensor:
+        blocks = [
+            keras.initializers.GlorotUniform()((w * self.features_per_bin, self.feature_dim))
+            for w in self.band_widths
+        ]
+        return tf.cast(tf.concat(blocks, axis=0), dtype or "float32")
+
+    def _padded(self, flat: tf.Tensor) -> tf.Tensor:
+        """Gather a (total, ...) per-value weight into the padded (K, D_max, ...) layout (zeros past each band)."""
+        flat = tf.concat([flat, tf.zeros_like(flat[:1])], axis=0)
+        return tf.gather(flat, self.pad_index)
+
+    def call(self, spectrum: tf.Tensor) -> tf.Tensor:
+        """spectrum: (B, T, F*C*2) float32, bins in order, each bin's (channel, real/imag) values."""
+        x = tf.pad(spectrum, [[0, 0], [0, 0], [0, 1]])  # (B, T, F*C*2 + 1), a zero for padding
+        x = tf.gather(x, self.pad_index, axis=-1)  # (B, T, K, D_max)
+        mean = tf.reduce_sum(x, axis=-1, keepdims=True) / self.sizes  # (B, T, K, 1)
+        centred = (x - mean) * self.valid  # (B, T, K, D_max)
+        variance = tf.reduce_sum(tf.square(centred), axis=-1, keepdims=True) / self.sizes  # (B, T, K, 1)
+        x = centred * tf.math.rsqrt(variance + self.epsilon)
+        x = x * self._padded(self.gamma) + self._padded(self.beta)  # (B, T, K, D_max), zero past each band
+        dtype = self.compute_dtype
+        kernel = tf.cast(self._padded(self.kernel), dtype)  # (K, D_max, N)
+        z = tf.einsum("btkd,kdn->btkn", tf.cast(x, dtype), kernel)  # (B, T, K, N)
+        return z + tf.cast(self.bias, dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "band_widths": self.band_widths,
+            "feature_dim": self.feature_dim,
+            "features_per_bin": self.features_per_bin,
+            "epsilon": self.epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class SqueezeExcitation(keras.layers.Layer):
+    """Squeeze-and-Excitation over the N feature channels of a (B, T, K, N) tensor.
+
+    Squeeze: mean over time and bands; excitation: Dense(N/r) + ReLU, Dense(N) + sigmoid;
+    the input channels are scaled by the excitation.
+
+    Args:
+        channels: N.
+        reduction: r; the bottleneck has max(1, N // r) units.
+
+    The attribute `active` (not part of the config) switches the block to the identity; it
+    exists for ablations and the test that every SE block changes the output.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if reduction < 1:
+            raise ConfigError(f"SE reduction must be >= 1, got {reduction}")
+        self.channels = int(channels)
+        self.reduction = int(reduction)
+        self.squeeze_dense = keras.layers.Dense(max(1, self.channels // self.reduction), activation="relu", name="squeeze")
+        self.excite_dense = keras.layers.Dense(self.channels, activation="sigmoid", name="excite")
+        self.active = True
+
+    def build(self, input_shape: Any) -> None:
+        self.squeeze_dense.build((None, self.channels))
+        self.excite_dense.build((None, max(1, self.channels // self.reduction)))
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        if not self.active:
+            return x
+        squeezed = tf.reduce_mean(x, axis=[1, 2])  # (B, N)
+        scale = self.excite_dense(self.squeeze_dense(squeezed))  # (B, N/r) -> (B, N)
+        return x * tf.cast(scale, x.dtype)[:, tf.newaxis, tf.newaxis, :]  # (B, T, K, N)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "channels": self.channels, "reduction": self.reduction}
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class BidirectionalLSTM(keras.layers.Layer):
+    """Bidirectional LSTM over (batch, steps, features), outputs (batch, steps, 2 * units).
+
+    The weights always live in a `keras.layers.Bidirectional(LSTM)` (Keras layout, gate order
+    i, f, c, o). `implementation="keras"` runs that layer (XLA-compilable, the default);
+    `"fused"` runs the same weights through TensorFlow's fused CPU kernel `BlockLSTMV2` (one op
+    per direction for the whole sequence, gate order i, f, c, o as well; not XLA-compilable,
+    computed in float32).
+
+    Args:
+        units: hidden size per direction.
+        implementation: "keras" or "fused".
+    """
+
+    def __init__(self, units: int, implementation: str = "keras", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if implementation not in LSTM_IMPLEMENTATIONS:
+            raise ConfigError(f"lstm implementation must be one of {LSTM_IMPLEMENTATIONS}, got {implementation!r}")
+        self.units = int(units)
+        self.implementation = implementation
+        self.rnn = keras.layers.Bidirectional(keras.layers.LSTM(self.units, return_sequences=True), name="blstm")
+
+    def build(self, input_shape: Any) -> None:
+        self.rnn.build(input_shape)
+
+    def _fused_direction(self, cell: Any, x: tf.Tensor) -> tf.Tensor:
+        """x: (steps, batch, features) float32 -> hidden states (steps, batch, units)."""
+        w = tf.concat([tf.cast(cell.kernel, tf.float32), tf.cast(cell.recurrent_kernel, tf.float32)], axis=0)
+        zeros = tf.zeros([tf.shape(x)[1], self.units], tf.float32)
+        peephole = tf.zeros([self.units], tf.float32)
+        outputs = tf.raw_ops.BlockLSTMV2(
+            seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=zeros, h_prev=zeros, w=w,
+            wci=peephole, wcf=peephole, wco=peephole, b=tf.cast(cell.bias, tf.float32),
+            cell_clip=0.0, use_peephole=False,
+        )
+        return outputs[6]  # h for every step
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        if self.implementation == "keras":
+            return self.rnn(x)  # (batch, steps, 2 * units)
+        dtype = x.dtype
+        steps_first = tf.transpose(tf.cast(x, tf.float32), [1, 0, 2])  # (steps, batch, features)
+        forward = self._fused_direction(self.rnn.forward_layer.cell, steps_first)  # (steps, batch, units)
+        backward = self._fused_direction(self.rnn.backward_layer.cell, tf.reverse(steps_first, [0]))
+        h = tf.concat([forward, tf.reverse(backward, [0])], axis=-1)  # (steps, batch, 2 * units)
+        return tf.cast(tf.transpose(h, [1, 0, 2]), dtype)  # (batch, steps, 2 * units)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "implementation": self.implementation}
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class ResidualRNN(keras.layers.Layer):
+    """One residual BLSTM block of the band and sequence module, along time or along bands.
+
+    x + [SE](Dense_N(BLSTM_2N(Norm(x)))), with the BLSTM run on (B*K, T, N) for `axis="time"`
+    (shared across bands) or on (B*T, K, N) for `axis="band"` (shared across frames).
+
+    Norm is GroupNorm(1, N) applied at each (frame, band) position, i.e. a LayerNorm over the
+    N features with a per-feature gain and bias: it never pools over time, so the model is
+    not tied to the training chunk length. (The PyTorch reference applies GroupNorm(1, N) to
+    a (batch, N, steps) tensor, which also pools over the sequence; we deliberately do not.)
+
+    Args:
+        feature_dim: N.
+        hidden_dim: BLSTM hidden size per direction (paper: 2N).
+        axis: "time" or "band".
+        squeeze_excitation: add an SE block after the BLSTM's projection, before the residual sum.
+        se_reduction: SE reduction r.
+        lstm_implementation: see BidirectionalLSTM.
+        epsilon: normalisation epsilon.
+    """
+
+    def __init__(
+        self, feature_dim: int, hidden_dim: int, axis: str = "time", squeeze_excitation: bool = False,
+        se_reduction: int = 16, lstm_implementation: str = "keras", epsilon: float = 1e-5, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if axis not in ("time", "band"):
+            raise ConfigError(f"ResidualRNN axis must be 'time' or 'band', got {axis!r}")
+        self.feature_dim = int(feature_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.axis = axis
+        self.squeeze_excitation = bool(squeeze_excitation)
+        self.se_reduction = int(se_reduction)
+        self.lstm_implementation = lstm_implementation
+        self.epsilon = float(epsilon)
+        self.norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="norm")
+        self.blstm = BidirectionalLSTM(self.hidden_dim, lstm_implementation, name="blstm")
+        self.projection = keras.layers.Dense(self.feature_dim, name="projection")
+        self.se = (
+            SqueezeExcitation(self.feature_dim, self.se_reduction, name="se") if self.squeeze_excitation else None
+        )
+
+    def build(self, input_shape: Any) -> None:
+        n = self.feature_dim
+        self.norm.build((None, None, n))
+        self.blstm.build((None, None, n))
+        self.projection.build((None, None, 2 * self.hidden_dim))
+        if self.se is not None:
+            self.se.build((None, None, None, n))
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(x)
+        b, t, k, n = shape[0], shape[1], shape[2], self.feature_dim
+        if self.axis == "time":
+            seq = tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b * k, t, n])  # (B*K, T, N)
+        else:
+            seq = tf.reshape(x, [b * t, k, n])  # (B*T, K, N)
+        y = self.projection(self.blstm(self.norm(seq)))  # (B*K, T, 2H) -> (B*K, T, N), or over K
+        if self.axis == "time":
+            y = tf.transpose(tf.reshape(y, [b, k, t, n]), [0, 2, 1, 3])  # (B, T, K, N)
+        else:
+            y = tf.reshape(y, [b, t, k, n])  # (B, T, K, N)
+        if self.se is not None:
+            y = self.se(y)  # (B, T, K, N)
+        return x + tf.cast(y, x.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "feature_dim": self.feature_dim,
+            "hidden_dim": self.hidden_dim,
+            "axis": self.axis,
+            "squeeze_excitation": self.squeeze_excitation,
+            "se_reduction": self.se_reduction,
+            "lstm_implementation": self.lstm_implementation,
+            "epsilon": self.epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class BandSequenceModule(keras.layers.Layer):
+    """Band and sequence modelling module: a residual time-axis BLSTM block, then a band-axis one.
+
+    Args: as ResidualRNN (without axis).
+    """
+
+    def __init__(
+        self, feature_dim: int, hidden_dim: int, squeeze_excitation: bool = False, se_reduction: int = 16,
+        lstm_implementation: str = "keras", **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.feature_dim = int(feature_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.squeeze_excitation = bool(squeeze_excitation)
+        self.se_reduction = int(se_reduction)
+        self.lstm_implementation = lstm_implementation
+        common = dict(squeeze_excitation=squeeze_excitation, se_reduction=se_reduction,
+                      lstm_implementation=lstm_implementation)
+        self.time_rnn = ResidualRNN(feature_dim, hidden_dim, axis="time", name="time_rnn", **common)
+        self.band_rnn = ResidualRNN(feature_dim, hidden_dim, axis="band", name="band_rnn", **common)
+
+    def build(self, input_shape: Any) -> None:
+        self.time_rnn.build(input_shape)
+        self.band_rnn.build(input_shape)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.band_rnn(self.time_rnn(x))  # (B, T, K, N)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "feature_dim": self.feature_dim,
+            "hidden_dim": self.hidden_dim,
+            "squeeze_excitation": self.squeeze_excitation,
+            "se_reduction": self.se_reduction,
+            "lstm_implementation": self.lstm_implementation,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class MaskEstimator(keras.layers.Layer):
+    """Mask estimation module of one target: per band LayerNorm(N) -> Dense(hidden) + tanh ->
+    Dense(2 * 2*C*width) + GLU, giving the real and imaginary mask of every bin of the band.
+
+    Each band has its own LayerNorm and MLP, computed for all bands at once (the second Dense
+    over a padded layout, its weights stored exactly). GLU: value * sigmoid(gate), the value
+    being the first half of the band's Dense output, as torch.nn.GLU.
+
+    Args:
+        band_widths: bins per band.
+        feature_dim: N.
+        hidden_dim: MLP hidden size (paper: 4N).
+        features_per_bin: 2 * channels.
+        epsilon: LayerNorm epsilon.
+    """
+
+    def __init__(
+        self, band_widths: Sequence[int], feature_dim: int, hidden_dim: int, features_per_bin: int = 2,
+        epsilon: float = 1e-5, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.band_widths = [int(w) for w in band_widths]
+        self.feature_dim = int(feature_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.features_per_bin = int(features_per_bin)
+        self.epsilon = float(epsilon)
+        pad_index, unpad_index, self.total = _band_layout(self.band_widths, self.features_per_bin)
+        self.d_max = pad_index.shape[1]
+        self.unpad_index = tf.constant(unpad_index)
+        # band k's Dense output columns are [value (D_k) | gate (D_k)] at kernel[:, 2*start_k : 2*(start_k+D_k)]
+        starts = np.concatenate([[0], np.cumsum([w * self.features_per_bin for w in self.band_widths])[:-1]])
+        glu_index = np.full((len(self.band_widths), 2, self.d_max), 2 * self.total, np.int32)
+        for k, w in enumerate(self.band_widths):
+            size = w * self.features_per_bin
+            glu_index[k, 0, :size] = 2 * starts[k] + np.arange(size)
+            glu_index[k, 1, :size] = 2 * starts[k] + size + np.arange(size)
+        self.glu_index = tf.constant(glu_index)  # (K, 2, D_max)
+
+    def build(self, input_shape: Any) -> None:
+        k, n, h = len(self.band_widths), self.feature_dim, self.hidden_dim
+        self.gamma = self.add_weight(name="norm_gamma", shape=(k, n), initializer="ones")
+        self.beta = self.add_weight(name="norm_beta", shape=(k, n), initializer="zeros")
+        self.hidden_kernel = self.add_weight(
+            name="hidden_kernel", shape=(k, n, h),
+            initializer=lambda shape, dtype=None: tf.stack([keras.initializers.GlorotUniform()((n, h)) for _ in range(k)]),
+        )
+        self.hidden_bias = self.add_weight(name="hidden_bias", shape=(k, h), initializer="zeros")
+        self.glu_kernel = self.add_weight(name="glu_kernel", shape=(h, 2 * self.total), initializer=self._glu_init)
+        self.glu_bias = self.add_weight(name="glu_bias", shape=(2 * self.total,), initializer="zeros")
+
+    def _glu_init(self, shape: Any, dtype: Any = None) -> tf.Tensor:
+        blocks = [
+            keras.initializers.GlorotUniform()((self.hidden_dim, 2 * w * self.features_per_bin))
+            for w in self.band_widths
+        ]
+        return tf.cast(tf.concat(blocks, axis=1), dtype or "float32")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        """x: (B, T, K, N) -> mask (B, T, F*C*2) float32 in the band split's value order."""
+        dtype = self.compute_dtype
+        x = tf.cast(x, tf.float32)
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)  # (B, T, K, 1)
+        x = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta  # (B, T, K, N)
+        hidden = tf.einsum("btkn,knh->btkh", tf.cast(x, dtype), tf.cast(self.hidden_kernel, dtype))  # (B, T, K, 4N)
+        hidden = tf.tanh(hidden + tf.cast(self.hidden_bias, dtype))
+        kernel = tf.concat([self.glu_kernel, tf.zeros_like(self.glu_kernel[:, :1])], axis=1)
+        kernel = tf.cast(tf.gather(kernel, self.glu_index, axis=1), dtype)  # (4N, K, 2, D_max)
+        bias = tf.concat([self.glu_bias, tf.zeros_like(self.glu_bias[:1])], axis=0)
+        bias = tf.cast(tf.gather(bias, self.glu_index), dtype)  # (K, 2, D_max)
+        out = tf.einsum("btkh,hkgd->btkgd", hidden, kernel) + bias  # (B, T, K, 2, D_max)
+        out = tf.cast(out, tf.float32)
+        mask = out[..., 0, :] * tf.sigmoid(out[..., 1, :])  # (B, T, K, D_max), GLU
+        shape = tf.shape(mask)
+        mask = tf.reshape(mask, [shape[0], shape[1], -1])  # (B, T, K*D_max)
+        return tf.gather(mask, self.unpad_index, axis=-1)  # (B, T, F*C*2)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "band_widths": self.band_widths,
+            "feature_dim": self.feature_dim,
+            "hidden_dim": self.hidden_dim,
+            "features_per_bin": self.features_per_bin,
+            "epsilon": self.epsilon,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class BSRNN(keras.Model):
+    """Band-Split RNN separator; with `squeeze_excitation=True`, BSRNN-SE.
+
+    Band split: the bins are cut into K bands by `band_scheme`; each band's real and imaginary
+    parts (of every channel) go through their own LayerNorm and Dense to N features. Band and
+    sequence modelling: `num_modules` modules, each a residual time-axis BLSTM block then a
+    residual band-axis BLSTM block (norm -> BLSTM with hidden size `lstm_hidden` per direction
+    -> Dense back to N; SE after it when enabled). Mask estimation: per target, per band,
+    LayerNorm -> Dense(`mask_hidden`) + tanh -> Dense + GLU, giving a complex mask; the
+    estimate is mask x mixture (complex product).
+
+    Choices where the paper is silent or ambiguous:
+      * bins join the band [lo, hi) that holds their centre frequency; Nyquist is in the last band.
+      * the time and band blocks normalise each (frame, band) position over N (GroupNorm(1, N)
+        per position), never over time, so any input length works.
+      * SE sits after the Dense projecting the BLSTM output back to N (so it scales N channels,
+        Dense(N/r) -> Dense(N)), before the residual addition; the squeeze averages over time
+        and bands of the current chunk. Every BLSTM has its own SE block (2 per module).
+      * the mask is unbounded (GLU output), as in the reference code.
+      * with several targets the body is shared and each target has its own mask head.
+      * `channels=2`: each bin contributes 4 values (2 channels x real/imag) to the band
+        features, and each head outputs a mask per channel.
+
+    Args:
+        targets: names of the estimated sources (paper: one per model).
+        band_scheme: a name in `mss_tf.models.bands.BAND_SCHEMES`, "auto" (the paper's scheme
+            for a single target: v7 for vocals/other, bass, drums), or a list of
+            [upper edge Hz, bandwidth Hz] rules.
+        sample_rate: STFT sample rate (to turn the Hz rules into bins).
+        n_fft: STFT size; the input must have n_fft/2 + 1 bins.
+        feature_dim: N (paper: 128).
+        num_modules: band and sequence modules (paper: 12).
+        lstm_hidden: BLSTM hidden size per direction; None -> 2N.
+        mask_hidden: mask-estimation MLP hidden size; None -> 4N.
+        channels: 1 (mono, default) or 2 (stereo fed jointly).
+        squeeze_excitation: add an SE block after every BLSTM (BSRNN-SE).
+        se_reduction: SE reduction ratio r (default 16).
+        lstm_implementation: "keras" (Keras LSTM, XLA-compilable) or "fused" (TF's BlockLSTMV2
+            CPU kernel on the same weights); see BidirectionalLSTM.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[str] = ("vocals",),
+        band_scheme: Union[str, Sequence[Sequence[float]]] = "auto",
+        sample_rate: int = 44100,
+        n_fft: int = 2048,
+        feature_dim: int = 128,
+        num_modules: int = 12,
+        lstm_hidden: int | None = None,
+        mask_hidden: int | None = None,
+        channels: int = 1,
+        squeeze_excitation: bool = False,
+        se_reduction: int = 16,
+        lstm_implementation: str = "keras",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not targets:
+            raise ConfigError("BSRNN needs at least one target")
+        if channels not in (1, 2):
+            raise ConfigError(f"BSRNN channels must be 1 or 2, got {channels}")
+        if feature_dim < 1 or num_modules < 1:
+            raise ConfigError(f"BSRNN feature_dim and num_modules must be positive, got {feature_dim}, {num_modules}")
+        if lstm_implementation not in LSTM_IMPLEMENTATIONS:
+            raise ConfigError(f"lstm_implementation must be one of {LSTM_IMPLEMENTATIONS}, got {lstm_implementation!r}")
+        self.targets = list(targets)
+        self.band_scheme = band_scheme if isinstance(band_scheme, str) else [list(r) for r in band_scheme]
+        self.sample_rate = int(sample_rate)
+        self.n_fft = int(n_fft)
+        self.feature_dim = int(feature_dim)
+        self.num_modules = int(num_modules)
+        self.lstm_hidden = int(lstm_hidden) if lstm_hidden else 2 * self.feature_dim
+        self.mask_hidden = int(mask_hidden) if mask_hidden else 4 * self.feature_dim
+        self.channels = int(channels)
+        self.squeeze_excitation = bool(squeeze_excitation)
+        self.se_reduction = int(se_reduction)
+        self.lstm_implementation = lstm_implementation
+        self.band_widths = band_widths(resolve_scheme(self.band_scheme, self.targets), self.sample_rate, self.n_fft)
+        self.n_bins = self.n_fft // 2 + 1
+        values_per_bin = 2 * self.channels
+        self.band_split = BandSplit(self.band_widths, self.feature_dim, values_per_bin, name="band_split")
+        self.band_sequence = [
+            BandSequenceModule(
+                self.feature_dim, self.lstm_hidden, self.squeeze_excitation, self.se_reduction,
+                self.lstm_implementation, name=f"band_sequence_{i}",
+            )
+            for i in range(self.num_modules)
+        ]
+        self.mask_estimators = [
+            MaskEstimator(self.band_widths, self.feature_dim, self.mask_hidden, values_per_bin, name=f"mask_{target}")
+            for target in self.targets
+        ]
+
+    @property
+    def se_blocks(self) -> list[SqueezeExcitation]:
+        """The SE blocks in the order the signal meets them (time, band, time, band, ...)."""
+        blocks = []
+        for module in self.band_sequence:
+            blocks += [rnn.se for rnn in (module.time_rnn, module.band_rnn) if rnn.se is not None]
+        return blocks
+
+    def build(self, input_shape: Any) -> None:
+        k, n = len(self.band_widths), self.feature_dim
+        self.band_split.build((None, None, self.n_bins * 2 * self.channels))
+        for module in self.band_sequence:
+            module.build((None, None, k, n))
+        for head in self.mask_estimators:
+            head.build((None, None, k, n))
+        self.built = True
+
+    def call(self, mixture: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        mixture = tf.cast(mixture, tf.float32)
+        expected_rank = 4 if self.channels == 1 else 5
+        if mixture.shape.rank != expected_rank or (mixture.shape[-2] is not None and mixture.shape[-2] != self.n_bins):
+            layout = "(batch, frames, bins, 2)" if self.channels == 1 else "(batch, channels, frames, bins, 2)"
+            raise ConfigError(f"BSRNN expects {layout} with bins={self.n_bins}, got shape {mixture.shape}")
+        if self.channels == 1:
+            spec = mixture[:, :, :, tf.newaxis, :]  # (B, T, F, 1, 2)
+        else:
+            spec = tf.transpose(mixture, [0, 2, 3, 1, 4])  # (B, T, F, C, 2)
+        shape = tf.shape(spec)
+        flat = tf.reshape(spec, [shape[0], shape[1], -1])  # (B, T, F*C*2)
+        x = tf.cast(self.band_split(flat), self.compute_dtype)  # (B, T, K, N)
+        for module in self.band_sequence:
+            x = module(x)  # (B, T, K, N)
+        estimates = []
+        for head in self.mask_estimators:
+            mask = tf.reshape(head(x), shape)  # (B, T, F*C*2) -> (B, T, F, C, 2), float32
+            real = mask[..., 0] * spec[..., 0] - mask[..., 1] * spec[..., 1]  # (B, T, F, C)
+            imag = mask[..., 0] * spec[..., 1] + mask[..., 1] * spec[..., 0]  # (B, T, F, C)
+            estimates.append(tf.stack([real, imag], axis=-1))  # (B, T, F, C, 2)
+        out = tf.stack(estimates, axis=1)  # (B, S, T, F, C, 2)
+        if self.channels == 1:
+            return out[:, :, :, :, 0, :]  # (B, S, T, F, 2)
+        return tf.transpose(out, [0, 1, 4, 2, 3, 5])  # (B, S, C, T, F, 2)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "targets": self.targets,
+            "band_scheme": self.band_scheme,
+            "sample_rate": self.sample_rate,
+            "n_fft": self.n_fft,
+            "feature_dim": self.feature_dim,
+            "num_modules": self.num_modules,
+            "lstm_hidden": self.lstm_hidden,
+            "mask_hidden": self.mask_hidden,
+            "channels": self.channels,
+            "squeeze_excitation": self.squeeze_excitation,
+            "se_reduction": self.se_reduction,
+            "lstm_implementation": self.lstm_implementation,
+        }
