@@ -14,6 +14,12 @@ from mss_tf.models.registry import get_preset
 CONFIG_FILE = "config.json"
 
 
+def _default_online_augment() -> dict[str, Any]:
+    from mss_tf.data.online import OnlineAugmentConfig
+
+    return OnlineAugmentConfig().to_dict()
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a training run; `config.json` in the run directory holds it.
@@ -34,7 +40,7 @@ class TrainConfig:
     loss: str | None = None
     loss_alpha: float | None = None
     crop_seconds: float = 6.0
-    gain_db: float = 6.0
+    online_augment: dict[str, Any] | None = dataclasses.field(default_factory=lambda: _default_online_augment())
     early_stopping_patience: int = 10
     max_minutes: float | None = None
     seed: int = 0

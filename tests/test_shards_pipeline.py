@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.data import musdb
+from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, crop_offsets, prepare_dataset
 from mss_tf.data.shards import MANIFEST, ShardWriter, iterate_examples, read_manifest
@@ -68,12 +69,16 @@ def test_preparation_is_cached(tone_musdb, tmp_path):
 
 def test_pipeline_batches_crops_and_targets(tone_musdb, tmp_path):
     out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, PREP, progress=False)
-    config = PipelineConfig(batch_size=4, train_frames=20, gain_db=6.0)
+    config = PipelineConfig(batch_size=4, train_frames=20, augment=OnlineAugmentConfig(remix=False, dropout=False, gain_db=6.0))
     ds = make_dataset(out / "train", STFT, ["vocals", "bass"], config, training=True, seed=1)
     mixture, targets = next(iter(ds))
     assert mixture.shape == (4, 20, 513, 2) and targets.shape == (4, 2, 20, 513, 2)
     # random gain per stem, mixture recomputed as the sum of the (gained) stems
     assert not np.allclose(mixture.numpy(), 0)
+    every = make_dataset(out / "train", STFT, ["vocals", "drums", "bass", "other"],
+                         PipelineConfig(batch_size=2, train_frames=20, augment=OnlineAugmentConfig()), seed=3)
+    mixture4, stems4 = next(iter(every))
+    np.testing.assert_allclose(mixture4, tf.reduce_sum(stems4, axis=1), atol=1e-4)  # remix/gain/dropout keep the sum
     valid = make_dataset(out / "valid", STFT, ["vocals"], config, training=False)
     batches = list(valid)
     assert sum(b[0].shape[0] for b in batches) == 3  # every example once, last batch kept
@@ -85,7 +90,7 @@ def test_pipeline_batches_crops_and_targets(tone_musdb, tmp_path):
 
 def test_seeded_pipeline_is_deterministic(tone_musdb, tmp_path):
     out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, PREP, splits=["train"], progress=False)
-    config = PipelineConfig(batch_size=2, train_frames=10, gain_db=3.0)
+    config = PipelineConfig(batch_size=2, train_frames=10, augment=OnlineAugmentConfig())
     a = next(iter(make_dataset(out / "train", STFT, ["vocals"], config, seed=5)))[0].numpy()
     b = next(iter(make_dataset(out / "train", STFT, ["vocals"], config, seed=5)))[0].numpy()
     np.testing.assert_array_equal(a, b)

@@ -10,6 +10,8 @@ import tensorflow as tf
 
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.data import shards
+from mss_tf.data.crops import random_crop_frames
+from mss_tf.data.online import OnlineAugmentConfig, apply_online, element_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,15 +22,15 @@ class PipelineConfig:
         batch_size: examples per batch.
         train_frames: random time crop length in STFT frames (None keeps whole examples).
         shuffle_buffer: examples held for shuffling.
-        gain_db: online random gain per stem, uniform in [-gain_db, +gain_db]; the mixture is
-            then recomputed as the sum of the stems (0 disables and keeps the stored mixture).
+        augment: online augmentation of training streams (remix, gain, stem dropout,
+            SpecAugment masks); None streams the stored examples unchanged.
         cycle_length: shard files read in parallel.
     """
 
     batch_size: int = 4
     train_frames: int | None = None
     shuffle_buffer: int = 256
-    gain_db: float = 0.0
+    augment: OnlineAugmentConfig | None = None
     cycle_length: int = 4
 
 
@@ -64,27 +66,25 @@ def make_dataset(
         ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.map(lambda r: shards.parse_example(r, manifest), num_parallel_calls=tf.data.AUTOTUNE)
 
-    crop_seed = None if seed is None else seed + 1
     train_frames = config.train_frames
 
-    def to_pair(example: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+    def crop(example: dict[str, tf.Tensor], key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         stems, mixture = example["stems"], example["mixture"]  # (S, T, F, 2), (T, F, 2)
-        if train_frames is not None:
-            n_frames = tf.shape(mixture)[0]
-            length = tf.minimum(train_frames, n_frames)
-            if training:
-                start = tf.random.uniform([], 0, n_frames - length + 1, dtype=tf.int32, seed=crop_seed)
-            else:
-                start = 0
-            stems = stems[:, start : start + length]
-            mixture = mixture[start : start + length]
-        if training and config.gain_db > 0:
-            gain_db = tf.random.uniform([tf.shape(stems)[0], 1, 1, 1], -config.gain_db, config.gain_db, seed=crop_seed)
-            stems = stems * tf.pow(10.0, gain_db / 20.0)
-            mixture = tf.reduce_sum(stems, axis=0)
-        return mixture, tf.gather(stems, target_index, axis=0)
+        if train_frames is None:
+            return stems, mixture
+        if training:
+            return random_crop_frames(stems, mixture, train_frames, key)
+        return stems[:, :train_frames], mixture[:train_frames]
 
-    ds = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.zip((ds, element_seeds(seed))).map(
+        crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training or seed is not None
+    )
+    if training and config.augment is not None:
+        ds = apply_online(ds, config.augment, None if seed is None else seed + 2)
+    ds = ds.map(
+        lambda stems, mixture: (mixture, tf.gather(stems, target_index, axis=0)),  # (T, F, 2), (n, T, F, 2)
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     ds = ds.batch(config.batch_size, drop_remainder=training)
     options = tf.data.Options()
     options.deterministic = not training or seed is not None

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from mss_tf.cli import data_dir
 from mss_tf.config import TrainConfig
+from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
@@ -81,7 +82,7 @@ def train_run(
     pipeline = PipelineConfig(
         batch_size=int(config.batch_size),  # type: ignore[arg-type]
         train_frames=config.train_frames(),
-        gain_db=config.gain_db,
+        augment=OnlineAugmentConfig.from_dict(config.online_augment) if config.online_augment else None,
     )
     targets = list(config.targets or [])
     train_ds = make_dataset(shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed)
