@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_RUN ?= runs/unet-demo
 
-.PHONY: setup ffmpeg demo test test-slow bench clean
+.PHONY: setup ffmpeg demo test test-slow bench bench-quick clean
 
 setup: $(STAMP) ffmpeg
 
@@ -36,6 +36,14 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) benchmarks/data_pipeline.py
+	$(PY) benchmarks/models.py
+
+bench-quick: setup
+	$(PY) benchmarks/data_pipeline.py --quick
+	$(PY) benchmarks/models.py --quick
 
 clean:
 	rm -rf $(VENV) data runs

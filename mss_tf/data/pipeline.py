@@ -93,3 +93,15 @@ def make_dataset(
 
 def count_examples(shard_dir: str | Path) -> int:
     return int(shards.read_manifest(shard_dir)["n_examples"])
+
+
+def distribute(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy | None = None) -> tf.data.Dataset:
+    """Spread a batched stream over a `tf.distribute` strategy's replicas.
+
+    The global batch of `dataset` is split across replicas (each gets batch / replicas);
+    with the default strategy the dataset is returned unchanged.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync == 1 and not isinstance(strategy, tf.distribute.MirroredStrategy):
+        return dataset
+    return strategy.experimental_distribute_dataset(dataset)

@@ -1,0 +1,77 @@
+"""Shared benchmark plumbing: machine description, JSON results and RESULTS.md sections."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+RESULTS_MD = HERE / "RESULTS.md"
+RESULTS_DIR = HERE / "results"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    return {
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+    }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    return (f"Measured {info['date']} on {info['cores']} cores of {info['cpu']} ({info['machine']}), "
+            f"Python {info['python']}, TensorFlow {info['tensorflow']}.")
+
+
+def write_json(name: str, data: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def write_section(heading: str, body: str) -> Path:
+    """Replace (or append) the `## heading` section of benchmarks/RESULTS.md."""
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else (
+        "# Benchmark results\n\nEvery section is written by the benchmark script it names "
+        "(`make bench` runs them all); nothing here is edited by hand.\n"
+    )
+    section = f"## {heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = RESULTS_MD.with_name(".RESULTS.md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, RESULTS_MD)
+    return RESULTS_MD
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
