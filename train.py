@@ -14,7 +14,7 @@ from mss_tf import cli  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", help="preset name: unet, bsrnn, bsrnn-se, nmf, or a -tiny version (see --list)")
-    parser.add_argument("--list", action="store_true", help="list the presets and exit")
+    parser.add_argument("--list", action="store_true", help="list the presets with their parameter counts and exit")
     parser.add_argument("--musdb-root", help="MUSDB18-HQ folder (default: $MUSDB_PATH, else the built-in demo set)")
     parser.add_argument("--shards", type=Path, help="prepared shard folder (with train/ and valid/); skips preparation")
     parser.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/<model>-<timestamp>)")
@@ -58,8 +58,11 @@ def main() -> int:
     from mss_tf.models.registry import PRESETS, build_model, get_preset, is_neural
 
     if args.list:
+        from mss_tf.models.registry import count_parameters
+
+        print(f"{'preset':<14} {'parameters':>12}  description")
         for name, preset in PRESETS.items():
-            print(f"{name:<12} {preset.description}")
+            print(f"{name:<14} {count_parameters(preset):>12,}  {preset.description}")
         return 0
     if args.resume:
         config = TrainConfig.load(args.resume)

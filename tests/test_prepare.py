@@ -131,3 +131,12 @@ def test_prepare_cli_and_check(tone_musdb, tmp_path):
     bad = run_cli("datasets/prepare_musdb.py", "--musdb-root", tone_musdb, "--out", out, "--model", "unet",
                   "--workers", 0)
     assert_one_line_error(bad, "--workers")
+
+
+def test_skip_bad_also_skips_a_track_with_a_missing_stem(tone_musdb, tmp_path):
+    (tone_musdb / "train" / "song 0" / "other.wav").unlink()
+    with pytest.raises(DataError, match="other.wav"):
+        prepare_dataset(tone_musdb, tmp_path / "s", STFT, CONFIG, splits=["train"], progress=False)
+    prepare_dataset(tone_musdb, tmp_path / "s", STFT, CONFIG, splits=["train"], skip_bad=True, progress=False)
+    manifest = read_manifest(tmp_path / "s" / "train")
+    assert list(manifest["skipped"]) == ["song 0"] and manifest["tracks"] == ["song 1"]

@@ -123,7 +123,8 @@ def random_crop_frames(
         seed: None or a Python int: a stateful `tf.random.uniform` with that op seed (the
             semantics of the pipeline's crop so far; deterministic per dataset given a seed);
             or a shape-[2] int tensor: `tf.random.stateless_uniform`, the same start for the
-            same seed.
+            same seed — in tf.data give each element its own, e.g.
+            ``ds.enumerate().map(lambda i, ex: random_crop_frames(..., seed=tf.stack([k, i])))``.
     """
     import tensorflow as tf
 

@@ -307,7 +307,7 @@ def _iter_wav(track: Track, sources: tuple[str, ...], keep: Keep) -> Iterator[_S
 
 
 def _stem_info(track: Track, stempeg):
-    """Probe a .stem.mp4 (ffprobe), checking its streams; returns (info, audio stream count)."""
+    """Probe a .stem.mp4 (ffprobe) and check it holds the five MUSDB streams; returns stempeg.Info."""
     path = track.path
     if not path.is_file():
         raise DataError(f"{path}: .stem.mp4 file of track '{track.name}' does not exist")
@@ -340,42 +340,23 @@ def _iter_stem(track: Track, sources: tuple[str, ...], keep: Keep) -> Iterator[_
     )
     _check_consistent(track, "rate", {s: info.sample_rate(STEM_INDEX[s]) for s in all_sources}, _describe_rate)
     stream_ids = info.audio_stream_idx()
-    decoded: dict[str, np.ndarray] = {}
-    if keep is not None and len(sources) > 1:
-        # One read_stems call probes the file once for every stream (the caller keeps them all
-        # anyway); a failure falls back to stream by stream for an exact message.
+    # One stream at a time (one ffmpeg process each): only one stream is held at its own rate.
+    for source in sources:
+        index = STEM_INDEX[source]
+        where = track.describe(source)
+        rate = info.sample_rate(index)
         try:
-            block, _ = stempeg.read_stems(
+            audio, _ = stempeg.read_stems(
                 str(track.path),
-                stem_id=[stream_ids[STEM_INDEX[s]] for s in sources],
+                stem_id=stream_ids[index],
                 always_3d=True,
                 dtype=np.float32,
                 info=info,
                 multiprocess=False,
             )
-            decoded = {s: block[i] for i, s in enumerate(sources)}
-            del block
-        except Exception:  # includes stempeg's AttributeError on streams of unequal length
-            decoded = {}
-    for source in sources:
-        index = STEM_INDEX[source]
-        where = track.describe(source)
-        rate = info.sample_rate(index)
-        audio = decoded.pop(source, None)
-        if audio is None:
-            try:
-                audio, _ = stempeg.read_stems(
-                    str(track.path),
-                    stem_id=stream_ids[index],
-                    always_3d=True,
-                    dtype=np.float32,
-                    info=info,
-                    multiprocess=False,
-                )
-            except Exception as error:
-                raise AudioError(f"{where}: cannot decode ({_ffmpeg_error(error)})") from None
-            audio = audio[0]
-        audio = np.ascontiguousarray(audio, dtype=np.float32)  # (samples, channels)
+        except Exception as error:
+            raise AudioError(f"{where}: cannot decode ({_ffmpeg_error(error)})") from None
+        audio = np.ascontiguousarray(audio[0], dtype=np.float32)  # (samples, channels)
         declared = _declared_samples(info, index)
         if declared > 0:
             # AAC decodes to whole 1024-sample frames; the header holds the true length.
@@ -452,7 +433,7 @@ def _check_streams(track: Track, streams: list[_Stream]) -> None:
             )
     names = {s.source for s in streams}
     if ("mixture" in names or set(TARGETS) <= names) and all(s.peak < SILENCE_PEAK for s in streams):
-        raise DataError(f"{track.path}: silent track '{track.name}' (every stem is all zeros)")
+        raise DataError(f"{track.path}: silent track '{track.name}' (every stem is all zeros or below -100 dBFS)")
 
 
 def load_track(

@@ -303,7 +303,7 @@ def prepare_dataset(
     """
     out_dir = Path(out_dir)
     for split in splits:
-        tracks = musdb.split_tracks(root, split)
+        tracks = musdb.split_tracks(root, split, strict=not skip_bad)  # lenient listing: bad tracks get skipped
         split_config = config if split == "train" else dataclasses.replace(config, augment=None, augment_copies=0)
         split_dir = out_dir / split
         if (split_dir / MANIFEST).is_file():

@@ -131,6 +131,19 @@ def build_model(preset: Preset | str, **overrides: Any) -> keras.Model:
     return MODEL_CLASSES[preset.model](**kwargs, name=preset.name.replace("-", "_"))
 
 
+def count_parameters(preset: Preset | str) -> int:
+    """Trainable parameters of a preset's model (NMF: its dictionary entries at the preset's STFT)."""
+    import tensorflow as tf
+
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    model = build_model(preset)
+    if not is_neural(preset):
+        return int(preset.stft.n_bins * model.n_components)
+    model(tf.zeros([1, preset.stft.n_frames(preset.stft.hop * 16), preset.stft.n_bins, 2]), training=False)
+    return int(sum(int(tf.size(v)) for v in model.trainable_variables))
+
+
 def is_neural(preset: Preset | str) -> bool:
     """Whether a preset trains with the gradient loop (NMF is fitted by multiplicative updates)."""
     if isinstance(preset, str):
