@@ -336,3 +336,17 @@ def test_bad_stem_files(stem_musdb, tmp_path):
     remux(root / "train" / "A - First.stem.mp4", three, "-map", "0:0", "-map", "0:1", "-map", "0:2")
     (track,) = musdb.find_tracks(tmp_path / "three", "train")
     check_both(track, DataError, r"Three\.stem\.mp4: 3 audio streams.*missing stems other, vocals")
+
+
+def test_stem_layout_prepares_shards_for_both_splits(stem_musdb, tmp_path):
+    from mss_tf.audio.spectrogram import SpectrogramConfig
+    from mss_tf.data.crops import CropConfig
+    from mss_tf.data.prepare import PrepareConfig, prepare_dataset
+    from mss_tf.data.shards import read_manifest
+
+    root, _ = stem_musdb
+    stft = SpectrogramConfig(16000, 1024, 512)
+    out = prepare_dataset(root, tmp_path / "s", stft, PrepareConfig(crops=CropConfig(seconds=1.0)), progress=False)
+    assert read_manifest(out / "train")["tracks"] == ["A - First"]
+    assert read_manifest(out / "valid")["tracks"] == [OFFICIAL]
+    assert read_manifest(out / "train")["n_examples"] == 3  # 2 s, 1 s crops with 0.5 s hop
