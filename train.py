@@ -22,6 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="number of epochs (default 10)")
     parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default 100)")
     parser.add_argument("--batch-size", type=int, help="examples per step (default: the preset's)")
+    parser.add_argument("--loss", help="loss by name: mag_phase_l1 (seed, default) or bsrnn_paper")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's)")
     parser.add_argument("--crop-seconds", type=float, help="length of the crops stored in the shards (default 6)")
     parser.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much time has passed")
@@ -75,7 +76,7 @@ def main() -> int:
     overrides = {
         "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
         "learning_rate": args.lr, "max_minutes": args.max_minutes, "seed": args.seed,
-        "crop_seconds": args.crop_seconds,
+        "crop_seconds": args.crop_seconds, "loss": args.loss,
     }
     for key, value in overrides.items():
         if value is not None:

@@ -61,6 +61,10 @@ class TrainConfig:
         if self.targets is None:
             self.targets = list(self.model_kwargs.get("targets", preset.kwargs.get("targets")))
         self.model_kwargs = {**self.model_kwargs, "targets": self.targets}
+        from mss_tf.losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r} (choose from {', '.join(sorted(LOSSES))})")
         for name in ("epochs", "steps_per_epoch", "batch_size"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

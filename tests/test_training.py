@@ -77,6 +77,8 @@ def test_config_rejects_bad_values():
         _config(epochs=0).resolve()
     with pytest.raises(ConfigError, match="unknown model"):
         TrainConfig(model="nope").resolve()
+    with pytest.raises(ConfigError, match="unknown loss"):
+        _config(loss="l2").resolve()
 
 
 @pytest.mark.parametrize("n_samples", [3000, 16000 * 3 + 123])
