@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, machine_line, markdown_table, write_json, write_section
+from common import machine, machine_line, markdown_table, write_json, write_readme_block, write_section
 
 
 def audio_seconds(root: Path) -> float:
@@ -139,6 +139,9 @@ def main() -> None:
         markdown_table(["preset", "STFT", "dtype", "per example", "per audio hour"], disk_rows),
     ])
     write_section("Data pipeline (benchmarks/data_pipeline.py)", body)
+    write_readme_block("disk", f"Disk size of the shards per hour of source audio ({info['date']}, "
+                       f"`benchmarks/data_pipeline.py`):\n\n"
+                       + markdown_table(["preset", "STFT", "dtype", "per example", "per audio hour"], disk_rows))
     print(body)
 
 
