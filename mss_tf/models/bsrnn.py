@@ -68,6 +68,8 @@ class BandSplit(keras.layers.Layer):
         self, band_widths: Sequence[int], feature_dim: int, features_per_bin: int = 2,
         epsilon: float = 1e-5, **kwargs: Any,
     ) -> None:
+        # inputs stay float32: the normalisation runs in float32 and casts to the compute dtype itself
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.band_widths = [int(w) for w in band_widths]
         self.feature_dim = int(feature_dim)
@@ -101,6 +103,7 @@ class BandSplit(keras.layers.Layer):
 
     def call(self, spectrum: tf.Tensor) -> tf.Tensor:
         """spectrum: (B, T, F*C*2) float32, bins in order, each bin's (channel, real/imag) values."""
+        spectrum = tf.cast(spectrum, tf.float32)
         x = tf.pad(spectrum, [[0, 0], [0, 0], [0, 1]])  # (B, T, F*C*2 + 1), a zero for padding
         x = tf.gather(x, self.pad_index, axis=-1)  # (B, T, K, D_max)
         mean = tf.reduce_sum(x, axis=-1, keepdims=True) / self.sizes  # (B, T, K, 1)
@@ -356,6 +359,8 @@ class MaskEstimator(keras.layers.Layer):
         self, band_widths: Sequence[int], feature_dim: int, hidden_dim: int, features_per_bin: int = 2,
         epsilon: float = 1e-5, **kwargs: Any,
     ) -> None:
+        # inputs stay float32: the normalisation runs in float32 and casts to the compute dtype itself
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.band_widths = [int(w) for w in band_widths]
         self.feature_dim = int(feature_dim)

@@ -1,0 +1,305 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from mss_tf.audio.spectrogram import SpectrogramConfig, istft
+from mss_tf.errors import ConfigError
+from mss_tf.losses import bsrnn_paper, get_loss, mag_phase_l1
+from mss_tf.models.bands import BAND_SCHEMES, band_edges_hz, band_widths
+from mss_tf.models.bsrnn import BSRNN, SqueezeExcitation
+from mss_tf.models.registry import build_model, get_preset
+
+BINS = 1025
+
+
+def _mixture(frames=12, batch=2, seed=0, channels=None):
+    shape = [batch, frames, BINS, 2] if channels is None else [batch, channels, frames, BINS, 2]
+    return tf.random.stateless_normal(shape, seed=[seed, 1])
+
+
+@pytest.fixture(autouse=True)
+def _slow_only_when_selected(request):
+    """Keep `pytest tests/test_bsrnn.py` fast: paper-size tests run only under `-m slow`."""
+    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("paper-size test; run with -m slow")
+
+
+def _small(**kwargs):
+    args = dict(band_scheme="coarse", feature_dim=8, num_modules=1, se_reduction=4)
+    return BSRNN(**{**args, **kwargs})
+
+
+# --- band schemes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme,count", [("v7", 41), ("bass", 30), ("drums", 55)])
+def test_paper_band_counts_tile_all_bins_once(scheme, count):
+    widths = band_widths(scheme, 44100, 2048)
+    assert len(widths) == count
+    assert sum(widths) == BINS and min(widths) >= 1
+    owner = np.repeat(np.arange(count), widths)
+    assert owner.shape == (BINS,) and np.all(np.diff(owner) >= 0)  # contiguous, each bin once
+
+
+def test_v7_bands_follow_the_hz_rules():
+    edges = band_edges_hz(BAND_SCHEMES["v7"], 44100)
+    assert edges[:3] == [0.0, 100.0, 200.0] and edges[10] == 1000.0 and edges[22] == 4000.0
+    assert edges[-2] == 20000.0 and edges[-1] == 22050.0
+    widths = band_widths("v7", 44100, 2048)
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    bin_hz = 44100 / 2048
+    for start, lo in zip(starts, edges[:-1]):  # first bin of each band is the first at or above its edge
+        assert start * bin_hz >= lo - 1e-6 and (start - 1) * bin_hz < lo
+    assert widths[:10] == [5, 5, 4, 5, 5, 4, 5, 5, 4, 5]
+
+
+def test_band_scheme_errors():
+    with pytest.raises(ConfigError, match="unknown band scheme"):
+        band_widths("v9", 44100, 2048)
+    with pytest.raises(ConfigError, match="without bins"):
+        band_widths("v7", 44100, 256)
+    with pytest.raises(ConfigError):
+        band_widths([[1000, 300]], 44100, 2048)  # 300 Hz does not tile 0-1000 Hz
+
+
+# --- model ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["bsrnn-tiny", "bsrnn-se-tiny"])
+def test_output_shape_and_dtype(preset):
+    model = build_model(preset)
+    out = model(_mixture(), training=False)
+    assert out.shape == (2, 1, 12, BINS, 2) and out.dtype == tf.float32
+    assert model.targets == ["vocals"]
+
+
+def test_several_targets_and_stereo_shapes():
+    model = _small(targets=["vocals", "drums", "bass"])
+    assert model(_mixture(7), training=False).shape == (2, 3, 7, BINS, 2)
+    assert len(model.mask_estimators) == 3
+    stereo = _small(targets=["vocals", "bass"], channels=2)
+    assert stereo(_mixture(7, channels=2), training=False).shape == (2, 2, 2, 7, BINS, 2)
+    assert stereo.band_split.features_per_bin == 4
+
+
+def test_mask_is_complex_and_multiplies_the_mixture():
+    model = _small()
+    mix = _mixture(9)
+    out = model(mix, training=False).numpy()[:, 0]
+    mix = mix.numpy()
+    mix_c = mix[..., 0] + 1j * mix[..., 1]
+    mask = (out[..., 0] + 1j * out[..., 1]) / mix_c
+    # a real mask would keep the mixture phase; the estimated mask has an imaginary part
+    assert np.mean(np.abs(mask.imag)) > 1e-2 * np.mean(np.abs(mask.real))
+    flat_mask = model.mask_estimators[0](model.band_sequence[0](model.band_split(tf.reshape(mix, [2, 9, -1]))))
+    expected = flat_mask.numpy().reshape(2, 9, BINS, 2)
+    np.testing.assert_allclose(mask.real, expected[..., 0], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(mask.imag, expected[..., 1], rtol=1e-3, atol=1e-4)
+
+
+def _parameter_counts(names):
+    counts = {}
+    for name in names:
+        model = build_model(name)
+        model.build((None, None, BINS, 2))
+        counts[name] = model.count_params()
+        print(f"{name}: {counts[name]:,} parameters")
+    return counts
+
+
+def test_paper_size_architecture_and_tiny_parameter_counts():
+    counts = _parameter_counts(["bsrnn-tiny", "bsrnn-se-tiny"])
+    model = build_model("bsrnn-se")
+    assert len(model.band_widths) == 41 and model.num_modules == 12
+    assert model.feature_dim == 128 and model.lstm_hidden == 256 and model.mask_hidden == 512
+    se = [layer for layer in model._flatten_layers() if isinstance(layer, SqueezeExcitation)]
+    assert len(se) == 24 == len(model.se_blocks)
+    assert all(block.squeeze_dense.units == 8 and block.excite_dense.units == 128 for block in se)
+    assert 0 < counts["bsrnn-se-tiny"] - counts["bsrnn-tiny"]
+    assert (counts["bsrnn-se-tiny"] - counts["bsrnn-tiny"]) / counts["bsrnn-tiny"] < 0.01
+    assert get_preset("bsrnn").stft.to_dict() == {"sample_rate": 44100, "n_fft": 2048, "hop": 512}
+    assert get_preset("bsrnn").training.batch_size == 2 and get_preset("bsrnn").training.clip_norm == 5.0
+
+
+def test_auto_band_scheme_follows_the_target():
+    assert len(_small(targets=["bass"], band_scheme="auto").band_widths) == 30
+    assert len(_small(targets=["drums"], band_scheme="auto").band_widths) == 55
+    assert len(_small(targets=["other"], band_scheme="auto").band_widths) == 41
+    assert len(_small(targets=["vocals", "bass"], band_scheme="auto").band_widths) == 41
+
+
+def test_every_one_of_24_se_blocks_changes_the_output():
+    # the paper-size structure (12 modules, SE after each of the 24 BLSTMs) at N = 8; the fused
+    # LSTM kernel (one op per direction) keeps these 25 eager forward passes fast
+    model = _small(num_modules=12, squeeze_excitation=True, lstm_implementation="fused")
+    mix = _mixture(6, batch=1)
+    reference = model(mix, training=False).numpy()
+    assert len(model.se_blocks) == 24
+    for i, block in enumerate(model.se_blocks):
+        block.active = False
+        changed = np.max(np.abs(model(mix, training=False).numpy() - reference))
+        block.active = True
+        assert changed > 1e-4 * np.max(np.abs(reference)), f"SE block {i} does not change the output"
+    np.testing.assert_allclose(model(mix, training=False).numpy(), reference, atol=1e-6)
+
+
+def test_gradients_reach_every_weight():
+    keras.utils.set_random_seed(1)  # fixed init: no chance of every ReLU of a small SE bottleneck being off
+    model = build_model("bsrnn-se-tiny", targets=["vocals", "bass"])
+    mix = _mixture(8)
+    target = tf.random.stateless_normal([2, 2, 8, BINS, 2], seed=[3, 4])
+    with tf.GradientTape() as tape:
+        loss = mag_phase_l1(target, model(mix, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    dead = [v.path for g, v in zip(grads, model.trainable_variables) if g is None or float(tf.reduce_sum(tf.abs(g))) == 0]
+    assert not dead
+
+
+def test_config_round_trip_and_save_load_identical_outputs(tmp_path):
+    model = build_model("bsrnn-se-tiny", targets=["vocals", "drums"])
+    mix = _mixture(10)
+    out = model(mix, training=False)
+    clone = BSRNN.from_config(model.get_config())
+    clone(mix, training=False)
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone(mix, training=False), out, atol=1e-6)
+    path = tmp_path / "bsrnn.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.targets == ["vocals", "drums"] and loaded.squeeze_excitation
+    np.testing.assert_allclose(loaded(mix, training=False), out, atol=1e-6)
+
+
+def test_fused_lstm_matches_keras_lstm():
+    model = _small(num_modules=2, squeeze_excitation=True)
+    mix = _mixture(7)
+    model(mix)
+    fused = BSRNN.from_config({**model.get_config(), "lstm_implementation": "fused"})
+    fused(mix)
+    fused.set_weights(model.get_weights())
+    np.testing.assert_allclose(fused(mix), model(mix), atol=1e-5)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.abs(fused(mix, training=True)))
+    assert all(g is not None for g in tape.gradient(loss, fused.trainable_variables))
+
+
+def test_variable_length_input():
+    model = build_model("bsrnn-se-tiny")
+    forward = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec([None, None, BINS, 2], tf.float32)],
+    )
+    for frames in (3, 17, 40):
+        out = forward(_mixture(frames, batch=1))
+        assert out.shape == (1, 1, frames, BINS, 2) and np.all(np.isfinite(out.numpy()))
+    # no statistic is pooled over time before the BLSTMs: band features of a frame do not
+    # depend on the chunk it sits in
+    short, long = _mixture(5, batch=1), _mixture(30, batch=1)
+    long = tf.concat([short, long[:, 5:]], axis=1)
+    features = [model.band_split(tf.reshape(x, [1, x.shape[1], -1])) for x in (short, long)]
+    np.testing.assert_allclose(features[0], features[1][:, :5], atol=1e-5)
+
+
+def test_mixed_precision_outputs_float32():
+    keras.utils.set_random_seed(2)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("bsrnn-se-tiny")
+        out = model(_mixture(6), training=False)
+        with tf.GradientTape() as tape:
+            loss = mag_phase_l1(tf.zeros_like(out), model(_mixture(6), training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.band_sequence[0].time_rnn.projection.compute_dtype == "float16"
+    assert out.dtype == tf.float32 and np.all(np.isfinite(out.numpy()))
+    assert all(g is not None for g in grads)
+
+
+def test_tiny_preset_learns_a_fixed_batch():
+    tf.random.set_seed(0)
+    keras.utils.set_random_seed(0)
+    model = build_model("bsrnn-tiny")
+    mix = _mixture(8, batch=2, seed=5)
+    low_pass = tf.cast(tf.range(BINS) < 120, tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis]
+    target = (mix * low_pass)[:, tf.newaxis]  # (2, 1, 8, 1025, 2): the bass of the mixture
+    optimizer = keras.optimizers.Adam(3e-3)
+    loss_fn = get_loss("mag_phase_l1", alpha=0.5)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(target, model(mix, training=True))
+        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, model.trainable_variables), 5.0)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    losses = [float(step())]
+    while len(losses) < 150 and losses[-1] >= 0.4 * losses[0]:
+        losses.append(float(step()))
+    print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} in {len(losses) - 1} steps")
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+
+
+def test_bad_options_raise():
+    with pytest.raises(ConfigError):
+        BSRNN(channels=3)
+    with pytest.raises(ConfigError):
+        BSRNN(targets=[])
+    with pytest.raises(ConfigError):
+        BSRNN(lstm_implementation="cudnn")
+    with pytest.raises(ConfigError):
+        SqueezeExcitation(16, reduction=0)
+    with pytest.raises(ConfigError, match="bins=1025"):
+        _small()(tf.zeros([1, 4, 513, 2]))
+
+
+# --- loss -------------------------------------------------------------------------------
+
+
+def test_bsrnn_paper_loss_terms():
+    stft = SpectrogramConfig(44100, 2048, 512)
+    target = tf.random.stateless_normal([2, 1, 6, BINS, 2], seed=[1, 2])
+    estimate = tf.random.stateless_normal([2, 1, 6, BINS, 2], seed=[3, 4])
+    loss_fn = get_loss("bsrnn_paper", stft=stft, alpha=0.5)  # alpha is dropped for this loss
+    assert float(loss_fn(target, target)) == pytest.approx(0.0, abs=1e-6)
+    spectral = np.mean(np.abs(estimate.numpy() - target.numpy()), axis=tuple(range(4)))
+    to_wave = lambda s: istft(tf.complex(s[..., 0], s[..., 1]), stft, 5 * stft.hop).numpy()
+    waveform = np.mean(np.abs(to_wave(estimate) - to_wave(target)))
+    assert float(loss_fn(target, estimate)) == pytest.approx(spectral.sum() + waveform, rel=1e-4)
+    assert float(bsrnn_paper(target, estimate)) == pytest.approx(float(loss_fn(target, estimate)), rel=1e-6)
+    with pytest.raises(ConfigError, match="bins"):
+        get_loss("bsrnn_paper", stft=SpectrogramConfig(16000, 1024, 512))(target, estimate)
+
+
+# --- paper size (slow) --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["bsrnn", "bsrnn-se"])
+def test_paper_size_forward_pass(preset):
+    model = build_model(preset)
+    out = model(_mixture(16, batch=1), training=False)
+    assert out.shape == (1, 1, 16, BINS, 2) and np.all(np.isfinite(out.numpy()))
+    print(f"{preset}: {model.count_params():,} parameters")
+
+
+@pytest.mark.slow
+def test_paper_size_parameter_counts_se_adds_under_one_percent():
+    counts = _parameter_counts(["bsrnn", "bsrnn-se"])
+    se_params = 24 * (128 * 8 + 8 + 8 * 128 + 128)
+    assert counts["bsrnn-se"] - counts["bsrnn"] == se_params
+    assert se_params / counts["bsrnn"] < 0.01
+
+
+@pytest.mark.slow
+def test_paper_size_every_se_block_changes_the_output():
+    model = build_model("bsrnn-se", lstm_implementation="fused")
+    mix = _mixture(4, batch=1)
+    reference = model(mix, training=False).numpy()
+    for i, block in enumerate(model.se_blocks):
+        block.active = False
+        changed = np.max(np.abs(model(mix, training=False).numpy() - reference))
+        block.active = True
+        assert changed > 1e-5 * np.max(np.abs(reference)), f"SE block {i} does not change the output"
