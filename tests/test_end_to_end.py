@@ -71,3 +71,18 @@ def test_nmf_baseline_fits_and_evaluates_through_the_clis(tone_musdb, tmp_path):
     assert results["model"] == "nmf" and results["params"] == 513 * 4 * 4
     # the tone stems have distinct spectra: supervised NMF must separate them well
     assert results["average"]["usdr"] > results["baseline"]["average"]["usdr"] + 3.0
+
+
+def test_bsrnn_se_tiny_trains_and_evaluates_through_the_clis(tone_musdb, tmp_path):
+    env = {"MSS_TF_DATA": str(tmp_path / "data")}
+    run = tmp_path / "bsrnn"
+    trained = run_cli("train.py", "--model", "bsrnn-se-tiny", "--musdb-root", tone_musdb, "--run-dir", run,
+                      "--epochs", 2, "--steps-per-epoch", 3, "--crop-seconds", 2, "--quiet", env_extra=env)
+    assert trained.returncode == 0, trained.stderr
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and all(np.isfinite(h["train_loss"]) and np.isfinite(h["valid_loss"]) for h in history)
+    evaluated = run_cli("evaluate.py", "--run", run, "--quiet", env_extra=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["model"] == "bsrnn-se-tiny" and list(results["targets"]) == ["vocals"]
+    assert np.isfinite(results["targets"]["vocals"]["usdr"])
