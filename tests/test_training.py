@@ -44,6 +44,15 @@ def test_train_run_writes_run_dir_and_resumes(tone_musdb, tmp_path, monkeypatch)
     assert [l["epoch"] for l in lines] == [1, 2] and all(np.isfinite(l["valid_loss"]) for l in lines)
     assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-2")
     assert (run / "train.log").read_text().count("epoch=") == 2
+    # every weight of the trained model comes back from the checkpoint, identically each time
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "best")))
+    separator = Separator.from_run(run)
+    for i, variable in enumerate(separator.model.weights):
+        key = f"model/w{i:05d}/.ATTRIBUTES/VARIABLE_VALUE"
+        np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(key))
+    mix = tf.random.stateless_normal([1, 20, 513, 2], seed=[0, 1])
+    again = Separator.from_run(run)
+    np.testing.assert_array_equal(separator.model(mix, training=False), again.model(mix, training=False))
     # resuming continues at epoch 3 with the restored optimizer state
     config = TrainConfig.load(run)
     config.epochs = 3
@@ -63,6 +72,14 @@ def test_training_reduces_loss_on_a_fixed_batch():
     for _ in range(60):
         last = float(trainer._train_step(mixture, targets)[0])
     assert last < 0.5 * first
+
+
+def test_restore_weights_refuses_another_models_checkpoint(tmp_path):
+    model = build_model("unet-tiny")
+    model(tf.zeros([1, 16, 513, 2]))
+    tf.train.Checkpoint(model={"unrelated": tf.Variable(1.0)}).save(str(tmp_path / "checkpoints" / "ckpt"))
+    with pytest.raises(CheckpointError, match="does not hold this model"):
+        restore_weights(model, tmp_path, "latest")
 
 
 def test_restore_weights_needs_checkpoints(tmp_path):

@@ -39,14 +39,10 @@ class Trainer:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_valid_loss")
         self.stale_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="stale_epochs")
-        self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=self.optimizer, epoch=self.epoch,
-            best_loss=self.best_loss, stale_epochs=self.stale_epochs,
-        )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(self.run_dir / CHECKPOINTS), max_to_keep=config.keep_checkpoints
-        )
-        self.best_manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / BEST), max_to_keep=1)
+        # the checkpoint and its managers are made in `_build`, once the model's variables exist
+        self.checkpoint: tf.train.Checkpoint | None = None
+        self.manager: tf.train.CheckpointManager | None = None
+        self.best_manager: tf.train.CheckpointManager | None = None
         self._train_step = tf.function(self._train_step_fn, reduce_retracing=True)
         self._valid_step = tf.function(self._valid_step_fn, reduce_retracing=True)
 
@@ -55,6 +51,15 @@ class Trainer:
         if not self.model.built:
             self.model(mixture, training=False)
         self.optimizer.build(self.model.trainable_variables)
+        if self.checkpoint is None:
+            self.checkpoint = tf.train.Checkpoint(
+                model=model_variables(self.model), optimizer=self.optimizer, epoch=self.epoch,
+                best_loss=self.best_loss, stale_epochs=self.stale_epochs,
+            )
+            self.manager = tf.train.CheckpointManager(
+                self.checkpoint, str(self.run_dir / CHECKPOINTS), max_to_keep=self.config.keep_checkpoints
+            )
+            self.best_manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / BEST), max_to_keep=1)
 
     def _train_step_fn(self, mixture: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
@@ -73,6 +78,7 @@ class Trainer:
 
     def restore(self) -> int:
         """Resume from the latest checkpoint in the run directory; returns the epoch reached."""
+        assert self.checkpoint is not None and self.manager is not None, "call _build first"
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
         return int(self.epoch.numpy())
@@ -164,13 +170,33 @@ def _format_record(record: dict[str, Any]) -> str:
     )
 
 
+def model_variables(model: keras.Model) -> dict[str, tf.Variable]:
+    """Every variable of a built model, keyed by its position in `model.weights`.
+
+    Checkpoints track this mapping rather than the model object: Keras 3 layers held in Python
+    lists (encoder/decoder stacks, BSRNN modules) are invisible to `tf.train.Checkpoint`'s
+    object graph, which would silently save and restore only part of the model. Keras variable
+    paths are not stable keys either (auto-named layers get `_1`, `_2` suffixes per process);
+    the order of `model.weights` is fixed by the architecture, and a restore checks shapes.
+    """
+    return {f"w{i:05d}": v for i, v in enumerate(model.weights)}
+
+
 def restore_weights(model: keras.Model, run_dir: str | Path, which: str = "best") -> str:
-    """Load trained weights from a run directory ("best", else the latest checkpoint)."""
+    """Load trained weights from a run directory ("best", else the latest checkpoint).
+
+    The model must be built; every one of its variables must be found in the checkpoint.
+    """
     run_dir = Path(run_dir)
     candidates = [run_dir / BEST, run_dir / CHECKPOINTS] if which == "best" else [run_dir / CHECKPOINTS]
     for folder in candidates:
         latest = tf.train.latest_checkpoint(str(folder))
         if latest:
-            tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+            status = tf.train.Checkpoint(model=model_variables(model)).restore(latest)
+            try:
+                status.assert_existing_objects_matched()
+            except AssertionError as exc:
+                raise CheckpointError(f"{latest}: checkpoint does not hold this model's weights ({str(exc)[:200]})") from None
+            status.expect_partial()
             return latest
     raise CheckpointError(f"{run_dir}: run directory has no checkpoints")
