@@ -161,3 +161,25 @@ def test_float16_shards_reproduce_the_source_audio(tone_musdb, tmp_path):
             reference = audio[stem][offset : offset + crop, 0]
             # float16 keeps 11 significant bits: relative error about 2^-11 of the STFT values
             assert np.max(np.abs(wave - reference)) < 2e-3 * max(1.0, np.max(np.abs(reference)))
+
+
+def test_augmented_copies_are_written_with_their_parameters(tone_musdb, tmp_path):
+    import dataclasses
+
+    from mss_tf.data.augment import AugmentConfig
+
+    config = dataclasses.replace(CONFIG, augment=AugmentConfig(), augment_copies=1, seed=4)
+    manifest = prepare_split(musdb.find_tracks(tone_musdb, "test"), tmp_path / "s", STFT, config, progress=False)
+    assert manifest["n_examples"] == 6 and manifest["n_augmented"] == 3
+    assert manifest["settings"]["augment"] == AugmentConfig().to_dict() and manifest["settings"]["augment_copies"] == 1
+    examples = list(iterate_examples(tmp_path / "s"))
+    params = [json.loads(e["augmentation"]) for e in examples]
+    assert [p is None for p in params] == [True, False] * 3  # each original followed by its copy
+    original, copy = examples[0], examples[1]
+    assert int(original["offset"]) == int(copy["offset"])
+    assert not np.allclose(original["stems"], copy["stems"])
+    # the mixture of an augmented copy is the sum of its augmented stems
+    np.testing.assert_allclose(copy["mixture"], copy["stems"].sum(axis=0), atol=2e-2 * np.abs(copy["mixture"]).max())
+    # seeded: preparing again gives the same shards
+    again = prepare_split(musdb.find_tracks(tone_musdb, "test"), tmp_path / "t", STFT, config, progress=False)
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
