@@ -50,11 +50,6 @@ class SpectrogramConfig:
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"not a SpectrogramConfig: {data!r}") from exc
 
-    def check_matches(self, other: "SpectrogramConfig", what: str) -> None:
-        """Raise ConfigError when `other` (described by `what`) differs from this config."""
-        if self != other:
-            raise ConfigError(f"{what} has STFT config {other.to_dict()}, expected {self.to_dict()}")
-
 
 def _padding(config: SpectrogramConfig, n_samples: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Centre padding (n_fft/2 on the left) and right padding so frames cover every sample."""
@@ -106,15 +101,3 @@ def istft(spectrogram: tf.Tensor, config: SpectrogramConfig, length: int | tf.Te
     left = config.n_fft // 2
     return signal[..., left : left + length]
 
-
-def magnitude(spectrogram: tf.Tensor) -> tf.Tensor:
-    """Magnitude of a complex spectrogram, float32."""
-    return tf.abs(spectrogram)
-
-
-def apply_phase(target_magnitude: tf.Tensor, mixture_spectrogram: tf.Tensor) -> tf.Tensor:
-    """Complex spectrogram with `target_magnitude` and the phase of `mixture_spectrogram`."""
-    mixture_spectrogram = tf.cast(mixture_spectrogram, tf.complex64)
-    phase = tf.math.angle(mixture_spectrogram)
-    target_magnitude = tf.cast(target_magnitude, tf.float32)
-    return tf.complex(target_magnitude * tf.cos(phase), target_magnitude * tf.sin(phase))

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
-import os
 import re
 import shutil
 from pathlib import Path
@@ -26,7 +25,7 @@ from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.data import musdb
 from mss_tf.data.crops import CropConfig, crop_offsets, track_crops  # noqa: F401  (re-exported)
 from mss_tf.data.quality import QualityConfig, QualityStats, assess
-from mss_tf.data.shards import MANIFEST, STEMS, ShardWriter, atomic_write_text, read_manifest
+from mss_tf.data.shards import MANIFEST, STEMS, ShardWriter, atomic_write_text, read_manifest, write_manifest
 from mss_tf.errors import DataError, ShardError
 
 DONE = ".done"
@@ -252,8 +251,6 @@ def _write_manifest(
 ) -> dict[str, Any]:
     shards = [shard for record in records for shard in record["shards"]]
     n_examples = sum(record["n_examples"] for record in records)
-    if n_examples == 0:
-        raise ShardError(f"{out}: no examples were written (every crop rejected, every track skipped or too short)")
     quality = None
     if config.quality is not None:
         stats = QualityStats(config.quality)
@@ -261,30 +258,21 @@ def _write_manifest(
             if record.get("quality"):
                 stats.merge(QualityStats.from_dict(record["quality"]))
         quality = stats.to_dict()
-    manifest = {
-        "format": "mss-tf-shards",
-        "version": 1,
-        "stft": stft_config.to_dict(),
-        "dtype": config.dtype,
-        "compression": config.compression,
-        "stems": list(STEMS),
-        "n_examples": n_examples,
-        "n_augmented": sum(record.get("n_augmented", 0) for record in records),
-        "n_frames": sorted({record["n_frames"] for record in records if record["n_examples"]}),
-        "bytes": sum(shard["bytes"] for shard in shards),
-        "shards": shards,
-        "tracks": [record["track"] for record in records if record["n_examples"]],
-        "source_tracks": [record["track"] for record in records],
-        "skipped": {record["track"]: record["skipped"] for record in records if "skipped" in record},
-        "settings": config.to_dict(),
-        "settings_key": settings_key(stft_config, config),
-        "quality": quality,
-        "audio_seconds": n_examples * config.crops.seconds,
-        **(extra or {}),
-    }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-    return manifest
-
+    return write_manifest(
+        out, stft_config, config.dtype, config.compression, shards, n_examples,
+        sorted({record["n_frames"] for record in records if record["n_examples"]}),
+        [record["track"] for record in records if record["n_examples"]],
+        {
+            "n_augmented": sum(record.get("n_augmented", 0) for record in records),
+            "source_tracks": [record["track"] for record in records],
+            "skipped": {record["track"]: record["skipped"] for record in records if "skipped" in record},
+            "settings": config.to_dict(),
+            "settings_key": settings_key(stft_config, config),
+            "quality": quality,
+            "audio_seconds": n_examples * config.crops.seconds,
+            **(extra or {}),
+        },
+    )
 
 def prepare_dataset(
     root: str | Path,

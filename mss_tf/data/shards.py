@@ -149,24 +149,10 @@ class ShardWriter:
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Finish the last shard and write the manifest; returns the manifest."""
         self.finish()
-        if self.n_examples == 0:
-            raise ShardError(f"{self.out_dir}: no examples were written (every crop rejected or no tracks)")
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "stft": self.stft.to_dict(),
-            "dtype": self.dtype,
-            "compression": self.compression,
-            "stems": list(STEMS),
-            "n_examples": self.n_examples,
-            "n_frames": sorted(self.n_frames),
-            "bytes": sum(s["bytes"] for s in self.shards),
-            "shards": self.shards,
-            "tracks": self.tracks,
-            **(extra or {}),
-        }
-        atomic_write_text(self.out_dir / MANIFEST, json.dumps(manifest, indent=2))
-        return manifest
+        return write_manifest(
+            self.out_dir, self.stft, self.dtype, self.compression, self.shards,
+            self.n_examples, sorted(self.n_frames), self.tracks, extra,
+        )
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -176,6 +162,38 @@ class ShardWriter:
             self._writer.close()
             (self.out_dir / f".{self._current['file']}.tmp").unlink(missing_ok=True)  # type: ignore[index]
             self._writer = None
+
+
+def write_manifest(
+    out_dir: Path,
+    stft: SpectrogramConfig,
+    dtype: str,
+    compression: str,
+    shards: list[dict[str, Any]],
+    n_examples: int,
+    n_frames: list[int],
+    tracks: list[str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a shard folder's `manifest.json` (atomically, last) and return it."""
+    if n_examples == 0:
+        raise ShardError(f"{out_dir}: no examples were written (every crop rejected, every track skipped or too short)")
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "stft": stft.to_dict(),
+        "dtype": dtype,
+        "compression": compression,
+        "stems": list(STEMS),
+        "n_examples": n_examples,
+        "n_frames": n_frames,
+        "bytes": sum(s["bytes"] for s in shards),
+        "shards": shards,
+        "tracks": tracks,
+        **(extra or {}),
+    }
+    atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(manifest, indent=2))
+    return manifest
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:

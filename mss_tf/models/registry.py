@@ -150,7 +150,3 @@ def is_neural(preset: Preset | str) -> bool:
         preset = get_preset(preset)
     return preset.model != "NMFSeparator"
 
-
-def model_targets(model: keras.Model) -> list[str]:
-    """Target names a model estimates, in output order."""
-    return list(model.targets)
