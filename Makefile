@@ -4,8 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_RUN ?= runs/unet-demo
+# A separate venv with PyTorch, used only by `make bench` to time the PyTorch BSRNN reference.
+TORCH_VENV ?= .venv-torch
+TORCH_REQ ?= torch==2.13.0+cpu
 
-.PHONY: setup ffmpeg demo test test-slow bench bench-quick clean
+.PHONY: setup ffmpeg torch-reference demo test test-slow bench bench-quick clean
 
 setup: $(STAMP) ffmpeg
 
@@ -26,6 +29,12 @@ ffmpeg:
 		echo "warning: ffmpeg not found; install it (apt-get install ffmpeg / brew install ffmpeg) to read MUSDB18 .stem.mp4"; \
 	fi
 
+# the PyTorch reference is optional: without it the benchmark compares against the issue's figure
+torch-reference:
+	@test -x $(TORCH_VENV)/bin/python || ($(PYTHON) -m venv $(TORCH_VENV) && \
+		$(TORCH_VENV)/bin/python -m pip install --quiet "$(TORCH_REQ)") || \
+		(rm -rf $(TORCH_VENV); echo "warning: could not install $(TORCH_REQ); no PyTorch reference")
+
 demo: setup
 	rm -rf $(DEMO_RUN)
 	$(PY) train.py --model unet --run-dir $(DEMO_RUN) --epochs 10 --steps-per-epoch 80
@@ -37,13 +46,15 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-bench: setup
-	$(PY) benchmarks/data_pipeline.py
-	$(PY) benchmarks/models.py
+TORCH_ARG = $(if $(wildcard $(TORCH_VENV)/bin/python),--torch-python $(TORCH_VENV)/bin/python,)
 
-bench-quick: setup
+bench: setup torch-reference
+	$(PY) benchmarks/data_pipeline.py
+	$(PY) benchmarks/models.py $(TORCH_ARG)
+
+bench-quick: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py --quick
-	$(PY) benchmarks/models.py --quick
+	$(PY) benchmarks/models.py --quick $(TORCH_ARG)
 
 clean:
-	rm -rf $(VENV) data runs
+	rm -rf $(VENV) $(TORCH_VENV) data runs

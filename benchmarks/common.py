@@ -13,6 +13,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+import mss_tf  # noqa: E402,F401  (before TensorFlow: sets the suite's TensorFlow defaults, e.g. oneDNN)
 RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_DIR = HERE / "results"
 

@@ -1,8 +1,9 @@
 """Model speed on CPU: parameters, forward time (3 s / 30 s of mono audio, batch 1 / 4),
 training-step time (batch 2) and real-time factor of every neural preset; for the paper-size
-BSRNN also the execution variants (tf.function, XLA jit_compile, fused LSTM kernel), the
-achieved GFLOP/s and, with --torch-python, a PyTorch implementation of the same configuration
-timed in the same run.
+BSRNN also the execution variants (Keras LSTM, XLA jit_compile, the fused LSTM kernel with and
+without oneDNN), the achieved GFLOP/s and, with --torch-python, a PyTorch implementation of the
+same configuration. The variants and PyTorch run in worker processes that take turns, one call
+each per round, so a slow spell of a shared machine hits all of them alike.
 
 Writes benchmarks/results/models.json and the "Models (benchmarks/models.py)" section of
 benchmarks/RESULTS.md. `--quick` (about a minute) times only 3 s at batch 1 and the training
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from common import machine, machine_line, markdown_table, write_json, write_section
@@ -83,10 +86,10 @@ def mixture(preset: str, seconds: float, batch: int) -> tf.Tensor:
     return tf.random.stateless_normal([batch, frames, stft.n_bins, 2], seed=[0, 1])
 
 
-TORCH_REFERENCE = r'''
-import json, sys, time, statistics, torch, torch.nn as nn
+TORCH_REFERENCE = r"""
+import json, sys, time, torch, torch.nn as nn
 torch.set_num_threads(int(sys.argv[2]))
-widths, frames, repeats = json.loads(sys.argv[1]), int(sys.argv[3]), int(sys.argv[4])
+widths, frames = json.loads(sys.argv[1]), int(sys.argv[3])
 N, H, M, L = 128, 256, 512, 12
 
 class ResRNN(nn.Module):  # GroupNorm(1, N) over features at each position, BLSTM(2N), Linear back to N
@@ -117,24 +120,124 @@ class BSRNN(nn.Module):
 model = BSRNN().eval()
 x = torch.randn(1, frames, sum(widths), 2)
 with torch.inference_mode():
-    model(x); times = []
-    for _ in range(repeats):
-        t = time.perf_counter(); model(x); times.append(time.perf_counter() - t)
-print(json.dumps({"torch": torch.__version__, "params": sum(p.numel() for p in model.parameters()), "seconds": statistics.median(times)}))
-'''
+    start = time.perf_counter(); model(x); first = time.perf_counter() - start
+    print(json.dumps({"ready": "pytorch", "first_call_s": first, "torch": torch.__version__,
+                      "params": sum(p.numel() for p in model.parameters())}), flush=True)
+    for line in sys.stdin:  # one timed forward pass per request, so runs interleave with TensorFlow's
+        if line.strip() != "run":
+            break
+        start = time.perf_counter(); model(x); print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+"""
+
+# Execution variants of the paper-size bsrnn (3 s, batch 1): (label, lstm_implementation, jit_compile, oneDNN).
+VARIANTS = [
+    ("tf.function, Keras LSTM", "keras", False, True),
+    ("XLA jit_compile, Keras LSTM", "keras", True, True),
+    ("tf.function, fused BlockLSTM, oneDNN off", "fused", False, False),
+    ("tf.function, fused BlockLSTM (default on CPU)", "fused", False, True),
+]
 
 
-def torch_reference(python: str, widths: list[int], frames: int, repeats: int) -> dict[str, Any] | None:
-    """Time the PyTorch BSRNN (same configuration) forward pass in another interpreter."""
-    try:
-        done = subprocess.run(
-            [python, "-c", TORCH_REFERENCE, json.dumps(widths), str(tf.config.threading.get_intra_op_parallelism_threads() or 2),
-             str(frames), str(repeats)], capture_output=True, text=True, timeout=1800, check=True,
-        )
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
-        print(f"PyTorch reference failed: {exc}", file=sys.stderr)
-        return None
+def serve_variants(labels: list[str]) -> None:
+    """Worker mode: build the named variants, then time one forward pass per "run LABEL" line on stdin."""
+    x = mixture("bsrnn", 3.0, 1)
+    reference = build_model("bsrnn")
+    reference(x[:, :4])
+    forwards = {}
+    for label, implementation, jit, _ in VARIANTS:
+        if label not in labels:
+            continue
+        model = build_model("bsrnn", lstm_implementation=implementation)
+        model(x[:, :4])
+        model.set_weights(reference.get_weights())  # same weights in every variant (and process: seeded)
+        forward = forward_fn(model, jit)
+        start = time.perf_counter()
+        np.asarray(forward(x))
+        forwards[label] = forward
+        print(json.dumps({"ready": label, "first_call_s": time.perf_counter() - start}), flush=True)
+    for line in sys.stdin:
+        if not line.startswith("run "):
+            break
+        label = line[4:].strip()
+        start = time.perf_counter()
+        np.asarray(forwards[label](x))
+        print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+
+
+class Worker:
+    """A benchmark process that answers "run LABEL" with one timed call (lets runs interleave)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], expected: int) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.ready = [self._reply() for _ in range(expected)]
+
+    def _reply(self) -> dict[str, Any]:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"benchmark worker {self.proc.args[:3]} exited with {self.proc.wait()}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def run(self, label: str) -> float:
+        self.proc.stdin.write(f"run {label}\n")
+        self.proc.stdin.flush()
+        return float(self._reply()["seconds"])
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def compare_variants(torch_python: str | None, rounds: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Time every variant (and PyTorch) in worker processes, one call each per round, interleaved,
+    so that all of them see the same machine conditions; report medians over the rounds."""
+    x = mixture("bsrnn", 3.0, 1)
+    frames = int(x.shape[1])
+    model = build_model("bsrnn")
+    flops = model_flops(model, frames, 1)
+    script = str(Path(__file__).resolve())
+    workers: list[tuple[Worker, list[str]]] = []
+    for onednn in (True, False):
+        labels = [label for label, _, _, flag in VARIANTS if flag == onednn]
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        workers.append((Worker([sys.executable, script, "--serve", *labels], env, len(labels)), labels))
+    reference: dict[str, Any] = {"source": "issue", "seconds": REFERENCE_SECONDS}
+    torch_worker = None
+    if torch_python:
+        threads = str(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 2)
+        try:
+            torch_worker = Worker([torch_python, "-c", TORCH_REFERENCE, json.dumps(model.band_widths), threads, str(frames)],
+                                  dict(os.environ), 1)
+        except (OSError, RuntimeError) as exc:
+            print(f"PyTorch reference failed: {exc}", file=sys.stderr)
+    first = {r["ready"]: r["first_call_s"] for worker, _ in workers for r in worker.ready}
+    times: dict[str, list[float]] = {label: [] for label, *_ in VARIANTS}
+    torch_times: list[float] = []
+    for round_index in range(rounds):
+        for worker, labels in workers:
+            for label in labels:
+                times[label].append(worker.run(label))
+        if torch_worker:
+            torch_times.append(torch_worker.run("pytorch"))
+        print(f"round {round_index + 1}/{rounds}:", {k: round(v[-1], 2) for k, v in times.items()},
+              f"pytorch {torch_times[-1]:.2f}" if torch_times else "", flush=True)
+    for worker, _ in workers:
+        worker.close()
+    variants = []
+    for label, *_ in VARIANTS:
+        median = statistics.median(times[label])
+        variants.append({"variant": label, "first_call_s": round(first[label], 2), "time_s": round(median, 3),
+                         "times_s": [round(t, 3) for t in times[label]], "gflop": round(flops["total_gflop"], 1),
+                         "gflop_per_s": round(flops["total_gflop"] / median, 1)})
+    if torch_worker:
+        torch_worker.close()
+        info = torch_worker.ready[0]
+        reference = {"source": f"measured, PyTorch {info['torch']}", "seconds": round(statistics.median(torch_times), 3),
+                     "times_s": [round(t, 3) for t in torch_times], "params": info["params"]}
+    reference["gflop_per_s"] = round(flops["total_gflop"] / reference["seconds"], 1)
+    return variants, reference
 
 
 def main() -> None:
@@ -142,11 +245,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 s at batch 1 and the training step only")
     parser.add_argument("--presets", nargs="+", default=PAPER_PRESETS + TINY_PRESETS, help="presets to time")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per cell after the first (median)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds of the bsrnn execution-variant comparison (median)")
     parser.add_argument("--cell-budget", type=float, default=240.0,
                         help="skip a cell whose time, extrapolated from 3 s at batch 1, exceeds this many seconds")
     parser.add_argument("--torch-python", default=None,
                         help="python interpreter with torch installed: also time a PyTorch BSRNN of the same configuration")
+    parser.add_argument("--serve", nargs="+", metavar="VARIANT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve_variants(args.serve)
+        return
     info = machine()
     cells = [(3.0, 1)] if args.quick else [(3.0, 1), (3.0, 4), (30.0, 1), (30.0, 4)]
     results: dict[str, Any] = {"machine": info, "quick": args.quick, "presets": [], "variants": [], "reference": {}}
@@ -176,11 +285,6 @@ def main() -> None:
         training = get_preset(preset).training
         x = mixture(preset, training.train_seconds, 2)
         targets = tf.tile(x[:, tf.newaxis], [1, len(model.targets), 1, 1, 1]) * 0.5
-        if preset.startswith("bsrnn"):
-            # the Keras LSTM's while-loop gradient keeps every step's gates: at paper size, batch 2
-            # of 3 s it needs more than 12 GB; the fused kernel (same weights) keeps ~7 tensors per step
-            model = build_model(preset, lstm_implementation="fused")
-            row["train_lstm"] = "fused"
         step = train_step_fn(model, preset, jit=False)
         first, median = timed(lambda: step(x, targets), 1 if preset in PAPER_PRESETS else args.repeats)
         row["train_step"] = {"seconds": training.train_seconds, "batch": 2, "first_call_s": round(first, 3), "time_s": round(median, 3)}
@@ -188,32 +292,8 @@ def main() -> None:
         results["presets"].append(row)
 
     if "bsrnn" in args.presets:
-        x = mixture("bsrnn", 3.0, 1)
-        frames = int(x.shape[1])
-        keras_model = build_model("bsrnn")
-        keras_model(x[:, :4])
-        flops = model_flops(keras_model, frames, 1)
-        variants = [("tf.function, Keras LSTM", "keras", False), ("XLA jit_compile, Keras LSTM", "keras", True),
-                    ("tf.function, fused BlockLSTMV2", "fused", False)]
-        for label, implementation, jit in variants:
-            model = build_model("bsrnn", lstm_implementation=implementation)
-            model(x[:, :4])
-            model.set_weights(keras_model.get_weights())
-            forward = forward_fn(model, jit)
-            first, median = timed(lambda: forward(x), args.repeats)
-            variant = {"variant": label, "first_call_s": round(first, 2), "time_s": round(median, 3),
-                       "gflop": round(flops["total_gflop"], 1), "gflop_per_s": round(flops["total_gflop"] / median, 1)}
-            results["variants"].append(variant)
-            print("bsrnn 3 s batch 1:", variant, flush=True)
-        reference = {"source": "issue", "seconds": REFERENCE_SECONDS}
-        if args.torch_python:
-            measured = torch_reference(args.torch_python, keras_model.band_widths, frames, args.repeats)
-            if measured:
-                reference = {"source": f"measured, PyTorch {measured['torch']}", "seconds": round(measured["seconds"], 3),
-                             "params": measured["params"]}
-        reference["gflop_per_s"] = round(flops["total_gflop"] / reference["seconds"], 1)
-        results["reference"] = reference
-        print("reference:", reference, flush=True)
+        results["variants"], results["reference"] = compare_variants(args.torch_python, args.rounds)
+        print("reference:", results["reference"], flush=True)
 
     path = write_json("models", results)
     write_section("Models (benchmarks/models.py)", render(results))
@@ -234,18 +314,23 @@ def render(results: dict[str, Any]) -> str:
         for cell in row["forward"]:
             cells.append(f"skipped ({cell['skipped']})" if "skipped" in cell else f"{cell['time_s']:.3f} s ({cell['rtf']:.3f})")
         step = row["train_step"]
-        lstm = ", fused LSTM" if row.get("train_lstm") == "fused" else ""
-        rows.append([row["preset"], f"{row['params']:,}", *cells, f"{step['time_s']:.3f} s ({step['seconds']:g} s chunks{lstm})"])
+        rows.append([row["preset"], f"{row['params']:,}", *cells, f"{step['time_s']:.3f} s ({step['seconds']:g} s chunks)"])
     lines.append(markdown_table(header, rows))
     if results["variants"]:
-        lines += ["", "Paper-size `bsrnn` (V7, 41 bands), one 3 s chunk at batch 1:", ""]
-        rows = [[v["variant"], f"{v['time_s']:.2f}", f"{v['first_call_s']:.1f}", f"{v['gflop_per_s']:.1f}"] for v in results["variants"]]
+        rounds = len(results["variants"][0]["times_s"])
+        lines += ["", f"Paper-size `bsrnn` (V7, 41 bands), one 3 s chunk at batch 1, the same weights in every variant; "
+                      f"median and range of {rounds} interleaved rounds (each variant and PyTorch take turns, one call "
+                      "each per round, in their own processes):", ""]
+        rows = [[v["variant"], f"{v['time_s']:.2f}", f"{min(v['times_s']):.2f}-{max(v['times_s']):.2f}",
+                 f"{v['first_call_s']:.1f}", f"{v['gflop_per_s']:.1f}"] for v in results["variants"]]
         ref = results["reference"]
-        rows.append([f"PyTorch reference ({ref['source']})", f"{ref['seconds']:.2f}", "", f"{ref['gflop_per_s']:.1f}"])
-        lines.append(markdown_table(["variant", "time s", "first call s", "GFLOP/s"], rows))
+        spread = f"{min(ref['times_s']):.2f}-{max(ref['times_s']):.2f}" if "times_s" in ref else ""
+        rows.append([f"PyTorch reference ({ref['source']})", f"{ref['seconds']:.2f}", spread, "", f"{ref['gflop_per_s']:.1f}"])
+        lines.append(markdown_table(["variant", "median s", "range s", "first call s", "GFLOP/s"], rows))
         best = min(results["variants"], key=lambda v: v["time_s"])
-        lines += ["", f"Best TensorFlow variant: {best['variant']}, {best['time_s']:.2f} s = "
-                      f"{best['time_s'] / ref['seconds']:.2f} x the PyTorch reference ({best['gflop']:.0f} GFLOP per 3 s chunk)."]
+        lines += ["", f"Fastest TensorFlow variant: {best['variant']}, {best['time_s']:.2f} s = "
+                      f"{best['time_s'] / ref['seconds']:.2f} x the PyTorch reference's time "
+                      f"({best['gflop']:.0f} GFLOP per 3 s chunk, {best['gflop_per_s']:.0f} GFLOP/s)."]
     return "\n".join(lines)
 
 

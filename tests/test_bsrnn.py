@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,8 +9,9 @@ from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.errors import ConfigError
 from mss_tf.losses import bsrnn_paper, get_loss, mag_phase_l1
 from mss_tf.models.bands import BAND_SCHEMES, band_edges_hz, band_widths
-from mss_tf.models.bsrnn import BSRNN, SqueezeExcitation
+from mss_tf.models.bsrnn import BSRNN, ResidualRNN, SqueezeExcitation, resolve_lstm_implementation
 from mss_tf.models.registry import build_model, get_preset
+from tests.conftest import REPO
 
 BINS = 1025
 
@@ -171,17 +174,72 @@ def test_config_round_trip_and_save_load_identical_outputs(tmp_path):
     np.testing.assert_allclose(loaded(mix, training=False), out, atol=1e-6)
 
 
-def test_fused_lstm_matches_keras_lstm():
-    model = _small(num_modules=2, squeeze_excitation=True)
+def test_fused_lstm_matches_keras_lstm_outputs_and_gradients():
+    model = _small(num_modules=2, squeeze_excitation=True, lstm_implementation="keras")
     mix = _mixture(7)
     model(mix)
     fused = BSRNN.from_config({**model.get_config(), "lstm_implementation": "fused"})
     fused(mix)
     fused.set_weights(model.get_weights())
     np.testing.assert_allclose(fused(mix), model(mix), atol=1e-5)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.abs(fused(mix, training=True)))
-    assert all(g is not None for g in tape.gradient(loss, fused.trainable_variables))
+    grads = []
+    weights = tf.random.stateless_normal(model(mix).shape, seed=[7, 8])  # a smooth loss: L1's sign() would
+    for m in (model, fused):  # turn 1e-7 output differences near zero into gradient differences
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(m(mix, training=True) * weights)
+        grads.append(tape.gradient(loss, m.trainable_variables))
+    assert len(grads[0]) == len(grads[1])
+    for g_keras, g_fused, v in zip(*grads, model.trainable_variables):
+        assert g_fused is not None, v.path
+        dense = lambda g: tf.convert_to_tensor(g).numpy()  # gathered weights get IndexedSlices
+        np.testing.assert_allclose(dense(g_fused), dense(g_keras), atol=1e-5, rtol=1e-3, err_msg=v.path)
+
+
+def test_auto_lstm_implementation_is_fused_on_cpu_and_keras_with_a_gpu(monkeypatch):
+    assert resolve_lstm_implementation("auto") == "fused"  # this machine has no GPU
+    assert resolve_lstm_implementation("keras") == "keras"
+    model = build_model("bsrnn-tiny")
+    assert model.lstm_implementation == "auto"
+    blstm = model.band_sequence[0].time_rnn.blstm
+    assert blstm.runs_fused
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["/GPU:0"] if kind == "GPU" else [])
+    assert resolve_lstm_implementation("auto") == "keras" and not blstm.runs_fused
+
+
+@pytest.mark.parametrize("implementation", ["keras", "fused"])
+@pytest.mark.parametrize("axis", ["time", "band"])
+def test_residual_rnn_runs_the_blstm_along_its_axis(axis, implementation):
+    """Against a direct reading of the paper: the time block runs one BLSTM over the frames of
+    each band, the band block one BLSTM over the bands of each frame; norm -> BLSTM -> Dense,
+    plus the input."""
+    block = ResidualRNN(6, 5, axis=axis, lstm_implementation=implementation)
+    x = tf.random.stateless_normal([2, 9, 4, 6], seed=[5, 6])  # (B, T, K, N)
+    out = block(x).numpy()
+    assert out.shape == (2, 9, 4, 6)
+    blstm = block.blstm.rnn  # the Keras Bidirectional layer holding the weights (batch-major)
+    expected = np.zeros_like(out)
+    for b in range(2):
+        if axis == "time":
+            for k in range(4):
+                seq = x[b : b + 1, :, k, :]  # (1, T, N)
+                expected[b, :, k, :] = (seq + block.projection(blstm(block.norm(seq))))[0]
+        else:
+            for t in range(9):
+                seq = x[b : b + 1, t, :, :]  # (1, K, N)
+                expected[b, t, :, :] = (seq + block.projection(blstm(block.norm(seq))))[0]
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_importing_mss_tf_turns_on_onednn_unless_the_user_chose():
+    import subprocess
+    import sys
+
+    code = "import os, mss_tf, tensorflow; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    run = lambda env: subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
+                                     text=True, check=True).stdout.strip()
+    assert run(env) == "1"
+    assert run({**env, "TF_ENABLE_ONEDNN_OPTS": "0"}) == "0"
 
 
 def test_variable_length_input():

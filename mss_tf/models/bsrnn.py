@@ -28,7 +28,7 @@ import tensorflow as tf
 from mss_tf.errors import ConfigError
 from mss_tf.models.bands import band_widths, resolve_scheme
 
-LSTM_IMPLEMENTATIONS = ("keras", "fused")
+LSTM_IMPLEMENTATIONS = ("auto", "keras", "fused")
 
 
 def _band_layout(widths: Sequence[int], features_per_bin: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -166,22 +166,35 @@ class SqueezeExcitation(keras.layers.Layer):
         return {**super().get_config(), "channels": self.channels, "reduction": self.reduction}
 
 
+def resolve_lstm_implementation(implementation: str) -> str:
+    """"auto" -> "fused" when TensorFlow sees no GPU (the fused CPU kernel is 1.5x faster and
+    needs far less training memory there), else "keras" (cuDNN on a GPU); other values unchanged."""
+    if implementation != "auto":
+        return implementation
+    return "keras" if tf.config.list_logical_devices("GPU") else "fused"
+
+
 @keras.saving.register_keras_serializable(package="mss_tf")
 class BidirectionalLSTM(keras.layers.Layer):
-    """Bidirectional LSTM over (batch, steps, features), outputs (batch, steps, 2 * units).
+    """Bidirectional LSTM over a time-major (steps, batch, features) sequence.
 
     The weights always live in a `keras.layers.Bidirectional(LSTM)` (Keras layout, gate order
-    i, f, c, o). `implementation="keras"` runs that layer (XLA-compilable, the default);
-    `"fused"` runs the same weights through TensorFlow's fused CPU kernel `BlockLSTMV2` (one op
-    per direction for the whole sequence, gate order i, f, c, o as well; not XLA-compilable,
-    computed in float32).
+    i, f, c, o), so checkpoints do not depend on how the layer is run:
+
+      * `"keras"` runs that layer (cuDNN on a GPU, XLA-compilable);
+      * `"fused"` runs the same weights through TensorFlow's fused LSTM kernel `BlockLSTM` (one
+        op per direction for the whole sequence; computed in float32, not XLA-compilable);
+      * `"auto"` (default) picks "fused" when TensorFlow sees no GPU, else "keras".
+
+    `call` returns (steps, batch, 2 * units); `directions` returns the forward states and the
+    backward states in reversed time order, so a following projection can avoid the concat.
 
     Args:
         units: hidden size per direction.
-        implementation: "keras" or "fused".
+        implementation: "auto", "keras" or "fused".
     """
 
-    def __init__(self, units: int, implementation: str = "keras", **kwargs: Any) -> None:
+    def __init__(self, units: int, implementation: str = "auto", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if implementation not in LSTM_IMPLEMENTATIONS:
             raise ConfigError(f"lstm implementation must be one of {LSTM_IMPLEMENTATIONS}, got {implementation!r}")
@@ -189,30 +202,47 @@ class BidirectionalLSTM(keras.layers.Layer):
         self.implementation = implementation
         self.rnn = keras.layers.Bidirectional(keras.layers.LSTM(self.units, return_sequences=True), name="blstm")
 
+    @property
+    def runs_fused(self) -> bool:
+        return resolve_lstm_implementation(self.implementation) == "fused"
+
     def build(self, input_shape: Any) -> None:
-        self.rnn.build(input_shape)
+        self.rnn.build((None, None, input_shape[-1]))
 
     def _fused_direction(self, cell: Any, x: tf.Tensor) -> tf.Tensor:
-        """x: (steps, batch, features) float32 -> hidden states (steps, batch, units)."""
+        """x: (steps, batch, features) float32 -> hidden states (steps, batch, units).
+
+        Runs `BlockLSTM` (V1) with forget_bias 0 and no clipping, which computes exactly the Keras
+        LSTM; its gate layout is (i, c, f, o), so the Keras (i, f, c, o) columns are reordered.
+        Not `BlockLSTMV2`: its forward pass matches, but its registered gradient is wrong in
+        TensorFlow 2.16 (tests/test_bsrnn.py checks our gradients against the Keras LSTM's).
+        """
+        u = self.units
         w = tf.concat([tf.cast(cell.kernel, tf.float32), tf.cast(cell.recurrent_kernel, tf.float32)], axis=0)
-        zeros = tf.zeros([tf.shape(x)[1], self.units], tf.float32)
-        peephole = tf.zeros([self.units], tf.float32)
-        outputs = tf.raw_ops.BlockLSTMV2(
-            seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=zeros, h_prev=zeros, w=w,
-            wci=peephole, wcf=peephole, wco=peephole, b=tf.cast(cell.bias, tf.float32),
-            cell_clip=0.0, use_peephole=False,
+        order = np.concatenate([np.arange(0, u), np.arange(2 * u, 3 * u), np.arange(u, 2 * u), np.arange(3 * u, 4 * u)])
+        zeros = tf.zeros([tf.shape(x)[1], u], tf.float32)
+        peephole = tf.zeros([u], tf.float32)
+        outputs = tf.raw_ops.BlockLSTM(
+            seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=zeros, h_prev=zeros,
+            w=tf.gather(w, order, axis=1), wci=peephole, wcf=peephole, wco=peephole,
+            b=tf.gather(tf.cast(cell.bias, tf.float32), order), forget_bias=0.0, cell_clip=-1.0, use_peephole=False,
         )
         return outputs[6]  # h for every step
 
+    def directions(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Fused path: x (steps, batch, features) -> (forward states, backward states in reversed
+        time), each (steps, batch, units) float32."""
+        x = tf.cast(x, tf.float32)
+        forward = self._fused_direction(self.rnn.forward_layer.cell, x)
+        backward = self._fused_direction(self.rnn.backward_layer.cell, tf.reverse(x, [0]))
+        return forward, backward
+
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        if self.implementation == "keras":
-            return self.rnn(x)  # (batch, steps, 2 * units)
-        dtype = x.dtype
-        steps_first = tf.transpose(tf.cast(x, tf.float32), [1, 0, 2])  # (steps, batch, features)
-        forward = self._fused_direction(self.rnn.forward_layer.cell, steps_first)  # (steps, batch, units)
-        backward = self._fused_direction(self.rnn.backward_layer.cell, tf.reverse(steps_first, [0]))
-        h = tf.concat([forward, tf.reverse(backward, [0])], axis=-1)  # (steps, batch, 2 * units)
-        return tf.cast(tf.transpose(h, [1, 0, 2]), dtype)  # (batch, steps, 2 * units)
+        """x: (steps, batch, features) -> (steps, batch, 2 * units)."""
+        if not self.runs_fused:
+            return tf.transpose(self.rnn(tf.transpose(x, [1, 0, 2])), [1, 0, 2])
+        forward, backward = self.directions(x)
+        return tf.cast(tf.concat([forward, tf.reverse(backward, [0])], axis=-1), x.dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units, "implementation": self.implementation}
@@ -222,13 +252,20 @@ class BidirectionalLSTM(keras.layers.Layer):
 class ResidualRNN(keras.layers.Layer):
     """One residual BLSTM block of the band and sequence module, along time or along bands.
 
-    x + [SE](Dense_N(BLSTM_2N(Norm(x)))), with the BLSTM run on (B*K, T, N) for `axis="time"`
-    (shared across bands) or on (B*T, K, N) for `axis="band"` (shared across frames).
+    x + [SE](Dense_N(BLSTM_2N(Norm(x)))), with the BLSTM run over time on the B*K band
+    sequences for `axis="time"` (shared across bands) or over bands on the B*T frame sequences
+    for `axis="band"` (shared across frames).
 
     Norm is GroupNorm(1, N) applied at each (frame, band) position, i.e. a LayerNorm over the
     N features with a per-feature gain and bias: it never pools over time, so the model is
     not tied to the training chunk length. (The PyTorch reference applies GroupNorm(1, N) to
     a (batch, N, steps) tensor, which also pools over the sequence; we deliberately do not.)
+
+    Layout: the sequence is built time-major directly, (T, B*K, N) or (K, B*T, N), which is
+    what the fused kernel wants (for B = 1 the time-path transpose is a free reshape). On the
+    fused path the projection is applied to each direction separately (W = [W_fwd; W_bwd]),
+    so the two directions' states are never concatenated and the backward reversal is done
+    on N rather than 2H features.
 
     Args:
         feature_dim: N.
@@ -242,7 +279,7 @@ class ResidualRNN(keras.layers.Layer):
 
     def __init__(
         self, feature_dim: int, hidden_dim: int, axis: str = "time", squeeze_excitation: bool = False,
-        se_reduction: int = 16, lstm_implementation: str = "keras", epsilon: float = 1e-5, **kwargs: Any,
+        se_reduction: int = 16, lstm_implementation: str = "auto", epsilon: float = 1e-5, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if axis not in ("time", "band"):
@@ -260,6 +297,9 @@ class ResidualRNN(keras.layers.Layer):
         self.se = (
             SqueezeExcitation(self.feature_dim, self.se_reduction, name="se") if self.squeeze_excitation else None
         )
+        # (B, T, K, N) <-> time-major sequence layout of this axis
+        self._perm = [1, 0, 2, 3] if axis == "time" else [2, 0, 1, 3]
+        self._inverse = [1, 0, 2, 3] if axis == "time" else [1, 2, 0, 3]
 
     def build(self, input_shape: Any) -> None:
         n = self.feature_dim
@@ -269,18 +309,31 @@ class ResidualRNN(keras.layers.Layer):
         if self.se is not None:
             self.se.build((None, None, None, n))
 
+    def _project_directions(self, seq: tf.Tensor) -> tf.Tensor:
+        """Fused path: (S, M, N) normalised sequence -> (S, M, N) projected BLSTM output."""
+        forward, backward = self.blstm.directions(seq)  # (S, M, H) each, backward in reversed time
+        dtype = self.compute_dtype
+        kernel = tf.cast(self.projection.kernel, dtype)  # (2H, N)
+        h, n = self.hidden_dim, self.feature_dim
+        shape = tf.shape(forward)
+        y_forward = tf.matmul(tf.cast(tf.reshape(forward, [-1, h]), dtype), kernel[:h])  # (S*M, N)
+        y_backward = tf.matmul(tf.cast(tf.reshape(backward, [-1, h]), dtype), kernel[h:])  # (S*M, N)
+        y_forward = tf.reshape(y_forward, [shape[0], shape[1], n])
+        y_backward = tf.reverse(tf.reshape(y_backward, [shape[0], shape[1], n]), [0])
+        return y_forward + y_backward + tf.cast(self.projection.bias, dtype)
+
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        shape = tf.shape(x)
-        b, t, k, n = shape[0], shape[1], shape[2], self.feature_dim
-        if self.axis == "time":
-            seq = tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b * k, t, n])  # (B*K, T, N)
+        n = self.feature_dim
+        sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
+        seq_shape = tf.shape(sequence)
+        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (T, B*K, N) or (K, B*T, N), time-major
+        normed = self.norm(seq)
+        if self.blstm.runs_fused:
+            y = self._project_directions(normed)
         else:
-            seq = tf.reshape(x, [b * t, k, n])  # (B*T, K, N)
-        y = self.projection(self.blstm(self.norm(seq)))  # (B*K, T, 2H) -> (B*K, T, N), or over K
-        if self.axis == "time":
-            y = tf.transpose(tf.reshape(y, [b, k, t, n]), [0, 2, 1, 3])  # (B, T, K, N)
-        else:
-            y = tf.reshape(y, [b, t, k, n])  # (B, T, K, N)
+            y = self.projection(self.blstm(normed))  # (S, M, 2H) -> (S, M, N)
+        y = tf.transpose(tf.reshape(y, seq_shape), self._inverse)  # (B, T, K, N)
+        y.set_shape(x.shape)
         if self.se is not None:
             y = self.se(y)  # (B, T, K, N)
         return x + tf.cast(y, x.dtype)
@@ -307,7 +360,7 @@ class BandSequenceModule(keras.layers.Layer):
 
     def __init__(
         self, feature_dim: int, hidden_dim: int, squeeze_excitation: bool = False, se_reduction: int = 16,
-        lstm_implementation: str = "keras", **kwargs: Any,
+        lstm_implementation: str = "auto", **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.feature_dim = int(feature_dim)
@@ -466,8 +519,9 @@ class BSRNN(keras.Model):
         channels: 1 (mono, default) or 2 (stereo fed jointly).
         squeeze_excitation: add an SE block after every BLSTM (BSRNN-SE).
         se_reduction: SE reduction ratio r (default 16).
-        lstm_implementation: "keras" (Keras LSTM, XLA-compilable) or "fused" (TF's BlockLSTMV2
-            CPU kernel on the same weights); see BidirectionalLSTM.
+        lstm_implementation: "auto" (default: "fused" without a GPU, else "keras"), "keras"
+            (Keras LSTM: cuDNN on a GPU, XLA-compilable) or "fused" (TF's BlockLSTM kernel on
+            the same weights); see BidirectionalLSTM. Checkpoints are interchangeable.
     """
 
     def __init__(
@@ -483,7 +537,7 @@ class BSRNN(keras.Model):
         channels: int = 1,
         squeeze_excitation: bool = False,
         se_reduction: int = 16,
-        lstm_implementation: str = "keras",
+        lstm_implementation: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
