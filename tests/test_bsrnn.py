@@ -57,6 +57,16 @@ def test_v7_bands_follow_the_hz_rules():
     assert widths[:10] == [5, 5, 4, 5, 5, 4, 5, 5, 4, 5]
 
 
+@pytest.mark.parametrize("scheme,edges", [
+    # the paper's rule boundaries: band index -> edge in Hz
+    ("bass", {1: 50.0, 10: 500.0, 11: 600.0, 15: 1000.0, 16: 1500.0, 21: 4000.0, 25: 8000.0, 29: 16000.0}),
+    ("drums", {1: 50.0, 20: 1000.0, 21: 1100.0, 30: 2000.0, 38: 4000.0, 46: 8000.0, 54: 16000.0}),
+])
+def test_bass_and_drums_bands_follow_the_paper_rules(scheme, edges):
+    got = band_edges_hz(BAND_SCHEMES[scheme], 44100)
+    assert {i: got[i] for i in edges} == edges and got[-1] == 22050.0
+
+
 def test_band_scheme_errors():
     with pytest.raises(ConfigError, match="unknown band scheme"):
         band_widths("v9", 44100, 2048)

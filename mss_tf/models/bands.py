@@ -15,9 +15,13 @@ BandRules = Sequence[Sequence[float]]
 BAND_SCHEMES: dict[str, list[tuple[float, float]]] = {
     # Luo & Yu (TASLP 2023), "V7", used for vocals and other: 10 + 12 + 8 + 8 + 2 + 1 = 41 bands.
     "v7": [(1000, 100), (4000, 250), (8000, 500), (16000, 1000), (20000, 2000)],
-    # bass: finer below 1 kHz, coarser above: 10 + 5 + 6 + 4 + 4 + 1 = 30 bands.
+    # The paper's bass scheme: 50 Hz bands below 500 Hz, 100 Hz to 1 kHz, 500 Hz to 4 kHz, 1 kHz to
+    # 8 kHz, 2 kHz to 16 kHz, the rest as one band: 10 + 5 + 6 + 4 + 4 + 1 = 30 bands.
     "bass": [(500, 50), (1000, 100), (4000, 500), (8000, 1000), (16000, 2000)],
-    # drums: 50 Hz bands below 1 kHz: 20 + 10 + 8 + 8 + 8 + 1 = 55 bands.
+    # The paper's drums scheme: 50 Hz bands below 1 kHz, 100 Hz to 2 kHz, 250 Hz to 4 kHz, 500 Hz
+    # to 8 kHz, 1 kHz to 16 kHz, the rest as one band: 20 + 10 + 8 + 8 + 8 + 1 = 55 bands.
+    # (Both rule sets agree with the bass/drums band specifications of the public Bandit code of
+    # Watcharasupat et al., which generalises BSRNN, and give the paper's band counts.)
     "drums": [(1000, 50), (2000, 100), (4000, 250), (8000, 500), (16000, 1000)],
     # not from the paper: a coarse 12-band scheme for the tiny (test / CPU demo) presets.
     "coarse": [(1000, 250), (4000, 1000), (8000, 2000), (16000, 4000)],

@@ -50,8 +50,41 @@ def _band_layout(widths: Sequence[int], features_per_bin: int) -> tuple[np.ndarr
     return pad_index, unpad_index, total
 
 
+def _glorot_blocks(shapes: Sequence[tuple[int, int]], axis: int, dtype: Any = None) -> tf.Tensor:
+    """Per-band Dense kernels, each Glorot-initialised for its own fan-in/fan-out, joined on `axis`."""
+    blocks = [keras.initializers.GlorotUniform()(shape) for shape in shapes]
+    return tf.cast(tf.concat(blocks, axis=axis), dtype or "float32")
+
+
+class _PerBandLayer(keras.layers.Layer):
+    """Shared set-up of the layers with weights of their own for every band (band split, mask
+    estimation): the band widths, N, the values per bin and the LayerNorm epsilon. Inputs stay
+    float32: the normalisation runs in float32 and casts to the compute dtype itself."""
+
+    def __init__(
+        self, band_widths: Sequence[int], feature_dim: int, features_per_bin: int = 2,
+        epsilon: float = 1e-5, **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.band_widths = [int(w) for w in band_widths]
+        self.feature_dim = int(feature_dim)
+        self.features_per_bin = int(features_per_bin)
+        self.epsilon = float(epsilon)
+        self.band_sizes = [w * self.features_per_bin for w in self.band_widths]  # values per band
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "band_widths": self.band_widths,
+            "feature_dim": self.feature_dim,
+            "features_per_bin": self.features_per_bin,
+            "epsilon": self.epsilon,
+        }
+
+
 @keras.saving.register_keras_serializable(package="mss_tf")
-class BandSplit(keras.layers.Layer):
+class BandSplit(_PerBandLayer):
     """Band split module: per band, LayerNorm over its 2*C*width values, then Dense to N.
 
     Each band has its own LayerNorm (gain and bias per value) and its own Dense layer, as in
@@ -68,16 +101,10 @@ class BandSplit(keras.layers.Layer):
         self, band_widths: Sequence[int], feature_dim: int, features_per_bin: int = 2,
         epsilon: float = 1e-5, **kwargs: Any,
     ) -> None:
-        # inputs stay float32: the normalisation runs in float32 and casts to the compute dtype itself
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.band_widths = [int(w) for w in band_widths]
-        self.feature_dim = int(feature_dim)
-        self.features_per_bin = int(features_per_bin)
-        self.epsilon = float(epsilon)
+        super().__init__(band_widths, feature_dim, features_per_bin, epsilon, **kwargs)
         pad_index, _, self.total = _band_layout(self.band_widths, self.features_per_bin)
         self.pad_index = tf.constant(pad_index)
-        sizes = np.array([w * self.features_per_bin for w in self.band_widths], np.float32)
+        sizes = np.array(self.band_sizes, np.float32)
         self.valid = tf.constant((pad_index < self.total).astype(np.float32))  # (K, D_max)
         self.sizes = tf.constant(sizes[:, None])  # (K, 1)
 
@@ -90,11 +117,7 @@ class BandSplit(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(k, n), initializer="zeros")
 
     def _kernel_init(self, shape: Any, dtype: Any = None) -> tf.Tensor:
-        blocks = [
-            keras.initializers.GlorotUniform()((w * self.features_per_bin, self.feature_dim))
-            for w in self.band_widths
-        ]
-        return tf.cast(tf.concat(blocks, axis=0), dtype or "float32")
+        return _glorot_blocks([(size, self.feature_dim) for size in self.band_sizes], axis=0, dtype=dtype)
 
     def _padded(self, flat: tf.Tensor) -> tf.Tensor:
         """Gather a (total, ...) per-value weight into the padded (K, D_max, ...) layout (zeros past each band)."""
@@ -115,15 +138,6 @@ class BandSplit(keras.layers.Layer):
         kernel = tf.cast(self._padded(self.kernel), dtype)  # (K, D_max, N)
         z = tf.einsum("btkd,kdn->btkn", tf.cast(x, dtype), kernel)  # (B, T, K, N)
         return z + tf.cast(self.bias, dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "band_widths": self.band_widths,
-            "feature_dim": self.feature_dim,
-            "features_per_bin": self.features_per_bin,
-            "epsilon": self.epsilon,
-        }
 
 
 @keras.saving.register_keras_serializable(package="mss_tf")
@@ -392,7 +406,7 @@ class BandSequenceModule(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mss_tf")
-class MaskEstimator(keras.layers.Layer):
+class MaskEstimator(_PerBandLayer):
     """Mask estimation module of one target: per band LayerNorm(N) -> Dense(hidden) + tanh ->
     Dense(2 * 2*C*width) + GLU, giving the real and imaginary mask of every bin of the band.
 
@@ -412,22 +426,15 @@ class MaskEstimator(keras.layers.Layer):
         self, band_widths: Sequence[int], feature_dim: int, hidden_dim: int, features_per_bin: int = 2,
         epsilon: float = 1e-5, **kwargs: Any,
     ) -> None:
-        # inputs stay float32: the normalisation runs in float32 and casts to the compute dtype itself
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.band_widths = [int(w) for w in band_widths]
-        self.feature_dim = int(feature_dim)
+        super().__init__(band_widths, feature_dim, features_per_bin, epsilon, **kwargs)
         self.hidden_dim = int(hidden_dim)
-        self.features_per_bin = int(features_per_bin)
-        self.epsilon = float(epsilon)
         pad_index, unpad_index, self.total = _band_layout(self.band_widths, self.features_per_bin)
         self.d_max = pad_index.shape[1]
         self.unpad_index = tf.constant(unpad_index)
         # band k's Dense output columns are [value (D_k) | gate (D_k)] at kernel[:, 2*start_k : 2*(start_k+D_k)]
-        starts = np.concatenate([[0], np.cumsum([w * self.features_per_bin for w in self.band_widths])[:-1]])
+        starts = np.concatenate([[0], np.cumsum(self.band_sizes)[:-1]])
         glu_index = np.full((len(self.band_widths), 2, self.d_max), 2 * self.total, np.int32)
-        for k, w in enumerate(self.band_widths):
-            size = w * self.features_per_bin
+        for k, size in enumerate(self.band_sizes):
             glu_index[k, 0, :size] = 2 * starts[k] + np.arange(size)
             glu_index[k, 1, :size] = 2 * starts[k] + size + np.arange(size)
         self.glu_index = tf.constant(glu_index)  # (K, 2, D_max)
@@ -445,11 +452,7 @@ class MaskEstimator(keras.layers.Layer):
         self.glu_bias = self.add_weight(name="glu_bias", shape=(2 * self.total,), initializer="zeros")
 
     def _glu_init(self, shape: Any, dtype: Any = None) -> tf.Tensor:
-        blocks = [
-            keras.initializers.GlorotUniform()((self.hidden_dim, 2 * w * self.features_per_bin))
-            for w in self.band_widths
-        ]
-        return tf.cast(tf.concat(blocks, axis=1), dtype or "float32")
+        return _glorot_blocks([(self.hidden_dim, 2 * size) for size in self.band_sizes], axis=1, dtype=dtype)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """x: (B, T, K, N) -> mask (B, T, F*C*2) float32 in the band split's value order."""
@@ -471,14 +474,7 @@ class MaskEstimator(keras.layers.Layer):
         return tf.gather(mask, self.unpad_index, axis=-1)  # (B, T, F*C*2)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "band_widths": self.band_widths,
-            "feature_dim": self.feature_dim,
-            "hidden_dim": self.hidden_dim,
-            "features_per_bin": self.features_per_bin,
-            "epsilon": self.epsilon,
-        }
+        return {**super().get_config(), "hidden_dim": self.hidden_dim}
 
 
 @keras.saving.register_keras_serializable(package="mss_tf")
