@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_RUN ?= runs/unet-demo
 # A separate venv with PyTorch, used only by `make bench` to time the PyTorch BSRNN reference.
 TORCH_VENV ?= .venv-torch
-TORCH_REQ ?= torch==2.13.0+cpu
+TORCH_REQ ?= torch==2.13.0+cpu numpy
 
 .PHONY: setup ffmpeg torch-reference demo test test-slow bench bench-quick clean
 
@@ -32,7 +32,7 @@ ffmpeg:
 # the PyTorch reference is optional: without it the benchmark compares against the issue's figure
 torch-reference:
 	@test -x $(TORCH_VENV)/bin/python || ($(PYTHON) -m venv $(TORCH_VENV) && \
-		$(TORCH_VENV)/bin/python -m pip install --quiet "$(TORCH_REQ)") || \
+		$(TORCH_VENV)/bin/python -m pip install --quiet $(TORCH_REQ)) || \
 		(rm -rf $(TORCH_VENV); echo "warning: could not install $(TORCH_REQ); no PyTorch reference")
 
 demo: setup

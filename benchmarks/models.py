@@ -123,8 +123,8 @@ with torch.inference_mode():
     start = time.perf_counter(); model(x); first = time.perf_counter() - start
     print(json.dumps({"ready": "pytorch", "first_call_s": first, "torch": torch.__version__,
                       "params": sum(p.numel() for p in model.parameters())}), flush=True)
-    for line in sys.stdin:  # one timed forward pass per request, so runs interleave with TensorFlow's
-        if line.strip() != "run":
+    for line in sys.stdin:  # one timed forward pass per "run ..." line, so runs interleave with TensorFlow's
+        if not line.startswith("run"):
             break
         start = time.perf_counter(); model(x); print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
 """
@@ -291,12 +291,16 @@ def main() -> None:
         print(preset, "train step", row["train_step"], flush=True)
         results["presets"].append(row)
 
+    if results["presets"]:  # keep the preset table even if the comparison below fails
+        write_json("models", results)
+        write_section("Models (benchmarks/models.py)", render(results))
     if "bsrnn" in args.presets:
         results["variants"], results["reference"] = compare_variants(args.torch_python, args.rounds)
         print("reference:", results["reference"], flush=True)
 
     path = write_json("models", results)
-    write_section("Models (benchmarks/models.py)", render(results))
+    if results["presets"]:
+        write_section("Models (benchmarks/models.py)", render(results))
     if results["variants"]:
         write_readme_block("bsrnn-speed", render_variants(results, readme=True))
     print(f"wrote {path} and benchmarks/RESULTS.md")

@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 TARGETS = ("vocals", "drums", "bass", "other")
 
 # TensorFlow's oneDNN kernels (matmul, einsum, transpose, conv) are on by default only on CPUs
-# with AVX-512 VNNI/AMX; on AVX2 machines they are still 1.2-1.4x faster for our models
-# (benchmarks/RESULTS.md). The switch is read when TensorFlow is imported, so it only takes
+# with AVX-512 VNNI/AMX; on AVX2 machines they are still faster for our models
+# (benchmarks/RESULTS.md times the paper-size BSRNN with and without them). The switch is read when TensorFlow is imported, so it only takes
 # effect when mss_tf is imported first (every entry point of the suite does); a value the user
 # set, e.g. TF_ENABLE_ONEDNN_OPTS=0, is kept.
 if "tensorflow" not in _sys.modules:

@@ -181,8 +181,9 @@ class SqueezeExcitation(keras.layers.Layer):
 
 
 def resolve_lstm_implementation(implementation: str) -> str:
-    """"auto" -> "fused" when TensorFlow sees no GPU (the fused CPU kernel is 1.5x faster and
-    needs far less training memory there), else "keras" (cuDNN on a GPU); other values unchanged."""
+    """"auto" -> "fused" when TensorFlow sees no GPU (there the fused kernel is faster than the
+    Keras LSTM and needs far less training memory; benchmarks/RESULTS.md), else "keras" (cuDNN
+    on a GPU); other values unchanged."""
     if implementation != "auto":
         return implementation
     return "keras" if tf.config.list_logical_devices("GPU") else "fused"
