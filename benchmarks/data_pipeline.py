@@ -10,7 +10,6 @@ shared, noisy machine.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
 from pathlib import Path

@@ -9,8 +9,8 @@ TARGETS = ("vocals", "drums", "bass", "other")
 
 # TensorFlow's oneDNN kernels (matmul, einsum, transpose, conv) are on by default only on CPUs
 # with AVX-512 VNNI/AMX; on AVX2 machines they are still faster for our models
-# (benchmarks/RESULTS.md times the paper-size BSRNN with and without them). The switch is read when TensorFlow is imported, so it only takes
-# effect when mss_tf is imported first (every entry point of the suite does); a value the user
-# set, e.g. TF_ENABLE_ONEDNN_OPTS=0, is kept.
+# (benchmarks/RESULTS.md times the paper-size BSRNN with and without them). The switch is read
+# when TensorFlow is imported, so it only takes effect when mss_tf is imported first (every
+# entry point of the suite does); a value the user set, e.g. TF_ENABLE_ONEDNN_OPTS=0, is kept.
 if "tensorflow" not in _sys.modules:
     _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -9,7 +9,7 @@ from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.errors import ConfigError
 from mss_tf.losses import bsrnn_paper, get_loss, mag_phase_l1
 from mss_tf.models.bands import BAND_SCHEMES, band_edges_hz, band_widths
-from mss_tf.models.bsrnn import BSRNN, ResidualRNN, SqueezeExcitation, resolve_lstm_implementation
+from mss_tf.models.bsrnn import BSRNN, BidirectionalLSTM, ResidualRNN, SqueezeExcitation, resolve_lstm_implementation
 from mss_tf.models.registry import build_model, get_preset
 from tests.conftest import REPO
 
@@ -203,6 +203,20 @@ def test_fused_lstm_matches_keras_lstm_outputs_and_gradients():
         assert g_fused is not None, v.path
         dense = lambda g: tf.convert_to_tensor(g).numpy()  # gathered weights get IndexedSlices
         np.testing.assert_allclose(dense(g_fused), dense(g_keras), atol=1e-5, rtol=1e-3, err_msg=v.path)
+
+
+def test_blstm_layer_fused_call_matches_keras_call():
+    x = tf.random.stateless_normal([9, 3, 6], seed=[9, 10])  # time-major (steps, batch, features)
+    keras_blstm, fused_blstm = BidirectionalLSTM(5, "keras"), BidirectionalLSTM(5, "fused")
+    keras_blstm.build(x.shape)
+    fused_blstm.build(x.shape)
+    fused_blstm.set_weights(keras_blstm.get_weights())
+    expected = keras_blstm(x).numpy()
+    assert expected.shape == (9, 3, 10)
+    np.testing.assert_allclose(fused_blstm(x).numpy(), expected, atol=1e-5)
+    # batch-major Keras Bidirectional on the same weights: the layer really is time-major
+    direct = keras_blstm.rnn(tf.transpose(x, [1, 0, 2])).numpy().transpose(1, 0, 2)
+    np.testing.assert_allclose(expected, direct, atol=1e-6)
 
 
 def test_auto_lstm_implementation_is_fused_on_cpu_and_keras_with_a_gpu(monkeypatch):

@@ -91,7 +91,6 @@ def make_dataset(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-
 def distribute(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy | None = None) -> tf.data.Dataset:
     """Spread a batched stream over a `tf.distribute` strategy's replicas.
 

@@ -274,6 +274,7 @@ def _write_manifest(
         },
     )
 
+
 def prepare_dataset(
     root: str | Path,
     out_dir: str | Path,

@@ -277,7 +277,7 @@ class ResidualRNN(keras.layers.Layer):
     a (batch, N, steps) tensor, which also pools over the sequence; we deliberately do not.)
 
     Layout: the sequence is built time-major directly, (T, B*K, N) or (K, B*T, N), which is
-    what the fused kernel wants (for B = 1 the time-path transpose is a free reshape). On the
+    what the fused kernel wants (for B = 1 the time-path transpose only moves a size-1 axis). On the
     fused path the projection is applied to each direction separately (W = [W_fwd; W_bwd]),
     so the two directions' states are never concatenated and the backward reversal is done
     on N rather than 2H features.
