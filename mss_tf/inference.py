@@ -29,12 +29,29 @@ def crossfade_window(length: int, fade: int) -> np.ndarray:
     return window
 
 
+def chunk_starts(n_samples: int, chunk: int, step: int) -> list[int]:
+    """Where the chunks of a track longer than one chunk start: every `step` samples, and the
+    last chunk is the final `chunk` samples (it may overlap its neighbour by more than the
+    others do), so no chunk reaches past the end of the track."""
+    if n_samples <= chunk:
+        return [0]
+    starts = list(range(0, n_samples - chunk, step))
+    return starts + [n_samples - chunk]
+
+
 class Separator:
     """A trained model with its STFT config: waveform in, one waveform per target out.
 
     Long inputs are cut into `chunk_seconds` chunks overlapping by `overlap_seconds`; each chunk
     is separated (all channels as one batch of mono signals) and the chunks are overlap-added
-    with linear crossfades, so memory is bounded by the chunk, not the song.
+    with linear crossfades normalised by the summed weights, so memory is bounded by the chunk,
+    not the song. Every chunk of a track longer than one chunk is real signal: the last chunk is
+    the final `chunk_seconds` of the track, overlapping its neighbour by `overlap_seconds` or more.
+
+    A track no longer than one chunk is separated in one call at its own length. So the model
+    never sees zero-padding as signal: BSRNN-SE's squeeze (a mean over the chunk) and BSRNN's
+    time BLSTMs see only the track. (Models that must run padded batches, such as exports,
+    pass BSRNN its `valid_frames` instead.) A track shorter than a chunk costs one more trace.
 
     Args:
         model: a separator mapping (B, T, F, 2) mixture STFTs to (B, n_targets, T, F, 2).
@@ -91,29 +108,26 @@ class Separator:
         """(channels, samples) at the model rate -> (targets, channels, samples)."""
         waves = np.asarray(waves, np.float32)
         n_channels, n_samples = waves.shape
+        chunk = self.chunk
+        if n_samples == 0:
+            return np.zeros((len(self.targets), n_channels, 0), np.float32)
+        if n_samples <= chunk:  # one call at the track's own length: no padding
+            est = self._separate_chunk(tf.constant(waves)).numpy()  # (C, S, samples)
+            return np.ascontiguousarray(np.transpose(est, (1, 0, 2)))  # (S, C, samples)
         out = np.zeros((len(self.targets), n_channels, n_samples), np.float32)
         norm = np.zeros(n_samples, np.float32)
-        chunk = min(self.chunk, max(n_samples, 1))
-        step = max(1, chunk - self.overlap)
         fade = min(self.overlap, chunk // 2)
-        start = 0
-        while True:
-            piece = waves[:, start : start + chunk]
-            valid = piece.shape[1]
-            if valid < chunk:  # keep one traced shape: pad the last chunk, then drop the padding
-                piece = np.pad(piece, [(0, 0), (0, chunk - valid)])
-            est = self._separate_chunk(tf.constant(piece)).numpy()  # (C, S, chunk)
-            window = crossfade_window(chunk, fade)[:valid]
-            if start == 0:
+        starts = chunk_starts(n_samples, chunk, max(1, chunk - self.overlap))
+        for i, start in enumerate(starts):
+            est = self._separate_chunk(tf.constant(waves[:, start : start + chunk])).numpy()  # (C, S, chunk)
+            window = crossfade_window(chunk, fade)
+            if i == 0:
                 window[:fade] = 1.0  # nothing to fade in from
-            if start + chunk >= n_samples:
+            if i == len(starts) - 1:
                 window[fade:] = 1.0  # nothing to fade out into
-            out[:, :, start : start + valid] += np.transpose(est[:, :, :valid], (1, 0, 2)) * window
-            norm[start : start + valid] += window
-            if start + chunk >= n_samples:
-                break
-            start += step
-        return out / np.maximum(norm, 1e-8)
+            out[:, :, start : start + chunk] += np.transpose(est, (1, 0, 2)) * window
+            norm[start : start + chunk] += window
+        return out / norm
 
     def separate(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
         """(samples, channels) audio at any rate -> {target: (samples, channels)} at that rate."""

@@ -157,6 +157,61 @@ def test_every_one_of_24_se_blocks_changes_the_output():
     np.testing.assert_allclose(model(mix, training=False).numpy(), reference, atol=1e-6)
 
 
+def test_se_squeeze_and_output_ignore_frames_past_valid_frames():
+    se = SqueezeExcitation(8, reduction=4)
+    x = tf.random.stateless_normal([2, 12, 5, 8], seed=[4, 1])  # (B, T, K, N)
+    lengths = [7, 12]
+    garbage = tf.range(12)[tf.newaxis, :, tf.newaxis, tf.newaxis] >= tf.constant(lengths)[:, None, None, None]
+    padded = tf.where(garbage, 3.0 + x, x)  # item 0: 7 frames of signal, then 5 of garbage
+    squeezed = se.squeeze(padded, tf.constant(lengths)).numpy()
+    for b, length in enumerate(lengths):
+        alone = x[b : b + 1, :length]  # (1, length, K, N), unpadded
+        np.testing.assert_allclose(squeezed[b], se.squeeze(alone)[0], atol=1e-6)
+        out = se(padded[b : b + 1], valid_frames=tf.constant([length]))
+        np.testing.assert_allclose(out[:, :length], se(alone), atol=1e-6)
+    np.testing.assert_allclose(se.squeeze(x, tf.constant(12)), se.squeeze(x), atol=1e-6)  # a scalar: whole batch
+    assert np.max(np.abs(se.squeeze(padded)[0] - squeezed[0])) > 1.0  # the plain mean would see the garbage
+
+
+def test_se_squeeze_is_float32_under_mixed_precision():
+    se = SqueezeExcitation(8, reduction=4, dtype="mixed_float16")
+    x = tf.cast(tf.random.stateless_normal([1, 300, 4, 8], seed=[5, 1]) + 100.0, tf.float16)
+    squeezed = se.squeeze(x, tf.constant([200]))
+    assert squeezed.dtype == tf.float32 and se(x, valid_frames=tf.constant([200])).dtype == tf.float16
+    expected = np.mean(x.numpy()[:, :200].astype(np.float64), axis=(1, 2))
+    np.testing.assert_allclose(squeezed, expected, rtol=1e-6)
+
+
+def test_bsrnn_se_with_valid_frames_ignores_zero_padding():
+    # 10 frames padded with 30 silent ones. A fresh model (zero biases) keeps silent frames at
+    # zero through band split and norm, and a backward LSTM that starts in that silence keeps a
+    # zero state, so it enters the 10 frames as at the end of the unpadded input: the SE squeeze
+    # is then the only way for the padding to reach them. With valid_frames the squeezes and the
+    # output match the unpadded input; without, the first squeeze also averages the 30 frames.
+    model = _small(squeeze_excitation=True)
+    mix = _mixture(10, batch=1)
+    padded = tf.concat([mix, tf.zeros([1, 30, BINS, 2])], axis=1)  # (1, 40, F, 2)
+    model(mix, training=False)
+    squeezes = []
+    for block in model.se_blocks:
+        def recording(x, valid_frames=None, squeeze=block.squeeze):
+            squeezes.append(squeeze(x, valid_frames).numpy())
+            return squeezes[-1]
+        block.squeeze = recording
+    reference = model(mix, training=False).numpy()
+    unpadded_squeezes = squeezes[:]
+    out = model(padded, training=False, valid_frames=tf.constant([10])).numpy()
+    padded_squeezes = squeezes[len(unpadded_squeezes):]
+    assert len(unpadded_squeezes) == len(padded_squeezes) == 2
+    for ref, got in zip(unpadded_squeezes, padded_squeezes):
+        np.testing.assert_allclose(got, ref, atol=1e-5 * np.max(np.abs(ref)))
+    np.testing.assert_allclose(out[:, :, :10], reference, atol=1e-5 * np.max(np.abs(reference)))
+    squeezes.clear()
+    model(padded, training=False)
+    change = np.linalg.norm(squeezes[0] - unpadded_squeezes[0]) / np.linalg.norm(unpadded_squeezes[0])
+    assert change > 0.3
+
+
 def test_gradients_reach_every_weight():
     keras.utils.set_random_seed(1)  # fixed init: no chance of every ReLU of a small SE bottleneck being off
     model = build_model("bsrnn-se-tiny", targets=["vocals", "bass"])

@@ -145,7 +145,13 @@ class SqueezeExcitation(keras.layers.Layer):
     """Squeeze-and-Excitation over the N feature channels of a (B, T, K, N) tensor.
 
     Squeeze: mean over time and bands; excitation: Dense(N/r) + ReLU, Dense(N) + sigmoid;
-    the input channels are scaled by the excitation.
+    the input channels are scaled by the excitation (at every frame, padded ones included).
+
+    The squeeze is the one statistic of the model pooled over time, so it must not see
+    padding: `call(x, valid_frames)` averages only over the first `valid_frames[b]` frames of
+    batch item b (and all bands), which makes the excitation of a chunk zero-padded to the
+    traced length equal that of the unpadded chunk. `valid_frames=None` means every frame.
+    The mean is taken in float32 whatever the compute dtype.
 
     Args:
         channels: N.
@@ -169,10 +175,26 @@ class SqueezeExcitation(keras.layers.Layer):
         self.squeeze_dense.build((None, self.channels))
         self.excite_dense.build((None, max(1, self.channels // self.reduction)))
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
+    def squeeze(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
+        """x: (B, T, K, N) -> (B, N) float32, the mean over bands and the valid frames.
+
+        valid_frames: int (B,) (or a scalar for the whole batch), frames of each item that
+        hold signal, counted from the start; None -> all T frames.
+        """
+        x = tf.cast(x, tf.float32)
+        if valid_frames is None:
+            return tf.reduce_mean(x, axis=[1, 2])  # (B, N)
+        shape = tf.shape(x)
+        valid_frames = tf.broadcast_to(tf.cast(valid_frames, tf.int32), shape[:1])  # (B,)
+        mask = tf.sequence_mask(valid_frames, shape[1], dtype=tf.float32)  # (B, T)
+        total = tf.reduce_sum(x * mask[:, :, tf.newaxis, tf.newaxis], axis=[1, 2])  # (B, N)
+        count = tf.reduce_sum(mask, axis=1, keepdims=True) * tf.cast(shape[2], tf.float32)  # (B, 1)
+        return total / tf.maximum(count, 1.0)  # (B, N)
+
+    def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
         if not self.active:
             return x
-        squeezed = tf.reduce_mean(x, axis=[1, 2])  # (B, N)
+        squeezed = self.squeeze(x, valid_frames)  # (B, N)
         scale = self.excite_dense(self.squeeze_dense(squeezed))  # (B, N/r) -> (B, N)
         return x * tf.cast(scale, x.dtype)[:, tf.newaxis, tf.newaxis, :]  # (B, T, K, N)
 
@@ -282,6 +304,10 @@ class ResidualRNN(keras.layers.Layer):
     so the two directions' states are never concatenated and the backward reversal is done
     on N rather than 2H features.
 
+    `call(x, valid_frames)` hands `valid_frames` (int (B,), frames holding signal) to the SE
+    squeeze only; the BLSTM runs over every frame, so along time its backward direction starts
+    in any padding at the end of the chunk.
+
     Args:
         feature_dim: N.
         hidden_dim: BLSTM hidden size per direction (paper: 2N).
@@ -337,7 +363,8 @@ class ResidualRNN(keras.layers.Layer):
         y_backward = tf.reverse(tf.reshape(y_backward, [shape[0], shape[1], n]), [0])
         return y_forward + y_backward + tf.cast(self.projection.bias, dtype)
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
+    def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
+        """x: (B, T, K, N); valid_frames: int (B,) frames holding signal, for the SE squeeze."""
         n = self.feature_dim
         sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
         seq_shape = tf.shape(sequence)
@@ -350,7 +377,7 @@ class ResidualRNN(keras.layers.Layer):
         y = tf.transpose(tf.reshape(y, seq_shape), self._inverse)  # (B, T, K, N)
         y.set_shape(x.shape)
         if self.se is not None:
-            y = self.se(y)  # (B, T, K, N)
+            y = self.se(y, valid_frames=valid_frames)  # (B, T, K, N)
         return x + tf.cast(y, x.dtype)
 
     def get_config(self) -> dict[str, Any]:
@@ -392,8 +419,9 @@ class BandSequenceModule(keras.layers.Layer):
         self.time_rnn.build(input_shape)
         self.band_rnn.build(input_shape)
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return self.band_rnn(self.time_rnn(x))  # (B, T, K, N)
+    def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
+        x = self.time_rnn(x, valid_frames=valid_frames)  # (B, T, K, N)
+        return self.band_rnn(x, valid_frames=valid_frames)  # (B, T, K, N)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -496,7 +524,15 @@ class BSRNN(keras.Model):
         per position), never over time, so any input length works.
       * SE sits after the Dense projecting the BLSTM output back to N (so it scales N channels,
         Dense(N/r) -> Dense(N)), before the residual addition; the squeeze averages over time
-        and bands of the current chunk. Every BLSTM has its own SE block (2 per module).
+        and bands of the current chunk, only over its first `valid_frames` frames when given
+        (a chunk zero-padded to the traced length: padding must not dilute the mean). Every
+        BLSTM has its own SE block (2 per module).
+      * padding at the end of a chunk is otherwise left to the model: the time BLSTMs run
+        over it, so the forward direction is untouched on the valid frames but the backward
+        direction starts in the padding and carries it into the valid frames (padding is silent
+        only at the input: after the first module it holds the forward states' residue).
+        The separator never pads (inference.Separator); padded batches (exports) pass
+        `valid_frames`.
       * the mask is unbounded (GLU output), as in the reference code.
       * with several targets the body is shared and each target has its own mask head.
       * `channels=2`: each bin contributes 4 values (2 channels x real/imag) to the band
@@ -591,7 +627,14 @@ class BSRNN(keras.Model):
             head.build((None, None, k, n))
         self.built = True
 
-    def call(self, mixture: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    def call(
+        self, mixture: tf.Tensor, training: bool | None = None, valid_frames: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """mixture: (B, T, F, 2) or (B, C, T, F, 2) float32 STFT -> estimates (B, S, [C,] T, F, 2).
+
+        valid_frames: int (B,), frames of each item that hold signal (the rest is zero padding
+        at the end); only the SE squeeze uses it. None -> all frames.
+        """
         mixture = tf.cast(mixture, tf.float32)
         expected_rank = 4 if self.channels == 1 else 5
         if mixture.shape.rank != expected_rank or (mixture.shape[-2] is not None and mixture.shape[-2] != self.n_bins):
@@ -605,7 +648,7 @@ class BSRNN(keras.Model):
         flat = tf.reshape(spec, [shape[0], shape[1], -1])  # (B, T, F*C*2)
         x = tf.cast(self.band_split(flat), self.compute_dtype)  # (B, T, K, N)
         for module in self.band_sequence:
-            x = module(x)  # (B, T, K, N)
+            x = module(x, valid_frames=valid_frames)  # (B, T, K, N)
         estimates = []
         for head in self.mask_estimators:
             mask = tf.reshape(head(x), shape)  # (B, T, F*C*2) -> (B, T, F, C, 2), float32
