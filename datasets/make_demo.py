@@ -52,12 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "is refused")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="random seed; each track derives from it, its subset and its index (default 0)")
-    parser.add_argument("--train", type=non_negative_int, default=8, help="number of training tracks (default 8)")
+    parser.add_argument("--train", type=non_negative_int, default=16, help="number of training tracks (default 16)")
     parser.add_argument("--test", type=non_negative_int, default=4, help="number of test tracks (default 4)")
     parser.add_argument("--seconds", type=seconds_value, default=12.0,
                         help="length of every track in seconds, at least 1 (default 12)")
     parser.add_argument("--sample-rate", type=int, default=44100,
                         help="sample rate in Hz (default 44100, as MUSDB18-HQ; 16000..192000 accepted)")
+    parser.add_argument("--style", choices=["balanced", "sparse"], default="balanced",
+                        help="balanced (default): every stem plays throughout at similar levels; sparse: stems up "
+                        "to 20 dB apart and silent for stretches, as in real mixes (a harder second set)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.train + args.test == 0:
@@ -72,7 +75,7 @@ def main() -> int:
     from mss_tf.data.demo import demo_set_is_complete, make_demo_set
 
     params = dict(seed=args.seed, n_train=args.train, n_test=args.test, seconds=args.seconds,
-                  sample_rate=args.sample_rate)
+                  sample_rate=args.sample_rate, style=args.style)
     if demo_set_is_complete(args.out, **params):
         print(f"demo set already complete in {args.out} (same parameters); nothing written")
         return 0
@@ -103,7 +106,7 @@ def main() -> int:
             bar.close()
     elapsed = time.perf_counter() - started
     print(f"wrote demo set to {root.resolve()}: {args.train} train + {args.test} test tracks of "
-          f"{args.seconds:g} s at {args.sample_rate} Hz (seed {args.seed}) in {elapsed:.1f} s")
+          f"{args.seconds:g} s at {args.sample_rate} Hz (seed {args.seed}, {args.style}) in {elapsed:.1f} s")
     return 0
 
 

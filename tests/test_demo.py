@@ -202,3 +202,26 @@ def test_cli_out_is_a_file(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(a_file) in lines[0], result.stderr
     assert a_file.read_text() == "hello"
+
+
+def test_sparse_style_has_quiet_and_intermittent_stems(tmp_path):
+    root = demo.make_demo_set(tmp_path / "sparse", seed=1, n_train=3, n_test=1, seconds=6.0, style="sparse")
+    assert demo.demo_set_is_complete(root, style="sparse") and not demo.demo_set_is_complete(root, style="balanced")
+    spreads, gated = [], 0
+    for folder in track_dirs(root):
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["style"] == "sparse"
+        rms = {s: float(np.sqrt(np.mean(load(folder, s) ** 2))) for s in TARGETS}
+        spreads.append(20 * np.log10(max(rms.values()) / min(rms.values())))
+        for stem, (start, end) in meta["silent_seconds"].items():
+            gated += 1
+            audio = load(folder, stem)[int((start + 0.05) * SR) : int((end - 0.05) * SR)]
+            assert np.max(np.abs(audio)) < 1e-3, (folder.name, stem)  # silent where the meta says
+        mixture = sum(load(folder, s).astype(np.float64) for s in TARGETS)
+        assert np.max(np.abs(load(folder, "mixture") - mixture)) < 1e-6
+    assert max(spreads) > 12.0 and gated >= 2
+
+
+def test_unknown_style_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="style"):
+        demo.make_demo_set(tmp_path / "set", n_train=1, n_test=0, seconds=1.0, style="loud")

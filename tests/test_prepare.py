@@ -183,3 +183,27 @@ def test_augmented_copies_are_written_with_their_parameters(tone_musdb, tmp_path
     # seeded: preparing again gives the same shards
     again = prepare_split(musdb.find_tracks(tone_musdb, "test"), tmp_path / "t", STFT, config, progress=False)
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
+
+
+def test_changed_audio_under_the_same_track_name_is_prepared_again(tone_musdb, tmp_path, monkeypatch):
+    # e.g. a demo set regenerated in another style: same track names, different audio
+    prepare_dataset(tone_musdb, tmp_path / "s", STFT, CONFIG, progress=False)
+    calls = []
+    real = prepare.prepare_track
+
+    def counting(index, track, *args):
+        calls.append(track.name)
+        return real(index, track, *args)
+
+    monkeypatch.setattr(prepare, "prepare_track", counting)
+    prepare_dataset(tone_musdb, tmp_path / "s", STFT, CONFIG, progress=False)
+    assert calls == []  # unchanged: served from the cache
+    write_tone_track(tone_musdb / "train" / "song 0", 4.0, seed=11)  # new audio, same name
+    prepare_dataset(tone_musdb, tmp_path / "s", STFT, CONFIG, progress=False)
+    assert calls == ["song 0"]  # only the changed track
+    fresh = prepare_dataset(tone_musdb, tmp_path / "fresh", STFT, CONFIG, progress=False)
+    cached = [e["stems"] for e in iterate_examples(tmp_path / "s" / "train") if e["track"] == b"song 0"]
+    rebuilt = [e["stems"] for e in iterate_examples(fresh / "train") if e["track"] == b"song 0"]
+    assert len(cached) == len(rebuilt) > 0
+    for a, b in zip(cached, rebuilt):
+        np.testing.assert_array_equal(a, b)

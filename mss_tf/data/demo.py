@@ -25,6 +25,11 @@ GENERATOR_VERSION = 1
 MARKER = ".complete"
 SOURCES = ("mixture",) + TARGETS
 SUBSETS = ("train", "test")
+# "balanced": every stem plays throughout at +-6 dB around a common level. "sparse": stems
+# 0-20 dB apart (one or two of them 14 dB down), and each stem silent for a stretch of 25-50 %
+# of the song with probability 0.5 (an intro without vocals, a break without bass), which is how
+# real mixes differ from the balanced set and what makes quiet, intermittent targets hard.
+STYLES = ("balanced", "sparse")
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 SCALES: dict[str, tuple[int, ...]] = {
@@ -1019,12 +1024,25 @@ def track_name(subset: str, index: int) -> str:
     return f"demo_{subset}_{index:03d}"
 
 
+def gate_stem(rng: np.random.Generator, stem: np.ndarray, sample_rate: int, fade_s: float = 0.02) -> tuple[np.ndarray, list[float]]:
+    """Silence one stretch of 25-50 % of a (n, 2) stem, with `fade_s` fades; returns it and [start, end] s."""
+    n = stem.shape[0]
+    length = int(rng.uniform(0.25, 0.5) * n)
+    start = int(rng.integers(0, n - length + 1))
+    fade = max(1, int(fade_s * sample_rate))
+    gain = np.ones(n)
+    gain[start : start + length] = 0.0
+    gain = np.convolve(gain, np.ones(fade) / fade, mode="same")  # smooth the edges
+    return stem * gain[:, None], [round(start / sample_rate, 3), round((start + length) / sample_rate, 3)]
+
+
 def generate_track(
-    rng: np.random.Generator, seconds: float = 12.0, sample_rate: int = 44100
+    rng: np.random.Generator, seconds: float = 12.0, sample_rate: int = 44100, style: str = "balanced"
 ) -> tuple[dict[str, np.ndarray], dict]:
     """One procedural song: float32 (n, 2) arrays for mixture and stems, and a description.
 
-    The mixture is the float32 sum of the float32 stems; all peaks stay below 0.95.
+    The mixture is the float32 sum of the float32 stems; all peaks stay below 0.95. `style` is
+    one of `STYLES` (see there).
     """
     plan_rng, drums_rng, bass_rng, other_rng, vocals_rng, room_rng, mix_rng = rng.spawn(7)
     plan = plan_song(plan_rng, seconds, sample_rate)
@@ -1041,6 +1059,15 @@ def generate_track(
     gains_db = {}
     for name in TARGETS:
         gains_db[name] = float(mix_rng.uniform(-6.0, 6.0))
+    silent = {}
+    if style == "sparse":
+        style_rng = mix_rng.spawn(1)[0]
+        for name in style_rng.choice(TARGETS, size=int(style_rng.integers(1, 3)), replace=False):
+            gains_db[str(name)] = min(gains_db[str(name)], 0.0) - 14.0
+        for name in TARGETS:
+            if style_rng.random() < 0.5:
+                stems[name], silent[name] = gate_stem(style_rng, stems[name], sample_rate)
+    for name in TARGETS:
         rms = np.sqrt(np.mean(stems[name] ** 2)) + 1e-12
         stems[name] = stems[name] * (0.07 * 10.0 ** (gains_db[name] / 20.0) / rms)
     mixture = sum(stems[name] for name in TARGETS)
@@ -1054,7 +1081,9 @@ def generate_track(
         "key": f"{NOTE_NAMES[plan.tonic]} {plan.scale_name}",
         "progression": list(plan.progression),
         "swing": round(plan.swing, 3),
+        "style": style,
         "stem_gains_db": {k: round(v, 2) for k, v in gains_db.items()},
+        "silent_seconds": silent,
         "mix_scale": round(float(scale), 4),
         "other": other_meta,
         "vocals": vocals_meta,
@@ -1076,7 +1105,7 @@ def write_float_wav(path: Path, data: np.ndarray, sample_rate: int) -> None:
     os.replace(partial, path)
 
 
-def _check_params(seed: int, n_train: int, n_test: int, seconds: float, sample_rate: int) -> dict:
+def _check_params(seed: int, n_train: int, n_test: int, seconds: float, sample_rate: int, style: str = "balanced") -> dict:
     for name, value in (("seed", seed), ("n_train", n_train), ("n_test", n_test), ("sample_rate", sample_rate)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ConfigError(f"{name} must be an integer, got {value!r}")
@@ -1090,8 +1119,10 @@ def _check_params(seed: int, n_train: int, n_test: int, seconds: float, sample_r
         raise ConfigError(f"seconds must be a number >= 1, got {seconds!r}")
     if not 16000 <= sample_rate <= 192000:
         raise ConfigError(f"sample_rate must be in 16000..192000 Hz, got {sample_rate}")
+    if style not in STYLES:
+        raise ConfigError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     return {"seed": int(seed), "n_train": int(n_train), "n_test": int(n_test), "seconds": float(seconds),
-            "sample_rate": int(sample_rate)}
+            "sample_rate": int(sample_rate), "style": style}
 
 
 def _read_marker(root: Path) -> dict | None:
@@ -1110,6 +1141,7 @@ def demo_set_is_complete(
     n_test: int | None = None,
     seconds: float | None = None,
     sample_rate: int | None = None,
+    style: str | None = None,
 ) -> bool:
     """Whether root holds a finished demo set of this generator version with the given parameters.
 
@@ -1119,7 +1151,8 @@ def demo_set_is_complete(
     marker = _read_marker(root)
     if marker is None or marker.get("version") != GENERATOR_VERSION:
         return False
-    wanted = {"seed": seed, "n_train": n_train, "n_test": n_test, "seconds": seconds, "sample_rate": sample_rate}
+    wanted = {"seed": seed, "n_train": n_train, "n_test": n_test, "seconds": seconds, "sample_rate": sample_rate,
+              "style": style}
     for key, value in wanted.items():
         if value is not None and marker.get("params", {}).get(key) != value:
             return False
@@ -1133,11 +1166,12 @@ def demo_set_is_complete(
 def make_demo_set(
     root: str | os.PathLike,
     seed: int = 0,
-    n_train: int = 8,
+    n_train: int = 16,
     n_test: int = 4,
     seconds: float = 12.0,
     sample_rate: int = 44100,
     progress: Callable[[int, int], None] | None = None,
+    style: str = "balanced",
 ) -> Path:
     """Write a procedural demo set in MUSDB18-HQ layout at root and return root.
 
@@ -1147,9 +1181,9 @@ def make_demo_set(
     leaves a set that looks complete. If root already holds a complete set with the same
     parameters, nothing is written. An older or different demo set at root is replaced; any other
     existing folder is refused (DataError). `progress(done, total)` is called once the checks
-    pass (done = 0) and after each track.
+    pass (done = 0) and after each track. `style`: "balanced" (default) or "sparse" (`STYLES`).
     """
-    params = _check_params(seed, n_train, n_test, seconds, sample_rate)
+    params = _check_params(seed, n_train, n_test, seconds, sample_rate, style)
     root = Path(root)
     if demo_set_is_complete(root, **params):
         return root
@@ -1173,7 +1207,7 @@ def make_demo_set(
             folder = staging / subset / name
             folder.mkdir(parents=True)
             rng = track_rng(params["seed"], subset, index)
-            audio, meta = generate_track(rng, params["seconds"], params["sample_rate"])
+            audio, meta = generate_track(rng, params["seconds"], params["sample_rate"], params["style"])
             for source in SOURCES:
                 write_float_wav(folder / f"{source}.wav", audio[source], params["sample_rate"])
             (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -108,6 +108,23 @@ class Track:
         return f"{self.path} [stream {STEM_INDEX[source]}: {source}]"
 
 
+def source_fingerprint(track: Track) -> list[list]:
+    """[file name, size, modification time in ns] of every file the track is read from.
+
+    Cached shards record it, so audio rewritten under the same track names (a regenerated demo
+    set, a re-downloaded song) is prepared again instead of being served from stale shards.
+    """
+    paths = [track.path / f"{source}.wav" for source in SOURCES] if track.kind == WAV else [track.path]
+    out = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            out.append([path.name, stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            out.append([path.name, None, None])  # missing: loading the track reports it
+    return out
+
+
 def _check_source(source: str) -> None:
     if source not in SOURCES:
         raise DataError(f"unknown source {source!r} (choose from {', '.join(SOURCES)})")

@@ -124,6 +124,7 @@ def prepare_track(
     return {
         "index": index,
         "track": track.name,
+        "source": musdb.source_fingerprint(track),
         "shards": shards,
         "n_examples": len(waves),
         "n_augmented": sum(p is not None for p in params),
@@ -145,8 +146,8 @@ def _finished(out: Path, index: int, track: musdb.Track) -> dict[str, Any] | Non
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    if record.get("track") != track.name:
-        return None
+    if record.get("track") != track.name or record.get("source") != musdb.source_fingerprint(track):
+        return None  # another track, or its audio changed since
     for shard in record.get("shards", []):
         file = out / shard["file"]
         if not file.is_file() or file.stat().st_size != shard["bytes"]:
@@ -287,26 +288,28 @@ def prepare_dataset(
 ) -> Path:
     """Shard folders `out_dir/<split>` for each split of a MUSDB folder; cached and resumable.
 
-    A split whose manifest already records the same settings and source tracks is kept as it
-    is. The valid split is never augmented.
+    A split whose manifest already records the same settings, source tracks and source files
+    (names, sizes, modification times: `musdb.source_fingerprint`) is kept as it is; otherwise
+    the tracks whose files changed are prepared again. The valid split is never augmented.
     """
     out_dir = Path(out_dir)
     for split in splits:
         tracks = musdb.split_tracks(root, split, strict=not skip_bad)  # lenient listing: bad tracks get skipped
         split_config = config if split == "train" else dataclasses.replace(config, augment=None, augment_copies=0)
         split_dir = out_dir / split
+        fingerprint = hashlib.sha256(json.dumps([musdb.source_fingerprint(t) for t in tracks]).encode()).hexdigest()
         if (split_dir / MANIFEST).is_file():
             try:
                 manifest = read_manifest(split_dir, stft_config)
             except ShardError:
                 manifest = {}
-            if manifest.get("settings") == split_config.to_dict() and manifest.get("source_tracks") == [
-                t.name for t in tracks
-            ]:
+            if (manifest.get("settings") == split_config.to_dict()
+                    and manifest.get("source_tracks") == [t.name for t in tracks]
+                    and manifest.get("source_files") == fingerprint):
                 continue
         prepare_split(
             tracks, split_dir, stft_config, split_config, workers, skip_bad, progress,
-            extra={"split": split, "source_root": str(Path(root).resolve())},
+            extra={"split": split, "source_root": str(Path(root).resolve()), "source_files": fingerprint},
         )
     return out_dir
 
