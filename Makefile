@@ -37,7 +37,7 @@ torch-reference:
 
 demo: setup
 	rm -rf $(DEMO_RUN)
-	$(PY) train.py --model unet --run-dir $(DEMO_RUN) --epochs 10 --steps-per-epoch 80
+	$(PY) train.py --model unet --run-dir $(DEMO_RUN) --epochs 20 --steps-per-epoch 100
 	$(PY) evaluate.py --run $(DEMO_RUN)
 
 test: setup

@@ -22,7 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="number of epochs (default 10)")
     parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default 100)")
     parser.add_argument("--batch-size", type=int, help="examples per step (default: the preset's)")
-    parser.add_argument("--loss", help="loss by name: mag_phase_l1 (seed, default) or bsrnn_paper")
+    parser.add_argument("--loss", help="loss by name: mag_phase_l2 (default: weighted magnitude + phase squared error), "
+                        "mag_phase_l1 (the seed's weighted L1; silences sparse targets of multi-target models, see "
+                        "README) or bsrnn_paper (the BSRNN paper's L1 on real/imaginary parts and waveform)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's)")
     parser.add_argument("--crop-seconds", type=float, help="length of the crops stored in the shards (default 6)")
     parser.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much time has passed")

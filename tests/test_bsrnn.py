@@ -67,6 +67,15 @@ def test_bass_and_drums_bands_follow_the_paper_rules(scheme, edges):
     assert {i: got[i] for i in edges} == edges and got[-1] == 22050.0
 
 
+@pytest.mark.parametrize("scheme,count", [("v7", 30), ("bass", 25), ("drums", 46)])
+def test_paper_schemes_are_cut_at_nyquist_at_16_khz(scheme, count):
+    edges = band_edges_hz(BAND_SCHEMES[scheme], 16000)
+    assert edges[-1] == 8000.0 and all(a < b for a, b in zip(edges, edges[1:]))
+    assert edges[:-1] == [e for e in band_edges_hz(BAND_SCHEMES[scheme], 44100) if e < 8000.0]
+    widths = band_widths(scheme, 16000, 1024)
+    assert len(widths) == count and sum(widths) == 513
+
+
 def test_band_scheme_errors():
     with pytest.raises(ConfigError, match="unknown band scheme"):
         band_widths("v9", 44100, 2048)
@@ -85,6 +94,17 @@ def test_output_shape_and_dtype(preset):
     out = model(_mixture(), training=False)
     assert out.shape == (2, 1, 12, BINS, 2) and out.dtype == tf.float32
     assert model.targets == ["vocals"]
+
+
+@pytest.mark.parametrize("preset, se_blocks", [("bsrnn-small", 0), ("bsrnn-se-small", 8)])
+def test_cpu_size_presets_run_at_the_unet_stft_with_four_targets(preset, se_blocks):
+    model = build_model(preset)
+    spec = get_preset(preset).stft
+    assert spec.to_dict() == get_preset("unet").stft.to_dict()
+    assert len(model.band_widths) == 30 and model.feature_dim == 32 and model.num_modules == 4
+    assert len(model.se_blocks) == se_blocks and model.targets == ["vocals", "drums", "bass", "other"]
+    out = model(tf.random.stateless_normal([1, 20, spec.n_bins, 2], seed=[3, 4]), training=False)
+    assert out.shape == (1, 4, 20, spec.n_bins, 2) and bool(tf.reduce_all(tf.math.is_finite(out)))
 
 
 def test_several_targets_and_stereo_shapes():

@@ -9,12 +9,12 @@ import pytest
 from tests.conftest import REPO
 
 
-def run_cli(script, *args, env_extra=None, cwd=None):
+def run_cli(script, *args, env_extra=None, cwd=None, timeout=300):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
     env.pop("MUSDB_PATH", None)
     return subprocess.run(
         [sys.executable, str(REPO / script), *map(str, args)],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
     )
 
 

@@ -12,27 +12,33 @@ from tests.test_cli import run_cli
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    # the demo set `make demo` builds (16 + 4 songs of 12 s) and 1,500 of its 2,000 training steps
     tmp = tmp_path_factory.mktemp("e2e")
     env = {"MSS_TF_DATA": str(tmp / "data")}
     root = tmp / "demo"
-    made = run_cli("datasets/make_demo.py", "--out", root, "--train", 6, "--test", 2, "--seconds", 12, env_extra=env)
+    made = run_cli("datasets/make_demo.py", "--out", root, "--train", 16, "--test", 4, "--seconds", 12, env_extra=env)
     assert made.returncode == 0, made.stderr
     run = tmp / "run"
     trained = run_cli("train.py", "--model", "unet", "--musdb-root", root, "--run-dir", run,
-                      "--epochs", 4, "--steps-per-epoch", 40, "--quiet", env_extra=env)
+                      "--epochs", 15, "--steps-per-epoch", 100, "--quiet", env_extra=env, timeout=1200)
     assert trained.returncode == 0, trained.stderr
     evaluated = run_cli("evaluate.py", "--run", run, "--quiet", env_extra=env)
     assert evaluated.returncode == 0, evaluated.stderr
     return root, run, evaluated.stdout
 
 
-def test_unet_beats_mixture_baseline_on_demo_test_set(demo_run):
+def test_every_target_separates_on_the_demo_test_set(demo_run):
+    # Judged per target: 0 dB uSDR is what a silent estimate scores, and the mixture-as-estimate
+    # baseline is the floor; an average would hide a silenced stem.
     root, run, stdout = demo_run
     results = json.loads((run / "results.json").read_text())
     assert results["model"] == "unet" and results["subset"] == "test" and results["params"] > 0
     assert [t["track"] for t in results["tracks"]] == [t.name for t in musdb.split_tracks(root, "test")]
     assert set(results["targets"]) == {"vocals", "drums", "bass", "other"}
-    assert results["average"]["usdr"] > results["baseline"]["average"]["usdr"] + 1.0
+    for target, values in results["targets"].items():
+        floor = results["baseline"]["targets"][target]["usdr"]
+        assert values["usdr"] >= 1.0, (target, stdout)  # at least 1 dB above silence
+        assert values["usdr"] >= floor + 3.0, (target, stdout)  # at least 3 dB above the mixture
     assert "average" in stdout and "uSDR" in stdout
 
 
@@ -44,16 +50,16 @@ def test_no_target_estimate_is_silent(demo_run):
     estimates = separator.separate(audio["mixture"], rate)
     for target, estimate in estimates.items():
         assert estimate.shape == audio["mixture"].shape
-        rms = float(np.sqrt(np.mean(estimate**2)))
-        assert rms > 0.05 * float(np.sqrt(np.mean(audio[target] ** 2))), target
+        energy_ratio = float(np.sum(estimate**2) / np.sum(audio[target] ** 2))
+        assert 0.1 < energy_ratio < 10.0, (target, energy_ratio)  # neither silenced nor the whole mixture
 
 
 def test_run_directory_contents(demo_run):
     _, run, _ = demo_run
     config = json.loads((run / "config.json").read_text())
-    assert config["model"] == "unet" and config["epochs"] == 4
+    assert config["model"] == "unet" and config["epochs"] == 15
     assert (run / "checkpoints" / "checkpoint").is_file() and (run / "best" / "checkpoint").is_file()
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 15
     assert list((run / "logs").iterdir())  # TensorBoard events
 
 
@@ -86,3 +92,25 @@ def test_bsrnn_se_tiny_trains_and_evaluates_through_the_clis(tone_musdb, tmp_pat
     results = json.loads((run / "results.json").read_text())
     assert results["model"] == "bsrnn-se-tiny" and list(results["targets"]) == ["vocals"]
     assert np.isfinite(results["targets"]["vocals"]["usdr"])
+
+
+@pytest.mark.slow
+def test_bsrnn_se_tiny_separates_every_target_of_the_demo_set(tmp_path):
+    # The per-target check of the demo test, for the BSRNN-SE with all four targets sharing its
+    # body (3,000 steps of 1 s crops: about 12 minutes on 2 CPU cores).
+    env = {"MSS_TF_DATA": str(tmp_path / "data")}
+    root = tmp_path / "demo"
+    made = run_cli("datasets/make_demo.py", "--out", root, "--train", 16, "--test", 4, "--seconds", 12, env_extra=env)
+    assert made.returncode == 0, made.stderr
+    run = tmp_path / "run"
+    trained = run_cli("train.py", "--model", "bsrnn-se-tiny", "--musdb-root", root, "--run-dir", run, "--quiet",
+                      "--model-arg", 'targets=["vocals", "drums", "bass", "other"]',
+                      "--epochs", 30, "--steps-per-epoch", 100, env_extra=env, timeout=3600)
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run_cli("evaluate.py", "--run", run, "--quiet", env_extra=env, timeout=900)
+    assert evaluated.returncode == 0, evaluated.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert list(results["targets"]) == ["vocals", "drums", "bass", "other"]
+    for target, values in results["targets"].items():
+        floor = results["baseline"]["targets"][target]["usdr"]
+        assert values["usdr"] >= 1.0 and values["usdr"] >= floor + 3.0, (target, evaluated.stdout)

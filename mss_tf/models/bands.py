@@ -9,7 +9,9 @@ from mss_tf.errors import ConfigError
 
 # A scheme is a list of (upper edge in Hz, bandwidth in Hz) rules applied from 0 Hz upwards:
 # bands of `bandwidth` up to `upper edge`, then the next rule; whatever lies above the last
-# upper edge (up to Nyquist) is one final band.
+# upper edge (up to Nyquist) is one final band. At a sample rate whose Nyquist frequency lies
+# inside the rules, the scheme is cut there (the band holding Nyquist ends at it), so the
+# paper's schemes apply at 16 kHz too (v7: 30 bands).
 BandRules = Sequence[Sequence[float]]
 
 BAND_SCHEMES: dict[str, list[tuple[float, float]]] = {
@@ -41,7 +43,7 @@ def resolve_scheme(scheme: Union[str, BandRules], targets: Sequence[str]) -> Uni
 
 
 def band_edges_hz(rules: BandRules, sample_rate: int) -> list[float]:
-    """Band edges in Hz (first 0, last Nyquist) that the rules describe."""
+    """Band edges in Hz (first 0, last Nyquist) that the rules describe, cut at Nyquist."""
     nyquist = sample_rate / 2
     edges = [0.0]
     for upper, width in rules:
@@ -52,9 +54,7 @@ def band_edges_hz(rules: BandRules, sample_rate: int) -> list[float]:
         if not math.isclose(edges[-1] + count * width, upper):
             raise ConfigError(f"band rule ({upper}, {width}) does not tile from {edges[-1]} Hz")
         edges += [edges[-1] + (i + 1) * width for i in range(count)]
-    if edges[-1] >= nyquist:
-        raise ConfigError(f"band rules reach {edges[-1]} Hz, above Nyquist {nyquist} Hz")
-    return edges + [nyquist]
+    return [edge for edge in edges if edge < nyquist] + [nyquist]
 
 
 def band_widths(scheme: Union[str, BandRules], sample_rate: int, n_fft: int) -> list[int]:

@@ -27,7 +27,7 @@ class TrainingDefaults:
     weight_decay: float = 0.0
     clip_norm: float = 5.0
     train_seconds: float = 3.0
-    loss: str = "mag_phase_l1"
+    loss: str = "mag_phase_l2"  # squared errors, not the seed's L1: see mss_tf/losses.py
     loss_alpha: float = 0.5
 
 
@@ -90,8 +90,18 @@ _BSRNN_PAPER = {
 }
 # Same code at CPU-demo size: N = 16, 2 modules, the coarse 12-band scheme.
 _BSRNN_TINY = {**_BSRNN_PAPER, "band_scheme": "coarse", "feature_dim": 16, "num_modules": 2}
-_BSRNN_TRAINING = TrainingDefaults(batch_size=2, learning_rate=1e-3, clip_norm=5.0, loss="mag_phase_l1")
+_BSRNN_TRAINING = TrainingDefaults(batch_size=2, learning_rate=1e-3, clip_norm=5.0)
 _BSRNN_TINY_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=1.0)
+
+# CPU size, between tiny and paper: the paper's architecture (V7 bands cut at Nyquist: 30 bands,
+# complex masks, BLSTM hidden 2N, mask MLP 4N) at the U-Net's 16 kHz STFT with N = 32, 4 modules,
+# all four targets and 3 s crops, so that it learns within minutes on 2 CPU cores (the tiny
+# presets are sized for unit tests and plateau; benchmarks/RESULTS.md, "Separation quality").
+_BSRNN_SMALL = {
+    **_BSRNN_PAPER, "targets": list(TARGETS), "sample_rate": UNET_STFT.sample_rate, "n_fft": UNET_STFT.n_fft,
+    "feature_dim": 32, "num_modules": 4,
+}
+_BSRNN_SMALL_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=3.0)
 
 PRESETS.update({
     "bsrnn": Preset(
@@ -111,6 +121,15 @@ PRESETS.update({
         name="bsrnn-se-tiny", model="BSRNN", kwargs={**_BSRNN_TINY, "squeeze_excitation": True, "se_reduction": 4},
         stft=BSRNN_STFT, training=_BSRNN_TINY_TRAINING,
         description="BSRNN-SE for tests and CPU demos (N=16, 2 modules, 4 SE blocks with r=4)",
+    ),
+    "bsrnn-small": Preset(
+        name="bsrnn-small", model="BSRNN", kwargs=dict(_BSRNN_SMALL), stft=UNET_STFT, training=_BSRNN_SMALL_TRAINING,
+        description="BSRNN at CPU size (N=32, 4 modules, V7 bands at 16 kHz, all four targets)",
+    ),
+    "bsrnn-se-small": Preset(
+        name="bsrnn-se-small", model="BSRNN", kwargs={**_BSRNN_SMALL, "squeeze_excitation": True, "se_reduction": 8},
+        stft=UNET_STFT, training=_BSRNN_SMALL_TRAINING,
+        description="BSRNN-SE at CPU size (N=32, 4 modules, 8 SE blocks with r=8, 16 kHz, all four targets)",
     ),
 })
 

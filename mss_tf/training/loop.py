@@ -15,6 +15,7 @@ from tqdm import tqdm
 from mss_tf.config import TrainConfig
 from mss_tf.errors import CheckpointError
 from mss_tf.losses import get_loss
+from mss_tf.training import health
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -26,7 +27,9 @@ class Trainer:
     """Trains a separator on `(mixture, targets)` batches with a custom `tf.GradientTape` loop.
 
     Adam, PyTorch-style coupled L2 weight decay (`grad += wd * w`), global-norm clipping,
-    validation loss every epoch, early stopping on it, a rolling `CheckpointManager` under
+    validation loss every epoch, early stopping on it, per-target validation uSDR and
+    estimate/reference energy ratio every epoch with a warning naming any dead target
+    (`mss_tf.training.health`), a rolling `CheckpointManager` under
     `run_dir/checkpoints` (resumed automatically) and the best validation checkpoint under
     `run_dir/best`, per-epoch metrics in `metrics.jsonl` and TensorBoard under `run_dir/logs`.
     """
@@ -40,6 +43,12 @@ class Trainer:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_valid_loss")
         self.stale_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="stale_epochs")
+        self.targets = list(config.targets or [])
+        # consecutive epochs each target's estimate stayed nearly silent (checkpointed, so a
+        # resumed run keeps counting)
+        self.low_energy_epochs = tf.Variable(
+            tf.zeros([len(self.targets)], tf.int64), trainable=False, name="low_energy_epochs"
+        )
         # the checkpoint and its managers are made in `_build`, once the model's variables exist
         self.checkpoint: tf.train.Checkpoint | None = None
         self.manager: tf.train.CheckpointManager | None = None
@@ -56,6 +65,7 @@ class Trainer:
             self.checkpoint = tf.train.Checkpoint(
                 model=model_variables(self.model), optimizer=self.optimizer, epoch=self.epoch,
                 best_loss=self.best_loss, stale_epochs=self.stale_epochs,
+                low_energy_epochs=self.low_energy_epochs,
             )
             self.manager = tf.train.CheckpointManager(
                 self.checkpoint, str(self.run_dir / CHECKPOINTS), max_to_keep=self.config.keep_checkpoints
@@ -74,8 +84,10 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, variables))
         return loss, grad_norm
 
-    def _valid_step_fn(self, mixture: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        return self.loss_fn(targets, self.model(mixture, training=False))
+    def _valid_step_fn(self, mixture: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        estimate = self.model(mixture, training=False)
+        energies = health.waveform_energies(targets, estimate, self.config.spectrogram)  # (3, B, S)
+        return self.loss_fn(targets, estimate), energies
 
     def restore(self) -> int:
         """Resume from the latest checkpoint in the run directory; returns the epoch reached."""
@@ -84,14 +96,27 @@ class Trainer:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
-    def validate(self, dataset: tf.data.Dataset) -> float:
+    def validate(self, dataset: tf.data.Dataset) -> dict[str, Any]:
+        """Validation loss and per-target health: {"valid_loss", "valid_usdr", "energy_ratio"}."""
         total, count = 0.0, 0
+        target_health = health.TargetHealth(self.targets)
         for step, (mixture, targets) in enumerate(dataset):
             if self.config.validation_steps and step >= self.config.validation_steps:
                 break
-            total += float(self._valid_step(mixture, targets)) * int(mixture.shape[0])
+            loss, energies = self._valid_step(mixture, targets)
+            total += float(loss) * int(mixture.shape[0])
             count += int(mixture.shape[0])
-        return total / max(count, 1)
+            target_health.update(energies)
+        return {"valid_loss": total / max(count, 1), **target_health.summary()}
+
+    def _dead_target_warnings(self, energy_ratio: dict[str, float]) -> list[str]:
+        """Count each target's nearly silent epochs; one warning per dead target, by name."""
+        if not energy_ratio:
+            return []
+        previous = dict(zip(self.targets, self.low_energy_epochs.numpy().tolist()))
+        counts = health.dead_targets(previous, energy_ratio)
+        self.low_energy_epochs.assign([counts[t] for t in self.targets])
+        return [health.dead_target_warning(t, n, energy_ratio[t]) for t, n in counts.items() if n >= health.DEAD_EPOCHS]
 
     def fit(
         self,
@@ -134,8 +159,10 @@ class Trainer:
                 "seconds": round(time.monotonic() - epoch_start, 2),
                 "learning_rate": float(self.config.learning_rate),  # type: ignore[arg-type]
             }
+            warnings: list[str] = []
             if valid_ds is not None:
-                record["valid_loss"] = self.validate(valid_ds)
+                record.update(self.validate(valid_ds))
+                warnings = self._dead_target_warnings(record.get("energy_ratio", {}))
             monitored = record.get("valid_loss", record["train_loss"])
             improved = monitored < float(self.best_loss.numpy())
             self.epoch.assign(epoch + 1)
@@ -151,10 +178,15 @@ class Trainer:
                 for key in ("train_loss", "valid_loss"):
                     if key in record:
                         tf.summary.scalar(key, record[key])
+                for key in ("valid_usdr", "energy_ratio"):
+                    for target, value in record.get(key, {}).items():
+                        tf.summary.scalar(f"{key}/{target}", value)
             with open(self.run_dir / METRICS, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             history.append(record)
             log(_format_record(record))
+            for warning in warnings:
+                log(warning)
             if int(self.stale_epochs.numpy()) >= self.config.early_stopping_patience:
                 log(f"early stopping: no improvement for {self.config.early_stopping_patience} epochs")
                 break
@@ -166,10 +198,17 @@ class Trainer:
 
 
 def _format_record(record: dict[str, Any]) -> str:
+    """One log line: `epoch=3 train_loss=0.1234 ... valid_usdr[vocals=2.10 drums=4.31] energy_ratio[...]`."""
     formats = {"seconds": "{:.1f}", "learning_rate": "{:.2e}"}
-    return " ".join(
-        f"{k}=" + (formats.get(k, "{:.4f}").format(v) if isinstance(v, float) else str(v)) for k, v in record.items()
-    )
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, dict):
+            parts.append(f"{key}[" + " ".join(f"{t}={v:.2f}" for t, v in value.items()) + "]")
+        elif isinstance(value, float):
+            parts.append(f"{key}=" + formats.get(key, "{:.4f}").format(value))
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 def model_variables(model: keras.Model) -> dict[str, tf.Variable]:
