@@ -42,7 +42,9 @@ def main() -> int:
         targets = separator.targets
         separate = separator.separate
         name = config.model
-        params = separator.model.count_params()
+        from mss_tf.models.registry import model_parameters
+
+        params = model_parameters(separator.model)
         out = args.out or args.run
     else:
         root, _ = cli.resolve_data_root(args.musdb_root, print)

@@ -24,7 +24,7 @@ from common import RESULTS_DIR, machine, machine_line, markdown_table, write_jso
 
 from mss_tf import TARGETS
 
-DEFAULT_MODELS = ["unet", "bsrnn-tiny", "bsrnn-se-tiny", "nmf"]
+DEFAULT_MODELS = ["unet", "bsrnn-tiny", "bsrnn-se-tiny", "bsrnn-small", "bsrnn-se-small", "nmf"]
 # Validation runs once per epoch; epochs of roughly 20-40 s on 2 CPU cores give curves with
 # enough points without spending much of the budget on validation.
 STEPS_PER_EPOCH = {"unet": 200, "unet-tiny": 200}
@@ -53,7 +53,7 @@ def train_and_evaluate(
     from mss_tf.data import musdb
     from mss_tf.evaluation import report
     from mss_tf.inference import Separator
-    from mss_tf.models.registry import count_parameters, is_neural
+    from mss_tf.models.registry import is_neural, model_parameters
     from mss_tf.training.run import train_run
 
     config = TrainConfig(model=model, model_kwargs={"targets": list(TARGETS)}, seed=seed, loss=loss)
@@ -72,13 +72,14 @@ def train_and_evaluate(
     separator = Separator.from_run(run_dir)
     started = time.monotonic()
     rows = report.evaluate_tracks(separator.separate, musdb.split_tracks(root, "test"), separator.targets, progress=False)
-    params = separator.model.count_params() if is_neural(model) else count_parameters(model)  # four heads
-    results = report.summarize(rows, separator.targets, model, params, "test")
+    results = report.summarize(rows, separator.targets, model, model_parameters(separator.model), "test")
     results["loss"] = config.loss
     results["train_seconds"] = round(train_seconds, 1)
     results["separate_seconds"] = round(time.monotonic() - started, 1)
     results["curve"] = _curve(run_dir)
     results["steps"] = config.steps_per_epoch * len(results["curve"]) if is_neural(model) else 0
+    # seconds of (mono) training audio the model saw: what its minutes bought
+    results["audio_seconds_seen"] = results["steps"] * int(config.batch_size) * float(config.train_seconds)
     report.write_results(results, run_dir)
     return results
 
@@ -106,10 +107,8 @@ def plot_curves(results: list[dict[str, Any]], path: Path) -> None:
     for ax, target in zip(axes, TARGETS):
         for result in results:
             curve = [p for p in result["curve"] if target in p["valid_usdr"]]
-            if curve:
+            if curve:  # NMF has no training curve (its test score is in the table)
                 ax.plot([p["minutes"] for p in curve], [p["valid_usdr"][target] for p in curve], marker=".", label=result["model"])
-            else:  # NMF: one point, its test score, at the end of its fit
-                ax.axhline(result["targets"][target]["usdr"], ls="--", color="gray", label=f"{result['model']} (test)")
         ax.axhline(0.0, color="black", lw=0.6)
         ax.set_title(f"{target}: validation uSDR")
         ax.set_xlabel("training minutes")
@@ -123,14 +122,15 @@ def plot_curves(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def markdown(results: list[dict[str, Any]], minutes: float, info: dict[str, Any], data: str) -> str:
-    header = ["model", "params", "train steps", "train min (NMF: fit)"] + [f"{t} uSDR" for t in TARGETS] + ["average"]
+    header = ["model", "params", "train steps", "audio seen (min)", "train min (NMF: fit)"] + [f"{t} uSDR" for t in TARGETS] + ["average"]
     rows = []
     for r in results:
         spent = r["curve"][-1]["minutes"] if r["curve"] else r["train_seconds"] / 60
-        rows.append([r["model"], f"{r['params']:,}", r["steps"] or "fit", f"{spent:.1f}"]
+        seen = f"{r['audio_seconds_seen'] / 60:.0f}" if r["steps"] else ""
+        rows.append([r["model"], f"{r['params']:,}", r["steps"] or "fit", seen, f"{spent:.1f}"]
                     + [f"{r['targets'][t]['usdr']:.2f}" for t in TARGETS] + [f"{r['average']['usdr']:.2f}"])
     base = results[0]["baseline"]
-    rows.append(["mixture (floor)", "0", "", ""] + [f"{base['targets'][t]['usdr']:.2f}" for t in TARGETS]
+    rows.append(["mixture (floor)", "0", "", "", ""] + [f"{base['targets'][t]['usdr']:.2f}" for t in TARGETS]
                 + [f"{base['average']['usdr']:.2f}"])
     curve_rows = []
     for r in results:
@@ -153,7 +153,8 @@ def markdown(results: list[dict[str, Any]], minutes: float, info: dict[str, Any]
         "scores; the mixture row is the floor of returning the mixture).",
         markdown_table(header, rows),
         verdict,
-        "Training curves (validation uSDR per target against training minutes): "
+        "Training curves (validation uSDR per target on the 2 validation songs' crops against training minutes; "
+        "NMF has none): "
         "![quality curves](results/quality_curves.png)",
         "<details><summary>Curve values</summary>\n\n"
         + markdown_table(["model", "epoch", "minutes"] + [f"{t}" for t in TARGETS], curve_rows) + "\n\n</details>",

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Callable
 
 import keras
+import numpy as np
 
 from mss_tf import TARGETS
 from mss_tf.audio.spectrogram import SpectrogramConfig
@@ -160,7 +161,15 @@ def count_parameters(preset: Preset | str) -> int:
     if not is_neural(preset):
         return int(preset.stft.n_bins * model.n_components)
     model(tf.zeros([1, preset.stft.n_frames(preset.stft.hop * 16), preset.stft.n_bins, 2]), training=False)
-    return int(sum(int(tf.size(v)) for v in model.trainable_variables))
+    return model_parameters(model)
+
+
+def model_parameters(model: Any) -> int:
+    """What a built separator learns: trainable weights of a neural model (BatchNorm statistics
+    excluded, as in `train.py --list`), dictionary entries of a fitted NMF."""
+    if not model.trainable_variables and hasattr(model, "count_params"):
+        return int(model.count_params())  # NMF: fitted, not trained
+    return int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
 
 
 def is_neural(preset: Preset | str) -> bool:

@@ -16,7 +16,7 @@ from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
-from mss_tf.models.registry import build_model, is_neural
+from mss_tf.models.registry import build_model, is_neural, model_parameters
 from mss_tf.training.loop import Trainer
 
 
@@ -98,7 +98,7 @@ def train_run(
     model = build_model(config.model, **config.model_kwargs)
     trainer = Trainer(model, config, run_dir)
     history = trainer.fit(train_ds, valid_ds, progress=progress, log=log)
-    params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    params = model_parameters(model)
     log(f"trained {config.model} ({params:,} parameters) in {run_dir}")
     return {"history": history, "params": params, "run_dir": str(run_dir)}
 
@@ -112,7 +112,7 @@ def _fit_nmf(config: TrainConfig, run_dir: Path, shard_dir: Path, progress: bool
     config.save(run_dir)
     history = model.fit_from_shards(shard_dir / "train", config.spectrogram, progress=progress)
     model.save(run_dir)
-    params = model.count_params()
+    params = model_parameters(model)
     final = {target: float(losses[-1]) for target, losses in history.items()}
     log(f"fitted {config.model} ({params:,} dictionary entries) in {run_dir}; final beta-divergence {final}")
     return {"history": history, "params": params, "run_dir": str(run_dir)}
