@@ -104,35 +104,33 @@ _BSRNN_SMALL = {
 }
 _BSRNN_SMALL_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=3.0)
 
-PRESETS.update({
-    "bsrnn": Preset(
-        name="bsrnn", model="BSRNN", kwargs=dict(_BSRNN_PAPER), stft=BSRNN_STFT, training=_BSRNN_TRAINING,
-        description="Band-Split RNN at paper size (N=128, 12 modules, V7 bands for vocals), 44.1 kHz",
-    ),
-    "bsrnn-se": Preset(
-        name="bsrnn-se", model="BSRNN", kwargs={**_BSRNN_PAPER, "squeeze_excitation": True, "se_reduction": 16},
-        stft=BSRNN_STFT, training=_BSRNN_TRAINING,
-        description="BSRNN with an SE block (r=16) after each of its 24 BLSTMs, paper size, 44.1 kHz",
-    ),
-    "bsrnn-tiny": Preset(
-        name="bsrnn-tiny", model="BSRNN", kwargs=dict(_BSRNN_TINY), stft=BSRNN_STFT, training=_BSRNN_TINY_TRAINING,
-        description="BSRNN for tests and CPU demos (N=16, 2 modules, 12 coarse bands)",
-    ),
-    "bsrnn-se-tiny": Preset(
-        name="bsrnn-se-tiny", model="BSRNN", kwargs={**_BSRNN_TINY, "squeeze_excitation": True, "se_reduction": 4},
-        stft=BSRNN_STFT, training=_BSRNN_TINY_TRAINING,
-        description="BSRNN-SE for tests and CPU demos (N=16, 2 modules, 4 SE blocks with r=4)",
-    ),
-    "bsrnn-small": Preset(
-        name="bsrnn-small", model="BSRNN", kwargs=dict(_BSRNN_SMALL), stft=UNET_STFT, training=_BSRNN_SMALL_TRAINING,
-        description="BSRNN at CPU size (N=32, 4 modules, V7 bands at 16 kHz, all four targets)",
-    ),
-    "bsrnn-se-small": Preset(
-        name="bsrnn-se-small", model="BSRNN", kwargs={**_BSRNN_SMALL, "squeeze_excitation": True, "se_reduction": 8},
-        stft=UNET_STFT, training=_BSRNN_SMALL_TRAINING,
-        description="BSRNN-SE at CPU size (N=32, 4 modules, 8 SE blocks with r=8, 16 kHz, all four targets)",
-    ),
-})
+
+def _bsrnn_pair(suffix: str, kwargs: dict[str, Any], stft: SpectrogramConfig, training: TrainingDefaults,
+                se_reduction: int, size: str, se_size: str) -> dict[str, Preset]:
+    """`bsrnn<suffix>` and `bsrnn-se<suffix>`: one size of BSRNN, without and with SE blocks."""
+    plain, se = f"bsrnn{suffix}", f"bsrnn-se{suffix}"
+    return {
+        plain: Preset(name=plain, model="BSRNN", kwargs=dict(kwargs), stft=stft, training=training, description=size),
+        se: Preset(name=se, model="BSRNN", kwargs={**kwargs, "squeeze_excitation": True, "se_reduction": se_reduction},
+                   stft=stft, training=training, description=se_size),
+    }
+
+
+PRESETS.update(_bsrnn_pair(
+    "", _BSRNN_PAPER, BSRNN_STFT, _BSRNN_TRAINING, 16,
+    "Band-Split RNN at paper size (N=128, 12 modules, V7 bands for vocals), 44.1 kHz",
+    "BSRNN with an SE block (r=16) after each of its 24 BLSTMs, paper size, 44.1 kHz",
+))
+PRESETS.update(_bsrnn_pair(
+    "-tiny", _BSRNN_TINY, BSRNN_STFT, _BSRNN_TINY_TRAINING, 4,
+    "BSRNN for tests and CPU demos (N=16, 2 modules, 12 coarse bands)",
+    "BSRNN-SE for tests and CPU demos (N=16, 2 modules, 4 SE blocks with r=4)",
+))
+PRESETS.update(_bsrnn_pair(
+    "-small", _BSRNN_SMALL, UNET_STFT, _BSRNN_SMALL_TRAINING, 8,
+    "BSRNN at CPU size (N=32, 4 modules, V7 bands at 16 kHz, all four targets)",
+    "BSRNN-SE at CPU size (N=32, 4 modules, 8 SE blocks with r=8, 16 kHz, all four targets)",
+))
 
 
 def get_preset(name: str) -> Preset:
