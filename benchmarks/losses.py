@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import machine, machine_line, markdown_table, write_json, write_readme_block, write_section
+from common import RESULTS_DIR, machine, machine_line, markdown_table, write_json, write_readme_block, write_section
 from quality import train_and_evaluate
 
 from mss_tf import TARGETS
@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS), help="data sets (default both)")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench-losses"), help="where the runs are written")
     parser.add_argument("--no-write", action="store_true", help="print the tables only; leave RESULTS.md alone")
+    parser.add_argument("--render", action="store_true",
+                        help="rewrite the RESULTS.md section and README block from benchmarks/results/losses.json (no training)")
     return parser.parse_args(argv)
 
 
@@ -65,6 +67,14 @@ def blind_masks(shard_dir: Path) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     args = parse_args()
+    if args.render:
+        data = json.loads((RESULTS_DIR / "losses.json").read_text())
+        runs, masks, info = data["runs"], data["blind_masks"], data["machine"]
+        args.model, args.steps = runs[0]["model"], runs[0]["steps"]
+        args.seeds = list(dict.fromkeys(run["seed"] for run in runs))
+        write_section("Losses (benchmarks/losses.py)", markdown(runs, masks, args, info))
+        write_readme_block("losses", readme_summary(runs, masks, args, info))
+        return
     from mss_tf.cli import data_dir
     from mss_tf.data import demo
 
@@ -135,6 +145,9 @@ def readme_summary(runs: list[dict[str, Any]], masks: dict[str, Any], args: argp
                 energy = np.mean([run["targets"][t]["energy_ratio"] for run in group])
                 cells.append(f"{usdr:.2f} ({energy:.2f})")
             rows.append([set_name, loss] + cells + [f"{np.mean([run['average']['usdr'] for run in group]):.2f}"])
+        base = next(run for run in runs if run["set"] == set_name)["baseline"]
+        rows.append([set_name, "mixture (floor)"] + [f"{base['targets'][t]['usdr']:.2f}" for t in TARGETS]
+                    + [f"{base['average']['usdr']:.2f}"])
     return (f"`{args.model}`, {args.steps} training steps, all four targets, mean of seeds "
             f"{', '.join(map(str, args.seeds))} ({info['date']}, {info['cores']} cores of {info['cpu']}, "
             "`benchmarks/losses.py`); uSDR in dB on the test songs, in brackets the estimate's energy relative to "
