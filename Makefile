@@ -47,14 +47,20 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 TORCH_ARG = $(if $(wildcard $(TORCH_VENV)/bin/python),--torch-python $(TORCH_VENV)/bin/python,)
+# A work tree of amanteur/BandSplitRNN-PyTorch, the PyTorch peer the training step is timed against
+# (optional: make bench PEER_REPO=/path/to/BandSplitRNN-PyTorch).
+PEER_REPO ?=
+PEER_ARG = $(if $(and $(PEER_REPO),$(wildcard $(TORCH_VENV)/bin/python)),--torch-python $(TORCH_VENV)/bin/python --peer-repo $(PEER_REPO),)
 
 bench: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/models.py $(TORCH_ARG)
+	$(PY) benchmarks/training.py $(PEER_ARG)
 
 bench-quick: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py --quick
 	$(PY) benchmarks/models.py --quick $(TORCH_ARG)
+	$(PY) benchmarks/training.py --quick
 
 clean:
 	rm -rf $(VENV) $(TORCH_VENV) data runs

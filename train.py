@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mss_tf import cli  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", help="preset name: unet, bsrnn, bsrnn-se, nmf, or a -tiny version (see --list)")
     parser.add_argument("--list", action="store_true", help="list the presets with their parameter counts and exit")
@@ -19,21 +19,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shards", type=Path, help="prepared shard folder (with train/ and valid/); skips preparation")
     parser.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/<model>-<timestamp>)")
     parser.add_argument("--resume", type=Path, help="continue the run in this directory from its latest checkpoint")
-    parser.add_argument("--epochs", type=int, help="number of epochs (default 10)")
-    parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default 100)")
-    parser.add_argument("--batch-size", type=int, help="examples per step (default: the preset's)")
+    parser.add_argument("--config", type=Path, help="JSON file of settings (any field of config.json in a run directory); "
+                        "flags given on the command line override it")
+    parser.add_argument("--targets", help="comma-separated targets to separate, e.g. vocals or vocals,drums,bass,other "
+                        "(default: the preset's)")
+    parser.add_argument("--epochs", type=int, help="number of epochs (default: the preset's; 100 for paper-size BSRNN, else 10)")
+    parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default: the preset's; the paper's "
+                        "10,000 for paper-size BSRNN, else 100)")
+    parser.add_argument("--batch-size", type=int, help="global batch: examples per step over all replicas (default: the preset's)")
     parser.add_argument("--loss", help="loss by name: mag_phase_l2 (default: weighted magnitude + phase squared error), "
                         "mag_phase_l1 (the seed's weighted L1; silences sparse targets of multi-target models, see "
                         "README) or bsrnn_paper (the BSRNN paper's L1 on real/imaginary parts and waveform)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's)")
+    parser.add_argument("--alpha", type=float, help="weight of the magnitude term in mag_phase_* losses (default 0.5)")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's, 1e-3)")
+    parser.add_argument("--lr-decay", type=float, help="multiply the learning rate by this every --lr-decay-epochs epochs "
+                        "(default: 0.98 for BSRNN presets, 1 = constant for the U-Net)")
+    parser.add_argument("--lr-decay-epochs", type=int, help="epochs between learning-rate decays (default 2)")
+    parser.add_argument("--weight-decay", type=float, help="coupled L2 weight decay: gradient + WD * weight (default: "
+                        "1e-5 for the U-Net, 0 for BSRNN)")
+    parser.add_argument("--clip-norm", type=float, help="clip the global gradient norm to this; 0 turns clipping off (default 5)")
+    parser.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default 10)")
     parser.add_argument("--crop-seconds", type=float, help="length of the crops stored in the shards (default 6)")
     parser.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much time has passed")
-    parser.add_argument("--seed", type=int, help="random seed for data order, crops and initialisation (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of Python, NumPy, TensorFlow, the data order, crops and "
+                        "augmentation (default 0)")
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="TensorFlow op determinism: two runs with one seed give identical losses (slower on GPUs)")
+    parser.add_argument("--strategy", choices=["auto", "default", "mirrored", "multiworker"],
+                        help="tf.distribute strategy: auto (default: mirrored over all GPUs when there are several), "
+                        "default (one device), mirrored (all local GPUs), multiworker (several machines, from TF_CONFIG)")
+    parser.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                        help="Keras mixed-precision policy (default float32); mixed_float16 adds dynamic loss scaling")
+    parser.add_argument("--jit-compile", action="store_true", default=None,
+                        help="XLA-compile the forward and backward pass")
+    parser.add_argument("--checkpoint-every", type=int, help="also save the training state every N steps (default 500); "
+                        "an epoch's end always saves")
+    parser.add_argument("--summary-every", type=int, help="TensorBoard step scalars every N steps (default 50)")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="override an architecture argument of the preset, e.g. fit_iterations=20 (value as JSON); repeatable")
     parser.add_argument("--summary", action="store_true", help="print the model's layers and parameter count and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def parse_model_args(pairs: list[str]) -> dict:
@@ -54,6 +84,27 @@ def parse_model_args(pairs: list[str]) -> dict:
     return parsed
 
 
+# Settings a resumed run cannot change: they define the model, its data or the stream position.
+FIXED_ON_RESUME = ("batch_size", "seed", "crop_seconds", "targets")
+
+
+def check_resume(config, args: argparse.Namespace, overrides: dict) -> None:
+    """A resume continues the run in the directory: a flag that contradicts it is an error."""
+    from mss_tf.errors import ConfigError
+
+    if args.model and args.model != config.model:
+        raise ConfigError(f"{args.resume}: is a {config.model} run, not {args.model}")
+    if args.config:
+        raise ConfigError("--config and --resume together: a resumed run keeps its own config.json")
+    if args.model_arg:
+        raise ConfigError(f"{args.resume}: --model-arg cannot change the architecture of a run being resumed")
+    for key in FIXED_ON_RESUME:
+        value = overrides.get(key)
+        if value is not None and value != getattr(config, key):
+            raise ConfigError(f"{args.resume}: --{key.replace('_', '-')} {value} differs from the run's "
+                              f"{getattr(config, key)}; a resumed run keeps it")
+
+
 def main() -> int:
     args = parse_args()
     from mss_tf.config import TrainConfig
@@ -67,19 +118,28 @@ def main() -> int:
         for name, preset in PRESETS.items():
             print(f"{name:<14} {count_parameters(preset):>12,}  {preset.description}")
         return 0
+    overrides = {
+        "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
+        "learning_rate": args.lr, "lr_decay": args.lr_decay, "lr_decay_epochs": args.lr_decay_epochs,
+        "weight_decay": args.weight_decay, "clip_norm": args.clip_norm, "early_stopping_patience": args.patience,
+        "max_minutes": args.max_minutes, "seed": args.seed, "crop_seconds": args.crop_seconds, "loss": args.loss,
+        "loss_alpha": args.alpha, "deterministic": args.deterministic, "strategy": args.strategy,
+        "precision": args.precision, "jit_compile": args.jit_compile, "checkpoint_every": args.checkpoint_every,
+        "summary_every": args.summary_every,
+        "targets": [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None,
+    }
     if args.resume:
         config = TrainConfig.load(args.resume)
         run_dir = args.resume
+        check_resume(config, args, overrides)
+    elif args.config:
+        config = TrainConfig.from_file(args.config, model=args.model)
+        run_dir = None
     else:
         if not args.model:
-            raise ConfigError("--model is required (or --resume DIR)")
+            raise ConfigError("--model is required (or --resume DIR, or --config FILE with a \"model\")")
         config = TrainConfig(model=args.model)
         run_dir = None
-    overrides = {
-        "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
-        "learning_rate": args.lr, "max_minutes": args.max_minutes, "seed": args.seed,
-        "crop_seconds": args.crop_seconds, "loss": args.loss,
-    }
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
@@ -102,14 +162,21 @@ def main() -> int:
 
     from mss_tf.training.run import new_run_dir, train_run
 
-    if args.shards is not None:
-        if not args.shards.is_dir():
-            raise ConfigError(f"{args.shards}: no such shard folder")
+    shards = args.shards
+    if args.resume and shards is None and args.musdb_root is None:
+        # a resumed run trains on the data it started with
+        if not config.shards or not Path(config.shards).is_dir():
+            raise ConfigError(f"{args.resume}: the run's shard folder {config.shards!r} is gone; pass --shards DIR "
+                              "or --musdb-root DIR to rebuild it")
+        shards = Path(config.shards)
+    if shards is not None:
+        if not shards.is_dir():
+            raise ConfigError(f"{shards}: no such shard folder")
         data_root = None
     else:
         data_root, _ = cli.resolve_data_root(args.musdb_root, print)
     run_dir = run_dir or args.run_dir or new_run_dir(config.model)
-    train_run(config, Path(run_dir), data_root, args.shards, progress=not args.quiet)
+    train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet)
     print(f"run directory: {run_dir}")
     return 0
 

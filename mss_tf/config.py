@@ -13,6 +13,34 @@ from mss_tf.models.registry import get_preset
 
 CONFIG_FILE = "config.json"
 
+# The JSON types each setting accepts (None is accepted for every setting: the preset's default).
+_NUMBER = (int, float)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "model_kwargs": (dict,), "epochs": (int,), "steps_per_epoch": (int,),
+    "validation_steps": (int,), "batch_size": (int,), "learning_rate": _NUMBER, "lr_decay": _NUMBER,
+    "lr_decay_epochs": (int,), "weight_decay": _NUMBER, "clip_norm": _NUMBER, "train_seconds": _NUMBER,
+    "loss": (str,), "loss_alpha": _NUMBER, "crop_seconds": _NUMBER, "online_augment": (dict,),
+    "early_stopping_patience": (int,), "max_minutes": _NUMBER, "seed": (int,), "deterministic": (bool,),
+    "strategy": (str,), "precision": (str,), "jit_compile": (bool,), "checkpoint_every": (int,),
+    "summary_every": (int,), "max_nonfinite": (int,), "keep_checkpoints": (int,), "stft": (dict,),
+    "targets": (list,), "data_root": (str,), "shards": (str,),
+}
+
+
+def check_types(data: dict[str, Any], where: str) -> None:
+    """Unknown keys and values of the wrong JSON type are errors naming the key and `where`."""
+    for key, value in data.items():
+        if key not in FIELD_TYPES:
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(FIELD_TYPES))})")
+        types = FIELD_TYPES[key]
+        if value is None:
+            continue
+        # JSON has no int/bool distinction problem in reverse: true is not a number here
+        wrong = isinstance(value, bool) and bool not in types
+        if wrong or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"{where}: setting {key!r} must be {names}, got {value!r}")
+
 
 def _default_online_augment() -> dict[str, Any]:
     from mss_tf.data.online import OnlineAugmentConfig
@@ -29,11 +57,13 @@ class TrainConfig:
 
     model: str
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
-    epochs: int = 10
-    steps_per_epoch: int = 100
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
     validation_steps: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
+    lr_decay: float | None = None
+    lr_decay_epochs: int | None = None
     weight_decay: float | None = None
     clip_norm: float | None = None
     train_seconds: float | None = None
@@ -44,6 +74,13 @@ class TrainConfig:
     early_stopping_patience: int = 10
     max_minutes: float | None = None
     seed: int = 0
+    deterministic: bool = False
+    strategy: str = "auto"
+    precision: str = "float32"
+    jit_compile: bool = False
+    checkpoint_every: int = 500
+    summary_every: int = 50
+    max_nonfinite: int = 25
     keep_checkpoints: int = 3
     stft: dict[str, int] | None = None
     targets: list[str] | None = None
@@ -65,10 +102,44 @@ class TrainConfig:
 
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r} (choose from {', '.join(sorted(LOSSES))})")
-        for name in ("epochs", "steps_per_epoch", "batch_size"):
+        for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every", "summary_every",
+                     "max_nonfinite", "early_stopping_patience", "lr_decay_epochs", "keep_checkpoints"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("learning_rate", "lr_decay"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "clip_norm"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        from mss_tf.training.distribute import PRECISIONS, STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
         return self
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        """A config from a JSON file (`train.py --config`): unknown keys and wrong types are errors.
+
+        `overrides` (non-None values) replace the file's values, as command-line flags do.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: not a JSON config ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config is a JSON object of settings, got {type(data).__name__}")
+        check_types(data, str(path))
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        if "model" not in data:
+            raise ConfigError(f"{path}: no \"model\" in the config and no --model")
+        return cls(**data)
 
     @property
     def spectrogram(self) -> SpectrogramConfig:

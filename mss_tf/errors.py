@@ -23,3 +23,7 @@ class ShardError(DataError):
 
 class CheckpointError(MssError):
     """A run directory without a usable checkpoint or config."""
+
+
+class TrainingError(MssError):
+    """A run that cannot go on: too many non-finite steps in a row, a resume that does not match."""

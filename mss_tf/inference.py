@@ -16,7 +16,7 @@ from mss_tf.audio import io as audio_io
 from mss_tf.audio.spectrogram import SpectrogramConfig, istft, stft
 from mss_tf.config import TrainConfig
 from mss_tf.models.registry import build_model, is_neural
-from mss_tf.training.loop import restore_weights
+from mss_tf.checkpoints import restore_weights
 
 
 def crossfade_window(length: int, fade: int) -> np.ndarray:

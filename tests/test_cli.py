@@ -1,5 +1,6 @@
 """Bad input to the CLIs: one line naming the problem and the path, exit code 2, nothing left behind."""
 
+import json
 import os
 import subprocess
 import sys
@@ -90,3 +91,79 @@ def test_help_explains_flags():
     for script in ("train.py", "evaluate.py", "datasets/make_demo.py"):
         result = run_cli(script, "--help")
         assert result.returncode == 0 and "--" in result.stdout
+
+
+def test_train_help_documents_every_flag():
+    result = run_cli("train.py", "--help")
+    import re
+
+    flags = set(re.findall(r"(--[a-z][a-z-]+)", result.stdout))
+    for flag in ("--strategy", "--precision", "--deterministic", "--resume", "--config", "--checkpoint-every",
+                 "--jit-compile", "--loss", "--alpha", "--lr-decay", "--clip-norm", "--weight-decay", "--targets",
+                 "--patience", "--seed", "--max-minutes", "--steps-per-epoch"):
+        assert flag in flags, flag
+    # every option has a help text
+    import train
+
+    options = [a for a in train.build_parser()._actions if a.option_strings and a.dest != "help"]
+    assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
+
+
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"model": "unet-tiny", "epoch": 3}', "unknown setting 'epoch'"),
+    ('{"model": "unet-tiny", "epochs": "3"}', "setting 'epochs' must be int"),
+    ('{"model": "unet-tiny", "deterministic": 1}', "setting 'deterministic' must be bool"),
+    ('[1, 2]', "JSON object"),
+    ('{"model": ', "not a JSON config"),
+])
+def test_config_file_errors_name_the_setting(tmp_path, env, content, needle):
+    path = tmp_path / "run.json"
+    path.write_text(content)
+    result = run_cli("train.py", "--config", path, "--run-dir", tmp_path / "run", env_extra=env)
+    assert_one_line_error(result, path, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, env):
+    config = tmp_path / "run.json"
+    config.write_text('{"model": "unet-tiny", "epochs": 5, "steps_per_epoch": 2, "batch_size": 2, "lr_decay": 0.5}')
+    run = tmp_path / "run"
+    result = run_cli("train.py", "--config", config, "--epochs", "1", "--musdb-root", tone_musdb, "--run-dir", run,
+                     "--quiet", "--crop-seconds", "2", env_extra=env)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["epochs"] == 1 and saved["steps_per_epoch"] == 2 and saved["lr_decay"] == 0.5  # flag over file
+    before = _snapshot(run)
+    # a resume that contradicts the run: named, exit 2, run directory untouched
+    for args, needle in [(["--model", "bsrnn-tiny"], "is a unet-tiny run, not bsrnn-tiny"),
+                         (["--batch-size", "4"], "--batch-size 4 differs"),
+                         (["--model-arg", "filters=[2,4,8]"], "--model-arg")]:
+        assert_one_line_error(run_cli("train.py", "--resume", run, *args, env_extra=env), run, needle)
+        assert _snapshot(run) == before
+    # a run directory whose checkpoint is not this configuration's model (another architecture)
+    saved["model_kwargs"]["filters"] = [2, 4, 8]
+    (run / "config.json").write_text(json.dumps(saved))
+    before = _snapshot(run)
+    assert_one_line_error(run_cli("train.py", "--resume", run, "--epochs", "2", env_extra=env), "does not hold the state")
+    assert _snapshot(run) == before
+    # shards of another STFT than the model's: named, and no run directory is created
+    shards = json.loads((run / "config.json").read_text())["shards"]
+    result = run_cli("train.py", "--model", "bsrnn-tiny", "--shards", shards, "--run-dir", tmp_path / "other", env_extra=env)
+    assert_one_line_error(result, shards, "STFT config")
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_batch_the_replicas_cannot_share_is_refused():
+    from mss_tf.errors import ConfigError
+    from mss_tf.training.distribute import check_batch
+
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    assert check_batch(TwoReplicas(), 4) == 2
+    with pytest.raises(ConfigError, match="--batch-size 3 cannot be split over 2 replicas"):
+        check_batch(TwoReplicas(), 3)

@@ -10,7 +10,7 @@ from mss_tf.config import TrainConfig
 from mss_tf.errors import CheckpointError, ConfigError
 from mss_tf.inference import Separator
 from mss_tf.models.registry import build_model
-from mss_tf.training.loop import restore_weights
+from mss_tf.checkpoints import restore_weights
 from mss_tf.training.run import train_run
 
 
@@ -42,7 +42,7 @@ def test_train_run_writes_run_dir_and_resumes(tone_musdb, tmp_path, monkeypatch)
     assert saved["stft"] == {"sample_rate": 16000, "n_fft": 1024, "hop": 512}
     lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines] == [1, 2] and all(np.isfinite(l["valid_loss"]) for l in lines)
-    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-2")
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-6")  # numbered by global step
     assert (run / "train.log").read_text().count("epoch=") == 2
     # every weight of the trained model comes back from the checkpoint, identically each time
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "best")))

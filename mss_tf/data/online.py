@@ -30,12 +30,14 @@ of the stems. Steps, in the order :func:`apply_online` runs them:
    tensorflow-io adapter :mod:`mss_tf.audio.specaugment` (the same mask on real and imaginary
    parts). After masking, the mixture is no longer the sum of the stems, on purpose.
 
-Randomness: every element gets its own stateless seed from ``tf.data.Dataset.random(seed)``
-zipped into the stream (one draw per element, split per step with
-``tf.random.experimental.stateless_split``), so with a seed the output depends only on the
-seed and the upstream order, not on thread scheduling, and iterating the dataset again gives
-the same values; each element of a repeated stream still gets fresh values. Without a seed
-the seeds are random and the masks use the tfio ops when that backend is selected (they cannot
+Randomness: every element gets its own stateless key, a pure function of the seed and the
+element's position in the stream (:func:`element_seeds`: ``(seed * SALTS + step salt, index)``;
+remix windows are keyed by window index), split per step with
+``tf.random.experimental.stateless_split``. With a seed the output depends only on the seed and
+the upstream order, not on thread scheduling; iterating the dataset again gives the same values;
+each element of a repeated stream still gets fresh values; and a stream started at position
+``start`` (a resumed training run) continues exactly where an uninterrupted one would be. Without
+a seed the seeds are random and the masks use the tfio ops when that backend is selected (they cannot
 be seeded, see :mod:`mss_tf.audio.specaugment`).
 """
 
@@ -229,16 +231,22 @@ def remix_group(stems: tf.Tensor, seed: tf.Tensor, p: float = 1.0) -> tf.Tensor:
     return tf.stack(out, axis=1)
 
 
-def remix(ds: tf.data.Dataset, group_size: int = 16, seed: int | None = None, p: float = 1.0) -> tf.data.Dataset:
+def remix(
+    ds: tf.data.Dataset, group_size: int = 16, seed: int | None = None, p: float = 1.0, start: int = 0
+) -> tf.data.Dataset:
     """Remix an unbatched ``(stems, mixture)`` stream; the mixture becomes the sum of the new stems.
 
     Windows of `group_size` consecutive examples (the last one may be shorter) are remixed by
     :func:`remix_group` and unbatched, so the stream keeps its element structure and length.
+    `start` is the stream position of the first element (a multiple of `group_size`): window w
+    of the whole stream draws its permutations from the key of index w.
     """
     if group_size < 2:
         raise ConfigError(f"remix group_size must be >= 2, got {group_size}")
+    if start % group_size:
+        raise ConfigError(f"a remixed stream must start at a window boundary (a multiple of {group_size}), got {start}")
     windows = ds.map(lambda stems, mixture: stems).batch(group_size)
-    windows = tf.data.Dataset.zip((windows, element_seeds(seed)))
+    windows = tf.data.Dataset.zip((windows, element_seeds(seed, start // group_size, REMIX_SALT)))
 
     def remix_window(stems: tf.Tensor, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         stems = remix_group(stems, key, p)
@@ -271,7 +279,9 @@ def augment_example(
     return stems, mixture
 
 
-def apply_online(ds: tf.data.Dataset, config: OnlineAugmentConfig, seed: int | None = None) -> tf.data.Dataset:
+def apply_online(
+    ds: tf.data.Dataset, config: OnlineAugmentConfig, seed: int | None = None, start: int = 0
+) -> tf.data.Dataset:
     """Apply the enabled online augmentations to an unbatched ``(stems, mixture)`` dataset.
 
     Args:
@@ -279,6 +289,8 @@ def apply_online(ds: tf.data.Dataset, config: OnlineAugmentConfig, seed: int | N
             with remixing, T and F must be equal across examples (fixed-length crops).
         config: which steps run.
         seed: makes the output deterministic (given a deterministic input order).
+        start: the stream position of the first element of `ds` (a resumed run starts its
+            stream where it stopped); with remixing, a multiple of ``remix_group``.
 
     Returns:
         The same structure, shapes and dtypes.
@@ -286,11 +298,11 @@ def apply_online(ds: tf.data.Dataset, config: OnlineAugmentConfig, seed: int | N
     if not config.enabled:
         return ds
     if config.remix:
-        ds = remix(ds, config.remix_group, None if seed is None else seed + 1, config.remix_p)
+        ds = remix(ds, config.remix_group, seed, config.remix_p, start)
     per_example = (config.gain and config.gain_db > 0) or (config.dropout and config.dropout_p > 0)
     if not (per_example or config.masks_enabled):
         return ds  # remix alone: its mixture is already the sum of the stems
-    ds = tf.data.Dataset.zip((ds, element_seeds(seed)))
+    ds = tf.data.Dataset.zip((ds, element_seeds(seed, start, AUGMENT_SALT)))
     seeded = seed is not None
     return ds.map(
         lambda example, key: augment_example(example[0], example[1], config, key, seeded),
@@ -302,14 +314,33 @@ def apply_online(ds: tf.data.Dataset, config: OnlineAugmentConfig, seed: int | N
 # --------------------------------------------------------------------------- seeds
 
 
-def element_seeds(seed: int | None) -> tf.data.Dataset:
-    """An endless stream of shape-[2] int64 stateless seeds (random when `seed` is None).
+# Salts keep the streams of different random steps apart: the key of element i of step k is
+# (seed * SALTS + k, i), so no two steps (nor two seeds) share a key.
+SALTS = 8
+CROP_SALT, REMIX_SALT, AUGMENT_SALT = 0, 1, 2
 
-    Zip it into a stream (``Dataset.zip((ds, element_seeds(seed)))``) to give each element its
-    own seed for ``tf.random.stateless_*`` ops: unlike seeded stateful ops (``tf.random.uniform(
-    seed=...)``) in a parallel ``map``, the values then do not depend on thread scheduling.
+
+def element_seeds(seed: int | None, start: int = 0, salt: int = 0) -> tf.data.Dataset:
+    """An endless stream of shape-[2] int64 stateless seeds, one per element index from `start`.
+
+    Element i gets the key ``(seed * SALTS + salt, i)``: a pure function of the seed and the
+    element's position in the stream, so a stream restarted at position `start` (a resumed
+    training run) draws exactly what the uninterrupted stream drew there. Zip it into a stream
+    (``Dataset.zip((ds, element_seeds(seed)))``) to give each element its own seed for
+    ``tf.random.stateless_*`` ops: unlike seeded stateful ops in a parallel ``map``, the values
+    do not depend on thread scheduling. Without a seed, a random one is drawn.
     """
-    return tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+    if seed is None:
+        seed = random_seed()
+    base = tf.constant(int(seed) * SALTS + int(salt), tf.int64)
+    return tf.data.Dataset.range(int(start), tf.int64.max).map(lambda i: tf.stack([base, i]))
+
+
+def random_seed() -> int:
+    """A fresh random seed (for unseeded streams)."""
+    import secrets
+
+    return secrets.randbits(31)
 
 
 def _deterministic(seed: int | None) -> bool | None:

@@ -11,7 +11,10 @@ import tensorflow as tf
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.data import shards
 from mss_tf.data.crops import random_crop_frames
-from mss_tf.data.online import OnlineAugmentConfig, apply_online, element_seeds
+from mss_tf.data.online import CROP_SALT, SALTS, OnlineAugmentConfig, apply_online, element_seeds, random_seed
+from mss_tf.errors import ConfigError, ShardError
+
+PASS_SALT = 7  # the salt of the per-pass file order and shuffle (online.SALTS keeps it apart)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,29 +44,73 @@ def make_dataset(
     config: PipelineConfig,
     training: bool = True,
     seed: int | None = None,
+    start: int = 0,
 ) -> tf.data.Dataset:
     """Stream `(mixture, targets)` batches: (B, T, F, 2) and (B, n_targets, T, F, 2) float32.
 
     Training streams repeat forever, shuffle, crop randomly in time and drop the last partial
     batch; evaluation streams read each example once in file order from its first frame.
-    A seed makes the order deterministic; without one, tf.data may reorder for speed.
+
+    A training stream is a pure function of (seed, position): it is a sequence of passes over
+    the shards, pass p reading the files in an order and through a shuffle buffer seeded by
+    (seed, p), and example i of the stream cropped and augmented with keys derived from
+    (seed, i) (:func:`mss_tf.data.online.element_seeds`). `start` is the position of the first
+    example to yield (a resumed run passes global step x batch size): the stream skips the
+    serialized records before it (at most one pass is read, nothing is parsed) and then yields
+    exactly what an uninterrupted stream would. Without a seed a random one is drawn.
     """
     manifest = shards.read_manifest(shard_dir, stft, targets)
     files = shards.shard_files(shard_dir, manifest)
     target_index = [manifest["stems"].index(t) for t in targets]
     compression = manifest["compression"] or None
+    cycle_length = max(1, min(config.cycle_length, len(files)))
 
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
-        cycle_length=max(1, min(config.cycle_length, len(files))),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training or seed is not None,
+    def read(names: tf.data.Dataset) -> tf.data.Dataset:
+        return names.interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+            cycle_length=cycle_length, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )
+
+    if not training:
+        ds = read(tf.data.Dataset.from_tensor_slices(files))
+        ds = ds.map(lambda r: shards.parse_example(r, manifest), num_parallel_calls=tf.data.AUTOTUNE)
+        train_frames = config.train_frames
+        if train_frames is not None:
+            ds = ds.map(lambda ex: (ex["stems"][:, :train_frames], ex["mixture"][:train_frames]))
+        else:
+            ds = ds.map(lambda ex: (ex["stems"], ex["mixture"]))
+        ds = ds.map(lambda stems, mixture: (mixture, tf.gather(stems, target_index, axis=0)))
+        return ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+
+    if seed is None:
+        seed = random_seed()
+    if start < 0:
+        raise ConfigError(f"stream position must be >= 0, got {start}")
+    group = config.augment.remix_group if config.augment is not None and config.augment.enabled and config.augment.remix else 1
+    aligned = start - start % group  # remix windows are keyed by window index: begin at one
+    n_examples = int(manifest["n_examples"])
+    if n_examples <= 0:
+        raise ShardError(f"{shard_dir}: the manifest lists no examples")
+    file_names = tf.constant(files)
+    base = tf.constant(int(seed) * SALTS + PASS_SALT, tf.int64)
+
+    def one_pass(p: tf.Tensor) -> tf.data.Dataset:
+        """Pass p: files in a random order, read interleaved, records permuted within windows of
+        `shuffle_buffer` (stateless keys from (seed, p, window): no shuffle state to carry)."""
+        key = tf.stack([base, p])
+        order = tf.argsort(tf.random.stateless_uniform([len(files)], key))
+        records = read(tf.data.Dataset.from_tensor_slices(tf.gather(file_names, order)))
+
+        def permute(window_index: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+            noise = tf.random.stateless_uniform(tf.shape(window), tf.random.experimental.stateless_fold_in(key, window_index))
+            return tf.gather(window, tf.argsort(noise))
+
+        return records.batch(config.shuffle_buffer).enumerate().map(permute).unbatch()
+
+    first_pass, skip = divmod(aligned, n_examples)
+    ds = one_pass(tf.constant(first_pass, tf.int64)).skip(skip).concatenate(
+        tf.data.Dataset.range(first_pass + 1, tf.int64.max).flat_map(one_pass)
     )
-    if training:
-        ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.map(lambda r: shards.parse_example(r, manifest), num_parallel_calls=tf.data.AUTOTUNE)
 
     train_frames = config.train_frames
@@ -72,22 +119,24 @@ def make_dataset(
         stems, mixture = example["stems"], example["mixture"]  # (S, T, F, 2), (T, F, 2)
         if train_frames is None:
             return stems, mixture
-        if training:
-            return random_crop_frames(stems, mixture, train_frames, key)
-        return stems[:, :train_frames], mixture[:train_frames]
+        return random_crop_frames(stems, mixture, train_frames, key)
 
-    ds = tf.data.Dataset.zip((ds, element_seeds(seed))).map(
-        crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training or seed is not None
+    ds = tf.data.Dataset.zip((ds, element_seeds(seed, aligned, CROP_SALT))).map(
+        crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    if training and config.augment is not None:
-        ds = apply_online(ds, config.augment, None if seed is None else seed + 2)
+    if config.augment is not None:
+        ds = apply_online(ds, config.augment, seed, aligned)
+    ds = ds.skip(start - aligned)
     ds = ds.map(
         lambda stems, mixture: (mixture, tf.gather(stems, target_index, axis=0)),  # (T, F, 2), (n, T, F, 2)
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    ds = ds.batch(config.batch_size, drop_remainder=training)
+    ds = ds.batch(config.batch_size, drop_remainder=True)
     options = tf.data.Options()
-    options.deterministic = not training or seed is not None
+    options.deterministic = True
+    # under MultiWorkerMirroredStrategy every worker runs this pipeline and keeps its share of
+    # the elements (the passes are built inside flat_map, so file-level sharding cannot apply)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import random
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+import keras
 import tensorflow as tf
 
 from mss_tf.cli import data_dir
@@ -16,7 +15,9 @@ from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
-from mss_tf.models.registry import build_model, is_neural, model_parameters
+from mss_tf.errors import ConfigError
+from mss_tf.models.registry import build_model, get_preset, is_neural, model_parameters
+from mss_tf.training.distribute import check_batch, is_chief, make_strategy, precision_scope
 from mss_tf.training.loop import Trainer
 
 
@@ -41,10 +42,11 @@ def default_shard_dir(data_root: Path, config: TrainConfig) -> Path:
     return data_dir() / "shards" / f"{data_root.resolve().name}-{key}"
 
 
-def set_seeds(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    tf.random.set_seed(seed)
+def set_seeds(seed: int, deterministic: bool = False) -> None:
+    """Python, NumPy and TensorFlow seeds; `deterministic` also turns on TensorFlow op determinism."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 class RunLog:
@@ -70,14 +72,21 @@ def train_run(
 ) -> dict[str, Any]:
     """Prepare (or reuse) shards, train the preset of `config` and save everything in `run_dir`."""
     config.resolve()
-    set_seeds(config.seed)
+    # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
+    strategy = make_strategy(config.strategy) if is_neural(config.model) else None
+    if strategy is not None:
+        check_batch(strategy, int(config.batch_size))  # type: ignore[arg-type]
+    set_seeds(config.seed, config.deterministic)
     spec = config.spectrogram
     if shard_dir is None:
+        if config.strategy == "multiworker":
+            raise ConfigError("--strategy multiworker needs --shards DIR prepared beforehand "
+                              "(python datasets/prepare_musdb.py ...): workers must not build shards concurrently")
         assert data_root is not None, "need a data root or a shard folder"
         shard_dir = default_shard_dir(data_root, config)
         echo(f"shards: {shard_dir} (built from {data_root} if missing)")
         prepare_dataset(data_root, shard_dir, spec, prepare_config(config), progress=progress)
-    if not is_neural(config.model):
+    if strategy is None:
         return _fit_nmf(config, run_dir, shard_dir, progress, echo)
     pipeline = PipelineConfig(
         batch_size=int(config.batch_size),  # type: ignore[arg-type]
@@ -85,19 +94,35 @@ def train_run(
         augment=OnlineAugmentConfig.from_dict(config.online_augment) if config.online_augment else None,
     )
     targets = list(config.targets or [])
-    train_ds = make_dataset(shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed)
+    # the training stream as a function of its position: a resumed run starts where it stopped
+    train_data = lambda start: make_dataset(  # noqa: E731
+        shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed, start=start
+    )
+    train_data(0)  # reads and checks the manifest now, before the run directory is touched
     valid_ds = None
     if (shard_dir / "valid").is_dir():
         valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False)
-    # the run directory is created only once the data is known to be good
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir, echo)
+    if config.jit_compile and get_preset(config.model).model == "BSRNN":
+        # XLA cannot compile the fused BlockLSTM kernel; the Keras LSTM has the same weights
+        config.model_kwargs.setdefault("lstm_implementation", "keras")
+    with strategy.scope(), precision_scope(config.precision):
+        model = build_model(config.model, **config.model_kwargs)
+    trainer = Trainer(model, config, run_dir, strategy)
+    chief = is_chief(strategy)
+    log = RunLog(run_dir, echo) if chief else echo
     config.data_root = str(data_root) if data_root else config.data_root
     config.shards = str(shard_dir)
-    config.save(run_dir)
-    model = build_model(config.model, **config.model_kwargs)
-    trainer = Trainer(model, config, run_dir)
-    history = trainer.fit(train_ds, valid_ds, progress=progress, log=log)
+
+    def start() -> None:
+        """Runs once the data and any checkpoint in `run_dir` are known to be good."""
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(run_dir)
+        log(f"training {config.model} on {strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
+            f"global batch {config.batch_size}, {config.precision}{', XLA' if config.jit_compile else ''}"
+            f"{', deterministic' if config.deterministic else ''}, seed {config.seed}")
+
+    history = trainer.fit(train_data, valid_ds, progress=progress, log=log, on_start=start)
     params = model_parameters(model)
     log(f"trained {config.model} ({params:,} parameters) in {run_dir}")
     return {"history": history, "params": params, "run_dir": str(run_dir)}
