@@ -132,9 +132,12 @@ def paper_step_vs_peer(torch_python: str | None, peer_repo: str | None, rounds: 
     workers = {p: Worker([sys.executable, script, "--serve-paper-step", p], env, 1) for p in ("float32", "mixed_bfloat16")}
     peer = None
     if torch_python and peer_repo:
+        from mss_tf.config import TrainConfig
+
         threads = str(os.cpu_count() or 2)
+        frames = TrainConfig(model="bsrnn", train_seconds=3.0).resolve().train_frames()  # the same input shape as ours
         peer = Worker([torch_python, str(Path(__file__).with_name("peer_torch.py")), "--repo", peer_repo, "--mode", "train",
-                       "--batch", "2", "--seconds", "3", "--threads", threads], dict(os.environ), 1)
+                       "--batch", "2", "--frames", str(frames), "--threads", threads], dict(os.environ), 1)
     times: dict[str, list[float]] = {name: [] for name in [*workers, *(["pytorch"] if peer else [])]}
     for index in range(rounds):
         for name, worker in workers.items():

@@ -203,6 +203,12 @@ def test_mirrored_strategy_over_two_cpus_follows_the_default_strategy(tmp_path):
             losses[name] = [[float(l), float(n)] for l, n, _ in run]
             losses[name + "_weights"] = float(sum(np.sum(np.abs(v.numpy())) for v in model.trainable_variables))
             assert strategy.num_replicas_in_sync == (2 if name == "mirrored" else 1)
+        # the whole loop (validation, checkpoints, summaries) under the mirrored strategy
+        with strategy.scope():
+            fresh = build_model("bsrnn-tiny", **config.model_kwargs)
+        history = Trainer(fresh, config, {str(tmp_path)!r} + name + "-fit", strategy).fit(
+            _batches().repeat(), _batches(count=2), progress=False, log=lambda line: None)
+        assert history[-1]["step"] == 4 and set(history[-1]["valid_usdr"]) == {{"vocals"}}
         print(json.dumps(losses))
     """)
     result = json.loads(out.strip().splitlines()[-1])
