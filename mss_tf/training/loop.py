@@ -321,7 +321,7 @@ class Trainer:
         if step:
             log(f"resumed from {tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS))} at step {step} "
                 f"(epoch {int(self.epoch.numpy()) + 1}, {step * batch} examples seen)")
-        dataset = make_stream(step * batch) if make_stream else first_ds
+        dataset = make_stream(step * batch) if make_stream and step else first_ds
         iterator = iter(distribute(dataset, self.strategy))
         log_dir = str(self.run_dir / "logs")
         writer = tf.summary.create_file_writer(log_dir) if self.chief else tf.summary.create_noop_writer()

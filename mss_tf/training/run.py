@@ -98,7 +98,6 @@ def train_run(
     train_data = lambda start: make_dataset(  # noqa: E731
         shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed, start=start
     )
-    train_data(0)  # reads and checks the manifest now, before the run directory is touched
     valid_ds = None
     if (shard_dir / "valid").is_dir():
         valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False)
