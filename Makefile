@@ -4,11 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_RUN ?= runs/unet-demo
+DEMO_EVALS := runs/demo-oracle-irm2 runs/demo-mixture
+DEMO_REPORT ?= runs/demo-report
 # A separate venv with PyTorch, used only by `make bench` to time the PyTorch BSRNN reference.
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference demo test test-slow bench bench-quick clean
+.PHONY: setup ffmpeg torch-reference demo report test test-slow bench bench-quick clean
 
 setup: $(STAMP) ffmpeg
 
@@ -36,9 +38,17 @@ torch-reference:
 		(rm -rf $(TORCH_VENV); echo "warning: could not install $(TORCH_REQ); no PyTorch reference")
 
 demo: setup
-	rm -rf $(DEMO_RUN)
+	rm -rf $(DEMO_RUN) $(DEMO_EVALS) $(DEMO_REPORT)
 	$(PY) train.py --model unet --run-dir $(DEMO_RUN) --epochs 20 --steps-per-epoch 100
-	$(PY) evaluate.py --run $(DEMO_RUN)
+	$(PY) evaluate.py --run $(DEMO_RUN) --workers 2
+	$(PY) evaluate.py --run $(DEMO_RUN) --wiener 1 --workers 2 --quiet
+	$(PY) evaluate.py --oracle irm2 --preset unet --out runs/demo-oracle-irm2 --workers 2 --quiet
+	$(PY) evaluate.py --mixture --out runs/demo-mixture --workers 2 --quiet
+	$(PY) evaluate.py --compare $(DEMO_RUN) $(DEMO_RUN)/eval-wiener-1 runs/demo-oracle-irm2 runs/demo-mixture --out $(DEMO_REPORT)
+
+# one table and the plots for every evaluated folder under runs/ (those holding results.json)
+report: setup
+	$(PY) evaluate.py --compare $$(ls -d runs/*/ runs/*/eval-*/ 2>/dev/null | while read d; do test -f $$d/results.json && echo $$d; done) --out runs/report
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"
@@ -56,11 +66,14 @@ bench: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/models.py $(TORCH_ARG)
 	$(PY) benchmarks/training.py $(PEER_ARG)
+	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/evaluation.py
 
 bench-quick: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py --quick
 	$(PY) benchmarks/models.py --quick $(TORCH_ARG)
 	$(PY) benchmarks/training.py --quick
+	$(PY) benchmarks/inference.py --quick
 
 clean:
 	rm -rf $(VENV) $(TORCH_VENV) data runs

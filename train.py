@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--summary-every", type=int, help="TensorBoard step scalars every N steps (default 50)")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="override an architecture argument of the preset, e.g. fit_iterations=20 (value as JSON); repeatable")
+    parser.add_argument("--export", action="store_true",
+                        help="after training, export the best checkpoint as a float32 SavedModel to RUN_DIR/export "
+                        "(waveform in, stems out; python -m mss_tf.export --help)")
     parser.add_argument("--summary", action="store_true", help="print the model's layers and parameter count and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -176,8 +179,12 @@ def main() -> int:
     else:
         data_root, _ = cli.resolve_data_root(args.musdb_root, print)
     run_dir = run_dir or args.run_dir or new_run_dir(config.model)
-    train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet)
+    result = train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet)
     print(f"run directory: {run_dir}")
+    if args.export and result["chief"]:
+        from mss_tf.export import EXPORT_DIR, export_run
+
+        print(f"SavedModel: {export_run(run_dir, Path(run_dir) / EXPORT_DIR)}")
     return 0
 
 

@@ -1,9 +1,14 @@
 """Model speed on CPU: parameters, forward time (3 s / 30 s of mono audio, batch 1 / 4),
 training-step time (batch 2) and real-time factor of every neural preset; for the paper-size
 BSRNN also the execution variants (Keras LSTM, XLA jit_compile, the fused LSTM kernel with and
-without oneDNN), the achieved GFLOP/s and, with --torch-python, a PyTorch implementation of the
-same configuration. The variants and PyTorch run in worker processes that take turns, one call
-each per round, so a slow spell of a shared machine hits all of them alike.
+without oneDNN, and with one BLSTM direction per core), the achieved GFLOP/s, a per-stage
+profile of its forward pass and, with --torch-python, PyTorch of the same configuration: a
+compact in-file implementation and, with --peer-repo, the public peer amanteur/BandSplitRNN-PyTorch
+(benchmarks/peer_torch.py --mode forward). The variants and PyTorch run in worker processes
+that take turns, one call each per round, so a slow spell of a shared machine hits all of them
+alike.
+
+    python benchmarks/models.py [--quick] [--torch-python .venv-torch/bin/python [--peer-repo DIR]]
 
 Writes benchmarks/results/models.json and the "Models (benchmarks/models.py)" section of
 benchmarks/RESULTS.md. `--quick` (about a minute) times only 3 s at batch 1 and the training
@@ -129,22 +134,39 @@ with torch.inference_mode():
         start = time.perf_counter(); model(x); print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
 """
 
-# Execution variants of the paper-size bsrnn (3 s, batch 1): (label, lstm_implementation, jit_compile, oneDNN).
+def direction_threads() -> int:
+    """Intra-op threads of the "a BLSTM direction per core" variant: the cores shared by the two
+    directions of a block, which TensorFlow runs side by side on 2 inter-op threads."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+# Execution variants of the paper-size bsrnn (3 s, batch 1):
+# (label, lstm_implementation, jit_compile, oneDNN, intra-op threads (0: TensorFlow's default, one per core)).
 VARIANTS = [
-    ("tf.function, Keras LSTM", "keras", False, True),
-    ("XLA jit_compile, Keras LSTM", "keras", True, True),
-    ("tf.function, fused BlockLSTM, oneDNN off", "fused", False, False),
-    ("tf.function, fused BlockLSTM (default on CPU)", "fused", False, True),
+    ("tf.function, Keras LSTM", "keras", False, True, 0),
+    ("XLA jit_compile, Keras LSTM", "keras", True, True, 0),
+    ("tf.function, fused BlockLSTM, oneDNN off", "fused", False, False, 0),
+    ("tf.function, fused BlockLSTM (default on CPU)", "fused", False, True, 0),
+    ("tf.function, fused BlockLSTM, intra-op threads = cores / 2 (a BLSTM direction per core)", "fused", False, True, -1),
 ]
 
 
-def serve_variants(labels: list[str]) -> None:
+def set_threads(intra: int) -> None:
+    """Before TensorFlow starts: intra > 0 -> that many intra-op threads and 2 inter-op threads
+    (the two BLSTM directions side by side); -1 -> direction_threads(); 0 -> TensorFlow's defaults."""
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(direction_threads() if intra < 0 else intra)
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, tf.config.threading.get_inter_op_parallelism_threads()))
+
+
+def serve_variants(labels: list[str], intra: int) -> None:
     """Worker mode: build the named variants, then time one forward pass per "run LABEL" line on stdin."""
+    set_threads(intra)
     x = mixture("bsrnn", 3.0, 1)
     reference = build_model("bsrnn")
     reference(x[:, :4])
     forwards = {}
-    for label, implementation, jit, _ in VARIANTS:
+    for label, implementation, jit, *_ in VARIANTS:
         if label not in labels:
             continue
         model = build_model("bsrnn", lstm_implementation=implementation)
@@ -190,54 +212,192 @@ class Worker:
         self.proc.wait(timeout=60)
 
 
-def compare_variants(torch_python: str | None, rounds: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Time every variant (and PyTorch) in worker processes, one call each per round, interleaved,
-    so that all of them see the same machine conditions; report medians over the rounds."""
+def compare_variants(
+    torch_python: str | None, peer_repo: str | None, rounds: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Time every variant and the PyTorch implementations in worker processes, one call each per
+    round, interleaved, so that all of them see the same machine conditions; report medians over
+    the rounds. Returns (TensorFlow variants, PyTorch references)."""
     x = mixture("bsrnn", 3.0, 1)
     frames = int(x.shape[1])
     model = build_model("bsrnn")
     flops = model_flops(model, frames, 1)
     script = str(Path(__file__).resolve())
     workers: list[tuple[Worker, list[str]]] = []
-    for onednn in (True, False):
-        labels = [label for label, _, _, flag in VARIANTS if flag == onednn]
+    for onednn, intra in sorted({(v[3], v[4]) for v in VARIANTS}, reverse=True):
+        labels = [label for label, _, _, flag, threads in VARIANTS if (flag, threads) == (onednn, intra)]
         env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        workers.append((Worker([sys.executable, script, "--serve", *labels], env, len(labels)), labels))
-    reference: dict[str, Any] = {"source": "issue", "seconds": REFERENCE_SECONDS}
-    torch_worker = None
+        argv = [sys.executable, script, "--serve", *labels, "--serve-threads", str(intra)]
+        workers.append((Worker(argv, env, len(labels)), labels))
+    threads = str(os.cpu_count() or 2)  # PyTorch: torch.set_num_threads(cores), its default
+    torch_workers: dict[str, Worker] = {}
     if torch_python:
-        threads = str(tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 2)
-        try:
-            torch_worker = Worker([torch_python, "-c", TORCH_REFERENCE, json.dumps(model.band_widths), threads, str(frames)],
-                                  dict(os.environ), 1)
-        except (OSError, RuntimeError) as exc:
-            print(f"PyTorch reference failed: {exc}", file=sys.stderr)
+        candidates = {"PyTorch reference (in-file, LayerNorm blocks)": [
+            torch_python, "-c", TORCH_REFERENCE, json.dumps(model.band_widths), threads, str(frames)]}
+        if peer_repo:
+            candidates["PyTorch peer amanteur/BandSplitRNN-PyTorch"] = [
+                torch_python, str(Path(__file__).with_name("peer_torch.py")), "--repo", peer_repo, "--mode", "forward",
+                "--batch", "1", "--frames", str(frames), "--threads", threads]
+        for name, argv in candidates.items():
+            try:
+                torch_workers[name] = Worker(argv, dict(os.environ), 1)
+            except (OSError, RuntimeError) as exc:
+                print(f"{name} failed: {exc}", file=sys.stderr)
     first = {r["ready"]: r["first_call_s"] for worker, _ in workers for r in worker.ready}
     times: dict[str, list[float]] = {label: [] for label, *_ in VARIANTS}
-    torch_times: list[float] = []
+    torch_times: dict[str, list[float]] = {name: [] for name in torch_workers}
     for round_index in range(rounds):
         for worker, labels in workers:
             for label in labels:
                 times[label].append(worker.run(label))
-        if torch_worker:
-            torch_times.append(torch_worker.run("pytorch"))
-        print(f"round {round_index + 1}/{rounds}:", {k: round(v[-1], 2) for k, v in times.items()},
-              f"pytorch {torch_times[-1]:.2f}" if torch_times else "", flush=True)
+        for name, worker in torch_workers.items():
+            torch_times[name].append(worker.run("pytorch"))
+        print(f"round {round_index + 1}/{rounds}:", {k[:40]: round(v[-1], 2) for k, v in {**times, **torch_times}.items()},
+              flush=True)
     for worker, _ in workers:
         worker.close()
     variants = []
-    for label, *_ in VARIANTS:
+    for label, implementation, jit, onednn, intra in VARIANTS:
         median = statistics.median(times[label])
-        variants.append({"variant": label, "first_call_s": round(first[label], 2), "time_s": round(median, 3),
+        variants.append({"variant": label, "lstm": implementation, "jit": jit, "onednn": onednn,
+                         "intra_op_threads": direction_threads() if intra < 0 else intra,
+                         "first_call_s": round(first[label], 2), "time_s": round(median, 3),
                          "times_s": [round(t, 3) for t in times[label]], "gflop": round(flops["total_gflop"], 1),
                          "gflop_per_s": round(flops["total_gflop"] / median, 1)})
-    if torch_worker:
-        torch_worker.close()
-        info = torch_worker.ready[0]
-        reference = {"source": f"measured, PyTorch {info['torch']}", "seconds": round(statistics.median(torch_times), 3),
-                     "times_s": [round(t, 3) for t in torch_times], "params": info["params"]}
-    reference["gflop_per_s"] = round(flops["total_gflop"] / reference["seconds"], 1)
-    return variants, reference
+    references = []
+    for name, worker in torch_workers.items():
+        worker.close()
+        info = worker.ready[0]
+        median = statistics.median(torch_times[name])
+        references.append({"source": name, "peer": "peer" in name, "torch": info["torch"], "threads": int(threads),
+                           "seconds": round(median, 3), "times_s": [round(t, 3) for t in torch_times[name]],
+                           "params": info["params"], "gflop_per_s": round(flops["total_gflop"] / median, 1)})
+    if not references:
+        references.append({"source": "the issue's figure (no PyTorch run)", "peer": False, "seconds": REFERENCE_SECONDS,
+                           "gflop_per_s": round(flops["total_gflop"] / REFERENCE_SECONDS, 1)})
+    return variants, references
+
+
+# --- per-stage profile of the paper-size forward pass --------------------------------------
+
+
+def stage_flops(model: keras.Model, frames: int) -> dict[str, float]:
+    """GFLOP (2 x multiply-adds, exact band widths) of each stage of a batch-1 forward pass."""
+    k, n, h, m = len(model.band_widths), model.feature_dim, model.lstm_hidden, model.mask_hidden
+    values = sum(model.band_widths) * 2 * model.channels
+    positions = frames * k
+    block = positions * (2 * 4 * h * (n + h) + 2 * h * n)  # both directions + projection, per block
+    return {"band split": 2 * frames * values * n / 1e9,
+            "time-axis blocks": 2 * model.num_modules * block / 1e9,
+            "band-axis blocks": 2 * model.num_modules * block / 1e9,
+            "mask estimation": 2 * len(model.targets) * (positions * n * m + frames * m * 2 * values) / 1e9}
+
+
+def op_breakdown(forward: Callable[[], Any]) -> dict[str, Any]:
+    """Op time by type over one traced forward pass (tf.profiler), summed over TensorFlow's threads."""
+    import collections
+    import glob
+    import tempfile
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        np.asarray(forward())
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(Path(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)[0]).read_bytes())
+    by_type: collections.Counter = collections.Counter()
+    threads = set()
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name  # "op name:op type"
+                if ":" in name and not name.endswith(":Process"):  # not the executor's own span
+                    by_type[name.rsplit(":", 1)[1]] += event.duration_ps / 1e12
+                    threads.add(line.name)
+    return {"wall_s": round(wall, 3), "threads": len(threads),
+            "op_seconds": {op: round(t, 3) for op, t in by_type.most_common()}}
+
+
+def serve_profile(intra: int, rounds: int) -> None:
+    """Worker mode: per-stage times of the paper-size bsrnn forward pass (3 s, batch 1) with the
+    given thread setting, each stage its own tf.function on the activations it sees in the
+    model, interleaved over `rounds`; the BLSTM recurrences (BlockLSTM, both directions) of one
+    block alone; and the op-type breakdown of one traced forward pass. Prints one JSON line."""
+    set_threads(intra)
+    x = mixture("bsrnn", 3.0, 1)
+    model = build_model("bsrnn")
+    model(x[:, :4])
+    frames, modules = int(x.shape[1]), model.num_modules
+    flat = tf.reshape(x, [1, frames, -1])  # (1, T, F*2), as BSRNN.call builds it for mono
+    features = model.band_split(flat)  # (1, T, K, N)
+    block = model.band_sequence[0]
+    after_time = block.time_rnn(features)
+    n = model.feature_dim
+
+    def sequence(rnn: Any, y: tf.Tensor) -> tf.Tensor:  # the block's normalised time-major input (S, M, N)
+        seq = tf.transpose(y, rnn._perm)  # (T, 1, K, N) or (K, 1, T, N)
+        return rnn.norm(tf.reshape(seq, [seq.shape[0], -1, n]))
+
+    time_seq, band_seq = sequence(block.time_rnn, features), sequence(block.band_rnn, after_time)
+    forward = forward_fn(model, jit=False)
+    stages = {  # name: (call, times per forward pass)
+        "band split": (tf.function(lambda: model.band_split(flat)), 1),
+        "time-axis blocks": (tf.function(lambda: block.time_rnn(features)), modules),
+        "  of which BLSTM recurrences": (tf.function(lambda: block.time_rnn.blstm.directions(time_seq)), modules),
+        "band-axis blocks": (tf.function(lambda: block.band_rnn(after_time)), modules),
+        "  of which BLSTM recurrences ": (tf.function(lambda: block.band_rnn.blstm.directions(band_seq)), modules),
+        "mask estimation": (tf.function(lambda: model.mask_estimators[0](after_time)), 1),
+        "whole forward pass": (lambda: forward(x), 1),
+    }
+    times: dict[str, list[float]] = {name: [] for name in stages}
+    for call, _ in stages.values():
+        tf.nest.map_structure(np.asarray, call())
+    for _ in range(rounds):
+        for name, (call, _) in stages.items():
+            start = time.perf_counter()
+            tf.nest.map_structure(np.asarray, call())
+            times[name].append(time.perf_counter() - start)
+    flops = stage_flops(model, frames)
+    rows = []
+    for name, (_, count) in stages.items():
+        seconds = count * statistics.median(times[name])
+        gflop = flops.get(name.strip(), None)
+        if name.strip() == "of which BLSTM recurrences":
+            gflop = 2 * modules * frames * len(model.band_widths) * 2 * 4 * model.lstm_hidden * (n + model.lstm_hidden) / 1e9
+        if name == "whole forward pass":
+            gflop = model_flops(model, frames, 1)["total_gflop"]
+        rows.append({"stage": name, "calls": count, "seconds": round(seconds, 3),
+                     "gflop": round(gflop, 2) if gflop else None,
+                     "gflop_per_s": round(gflop / seconds, 1) if gflop else None})
+    try:
+        ops = op_breakdown(lambda: forward(x))
+    except Exception as exc:  # noqa: BLE001 - the profiler's file layout is not a stable API
+        ops = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+    print(json.dumps({"ready": "profile", "intra_op_threads": direction_threads() if intra < 0 else intra,
+                      "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+                      "stages": rows, "ops": ops}), flush=True)
+
+
+def profile_stages(rounds: int) -> list[dict[str, Any]]:
+    """The per-stage profile (serve_profile) with TensorFlow's default threads and with a BLSTM
+    direction per core, each in its own process."""
+    script = str(Path(__file__).resolve())
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    profiles = []
+    for intra in (0, -1):
+        worker = Worker([sys.executable, script, "--serve-profile", str(intra), "--rounds", str(rounds)], env, 1)
+        profiles.append(worker.ready[0])
+        worker.close()
+        print("profile:", json.dumps(profiles[-1])[:600], flush=True)
+    return profiles
 
 
 def main() -> None:
@@ -246,19 +406,28 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=PAPER_PRESETS + TINY_PRESETS, help="presets to time")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per cell after the first (median)")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="interleaved rounds of the bsrnn execution-variant comparison (median)")
+                        help="interleaved rounds of the bsrnn execution-variant comparison and of the stage profile (median)")
     parser.add_argument("--cell-budget", type=float, default=900.0,
                         help="skip a cell whose time, extrapolated from 3 s at batch 1, exceeds this many seconds")
     parser.add_argument("--torch-python", default=None,
                         help="python interpreter with torch installed: also time a PyTorch BSRNN of the same configuration")
+    parser.add_argument("--peer-repo", default=None,
+                        help="work tree of amanteur/BandSplitRNN-PyTorch (with --torch-python): also time its forward pass")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-stage profile of the paper-size bsrnn")
     parser.add_argument("--serve", nargs="+", metavar="VARIANT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-threads", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-profile", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_variants(args.serve)
+        serve_variants(args.serve, args.serve_threads)
+        return
+    if args.serve_profile is not None:
+        serve_profile(args.serve_profile, args.rounds)
         return
     info = machine()
     cells = [(3.0, 1)] if args.quick else [(3.0, 1), (3.0, 4), (30.0, 1), (30.0, 4)]
-    results: dict[str, Any] = {"machine": info, "quick": args.quick, "presets": [], "variants": [], "reference": {}}
+    results: dict[str, Any] = {"machine": info, "quick": args.quick, "presets": [], "variants": [], "references": [],
+                               "profile": []}
 
     for preset in args.presets:
         model = build_model(preset)
@@ -290,13 +459,17 @@ def main() -> None:
         row["train_step"] = {"seconds": training.train_seconds, "batch": 2, "first_call_s": round(first, 3), "time_s": round(median, 3)}
         print(preset, "train step", row["train_step"], flush=True)
         results["presets"].append(row)
+        del model, step
 
     if results["presets"]:  # keep the preset table even if the comparison below fails
         write_json("models", results)
         write_section("Models (benchmarks/models.py)", render(results))
     if "bsrnn" in args.presets:
-        results["variants"], results["reference"] = compare_variants(args.torch_python, args.rounds)
-        print("reference:", results["reference"], flush=True)
+        peer_repo = args.peer_repo if args.torch_python else None
+        results["variants"], results["references"] = compare_variants(args.torch_python, peer_repo, args.rounds)
+        print("references:", results["references"], flush=True)
+        if not args.no_profile and not args.quick:
+            results["profile"] = profile_stages(args.rounds)
 
     path = write_json("models", results)
     if results["presets"]:
@@ -309,8 +482,8 @@ def main() -> None:
 def render(results: dict[str, Any]) -> str:
     info = results["machine"]
     lines = [machine_line(info) + ("  (`--quick` run)" if results["quick"] else ""), ""]
-    lines.append("CPU only, float32, `tf.function` graphs, random input; time = median wall-clock seconds per call "
-                 "after a first (tracing) call; RTF = time / (audio seconds x batch). "
+    lines.append("CPU only, float32, `tf.function` graphs, random input, TensorFlow's default threads; time = median "
+                 "wall-clock seconds per call after a first (tracing) call; RTF = time / (audio seconds x batch). "
                  "GFLOP counts 2 x multiply-adds of the whole model from its configuration.")
     lines.append("")
     header = ["preset", "params"] + [f"fwd {int(c['seconds'])} s x{c['batch']} (RTF)" for c in results["presets"][0]["forward"]] + ["train step 2 x chunk"]
@@ -324,26 +497,67 @@ def render(results: dict[str, Any]) -> str:
     lines.append(markdown_table(header, rows))
     if results["variants"]:
         lines += ["", render_variants(results)]
+    if results.get("profile"):
+        lines += ["", render_profile(results)]
     return "\n".join(lines)
 
 
 def render_variants(results: dict[str, Any], readme: bool = False) -> str:
     """The paper-size bsrnn execution variants against PyTorch (RESULTS.md and the README block)."""
-    variants, ref = results["variants"], results["reference"]
+    variants, references = results["variants"], results["references"]
     rounds = len(variants[0]["times_s"])
     when = f" ({results['machine']['date']}, {results['machine']['cores']} cores of {results['machine']['cpu']}, `benchmarks/models.py`)" if readme else ""
-    lines = [f"Paper-size `bsrnn` (V7, 41 bands), one 3 s chunk at batch 1, the same weights in every variant{when}; "
+    lines = [f"Paper-size `bsrnn` (V7, 41 bands), one 3 s chunk at batch 1, the same weights in every TensorFlow variant{when}; "
              f"median and range of {rounds} interleaved rounds (each variant and PyTorch take turns, one call "
-             "each per round, in their own processes):", ""]
+             "each per round, in their own processes; PyTorch with torch.set_num_threads(cores)):", ""]
     rows = [[v["variant"], f"{v['time_s']:.2f}", f"{min(v['times_s']):.2f}-{max(v['times_s']):.2f}",
              f"{v['first_call_s']:.1f}", f"{v['gflop_per_s']:.1f}"] for v in variants]
-    spread = f"{min(ref['times_s']):.2f}-{max(ref['times_s']):.2f}" if "times_s" in ref else ""
-    rows.append([f"PyTorch reference ({ref['source']})", f"{ref['seconds']:.2f}", spread, "", f"{ref['gflop_per_s']:.1f}"])
+    for ref in references:
+        spread = f"{min(ref['times_s']):.2f}-{max(ref['times_s']):.2f}" if "times_s" in ref else ""
+        label = f"{ref['source']} (PyTorch {ref['torch']})" if "torch" in ref else ref["source"]
+        rows.append([label, f"{ref['seconds']:.2f}", spread, "", f"{ref['gflop_per_s']:.1f}"])
     lines.append(markdown_table(["variant", "median s", "range s", "first call s", "GFLOP/s"], rows))
     best = min(variants, key=lambda v: v["time_s"])
+    default = next(v for v in variants if "default on CPU" in v["variant"])
+    ref = next((r for r in references if r.get("peer")), references[0])
+    name = "the PyTorch peer's" if ref.get("peer") else f"{ref['source']}'s"
     lines += ["", f"Fastest TensorFlow variant: {best['variant']}, {best['time_s']:.2f} s = "
-                  f"{best['time_s'] / ref['seconds']:.2f} x the PyTorch reference's time "
-                  f"({best['gflop']:.0f} GFLOP per 3 s chunk, {best['gflop_per_s']:.0f} GFLOP/s)."]
+                  f"{best['time_s'] / ref['seconds']:.2f} x {name} time ({best['gflop']:.0f} GFLOP per 3 s chunk, "
+                  f"{best['gflop_per_s']:.0f} GFLOP/s); the default configuration: {default['time_s'] / ref['seconds']:.2f} x."]
+    others = [r for r in references if r is not ref]
+    for other in others:
+        lines[-1] += f" Against {other['source']}: {best['time_s'] / other['seconds']:.2f} x (default: {default['time_s'] / other['seconds']:.2f} x)."
+    return "\n".join(lines)
+
+
+def render_profile(results: dict[str, Any]) -> str:
+    """Per-stage profile of the paper-size bsrnn forward pass, per thread setting."""
+    lines = ["Where a paper-size `bsrnn` forward pass (3 s, batch 1) goes: each stage timed alone as its own "
+             "`tf.function` on the activations it sees in the model (one block x 12 for the BLSTM blocks; "
+             "\"BLSTM recurrences\" = the two BlockLSTM ops of a block, running side by side), median of "
+             f"{len(results['variants'][0]['times_s']) if results['variants'] else ''} rounds; GFLOP from the configuration.", ""]
+    header = ["stage"]
+    for profile in results["profile"]:
+        header += [f"s ({profile['intra_op_threads'] or 'default'} intra-op)", "GFLOP/s"]
+    header.insert(1, "GFLOP")
+    rows = []
+    for i, stage in enumerate(results["profile"][0]["stages"]):
+        row = [stage["stage"].strip().replace("of which", "- of which"), f"{stage['gflop']:.1f}" if stage["gflop"] else ""]
+        for profile in results["profile"]:
+            cell = profile["stages"][i]
+            row += [f"{cell['seconds']:.2f}", f"{cell['gflop_per_s']:.0f}" if cell["gflop_per_s"] else ""]
+        rows.append(row)
+    lines.append(markdown_table(header, rows))
+    for profile in results["profile"]:
+        ops = profile["ops"]
+        if "op_seconds" not in ops:
+            continue
+        total = sum(ops["op_seconds"].values())
+        top = list(ops["op_seconds"].items())[:5]
+        shares = ", ".join(f"{op} {t:.2f} s ({100 * t / total:.0f}%)" for op, t in top)
+        lines += ["", f"Op time of one traced forward pass ({profile['intra_op_threads'] or 'default'} intra-op, "
+                      f"{profile['inter_op_threads']} inter-op threads; {ops['wall_s']:.2f} s wall, {total:.2f} s of op time "
+                      f"on {ops['threads']} threads): {shares}."]
     return "\n".join(lines)
 
 

@@ -44,19 +44,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_and_evaluate(
     model: str, root: Path, run_dir: Path, *, minutes: float | None = None, steps: int | None = None,
-    loss: str | None = None, seed: int = 0,
+    loss: str | None = None, seed: int = 0, precision: str = "float32",
 ) -> dict[str, Any]:
     """Train `model` on all four targets for `minutes` of training time or `steps` steps (early
-    stopping off), evaluate its best checkpoint on the test songs, return results.json's dict
-    with `train_seconds`, `steps` and the validation `curve` added."""
+    stopping off) in `precision`, evaluate its best checkpoint (in float32) on the test songs,
+    return results.json's dict with `train_seconds`, `steps` and the validation `curve` added."""
     from mss_tf.config import TrainConfig
-    from mss_tf.data import musdb
     from mss_tf.evaluation import report
-    from mss_tf.inference import Separator
-    from mss_tf.models.registry import is_neural, model_parameters
+    from mss_tf.models.registry import is_neural
     from mss_tf.training.run import train_run
 
-    config = TrainConfig(model=model, model_kwargs={"targets": list(TARGETS)}, seed=seed, loss=loss)
+    config = TrainConfig(model=model, model_kwargs={"targets": list(TARGETS)}, seed=seed, loss=loss, precision=precision)
     if is_neural(model):
         config.steps_per_epoch = STEPS_PER_EPOCH.get(model, DEFAULT_STEPS_PER_EPOCH)
         if steps is not None:
@@ -69,18 +67,31 @@ def train_and_evaluate(
     started = time.monotonic()
     train_run(config, run_dir, root, None, progress=False, echo=lambda line: print(f"  [{model}] {line}", flush=True))
     train_seconds = time.monotonic() - started
-    separator = Separator.from_run(run_dir)
-    started = time.monotonic()
-    rows = report.evaluate_tracks(separator.separate, musdb.split_tracks(root, "test"), separator.targets, progress=False)
-    results = report.summarize(rows, separator.targets, model, model_parameters(separator.model), "test")
+    results = evaluate_run(run_dir, root)
     results["loss"] = config.loss
+    results["precision"] = precision
     results["train_seconds"] = round(train_seconds, 1)
-    results["separate_seconds"] = round(time.monotonic() - started, 1)
     results["curve"] = _curve(run_dir)
     results["steps"] = config.steps_per_epoch * len(results["curve"]) if is_neural(model) else 0
     # seconds of (mono) training audio the model saw: what its minutes bought
     results["audio_seconds_seen"] = results["steps"] * int(config.batch_size) * float(config.train_seconds)
     report.write_results(results, run_dir)
+    return results
+
+
+def evaluate_run(run_dir: Path, root: Path, precision: str = "float32") -> dict[str, Any]:
+    """uSDR per target of a run's best checkpoint, run in `precision`, on the test songs of `root`
+    (full length, stereo; uSDR only, no BSSEval), with `separate_seconds`."""
+    from mss_tf.data import musdb
+    from mss_tf.evaluation import report
+    from mss_tf.inference import Separator
+    from mss_tf.models.registry import model_parameters
+
+    separator = Separator.from_run(run_dir, precision=precision)
+    rows = report.evaluate_tracks(separator.separate, musdb.split_tracks(root, "test"), separator.targets,
+                                  progress=False, bss="none")  # uSDR: these benchmarks compare training budgets
+    results = report.summarize(rows, separator.targets, separator.name, model_parameters(separator.model), "test")
+    results["separate_seconds"] = round(results["separate_seconds"], 1)  # separation alone, summed over tracks
     return results
 
 

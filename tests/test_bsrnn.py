@@ -1,4 +1,5 @@
 import os
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,10 @@ from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.errors import ConfigError
 from mss_tf.losses import bsrnn_paper, get_loss, mag_phase_l1
 from mss_tf.models.bands import BAND_SCHEMES, band_edges_hz, band_widths
-from mss_tf.models.bsrnn import BSRNN, BidirectionalLSTM, ResidualRNN, SqueezeExcitation, resolve_lstm_implementation
+from mss_tf.models.bsrnn import (
+    BSRNN, BandSplit, BidirectionalLSTM, MaskEstimator, ResidualRNN, SqueezeExcitation, _band_layout,
+    resolve_lstm_implementation,
+)
 from mss_tf.models.registry import build_model, get_preset
 from tests.conftest import REPO
 
@@ -410,6 +414,115 @@ def test_bad_options_raise():
         SqueezeExcitation(16, reduction=0)
     with pytest.raises(ConfigError, match="bins=1025"):
         _small()(tf.zeros([1, 4, 513, 2]))
+
+
+# --- speed rewrites that must not change the function (fused path, per-band runs) ---------
+
+
+def _perturb(model_or_layer, seed=0, scale=0.3):
+    """Add noise to every weight (norm gains and biases included), so that no gain of one or bias
+    of zero from the initialisers can hide a mistake."""
+    rng = np.random.default_rng(seed)
+    weights = model_or_layer.get_weights()
+    model_or_layer.set_weights([w + scale * rng.standard_normal(w.shape).astype(w.dtype) for w in weights])
+
+
+@pytest.mark.parametrize("squeeze_excitation", [False, True])
+def test_fused_path_matches_keras_path_on_perturbed_weights(squeeze_excitation):
+    # the fused path folds each block's norm gain and bias into the BLSTM's input weights and
+    # sums the residual in one add: with non-trivial gains and biases it must still compute the
+    # Keras layers' function, forward and backward
+    model = _small(num_modules=2, squeeze_excitation=squeeze_excitation, lstm_implementation="keras")
+    mix = _mixture(7)
+    model(mix)
+    _perturb(model)
+    fused = BSRNN.from_config({**model.get_config(), "lstm_implementation": "fused"})
+    fused(mix)
+    fused.set_weights(model.get_weights())
+    expected = model(mix, training=False).numpy()
+    np.testing.assert_allclose(fused(mix, training=False), expected, atol=1e-5 * np.max(np.abs(expected)))
+    weights = tf.random.stateless_normal(expected.shape, seed=[7, 8])
+    grads = []
+    for m in (model, fused):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(m(mix, training=True) * weights)
+        grads.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, m.trainable_variables)])
+    for g_keras, g_fused, v in zip(*grads, model.trainable_variables):
+        np.testing.assert_allclose(g_fused, g_keras, atol=1e-5 * max(1.0, np.max(np.abs(g_keras))), rtol=1e-3, err_msg=v.path)
+
+
+@pytest.mark.parametrize("scheme", ["v7", "bass", "drums", "coarse"])
+def test_band_runs_tile_the_bands_with_little_padding(scheme):
+    widths = band_widths(scheme, 44100, 2048)
+    groups, unpad_index, total = _band_layout(widths, 2)
+    assert total == 2 * BINS
+    assert groups[0][0] == 0 and groups[-1][1] == len(widths)
+    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))  # consecutive runs, every band once
+    padded = np.concatenate([pad.ravel() for _, _, pad in groups])
+    np.testing.assert_array_equal(padded[unpad_index], np.arange(total))  # unpad inverts the padding
+    assert np.sum(padded < total) == total  # every value once; the rest is the zero slot
+    assert len(groups) <= 6 and padded.size <= 1.05 * total  # one layout for all 41 v7 bands: 3.8 x
+
+
+@pytest.mark.parametrize("scheme", ["v7", "drums"])
+def test_per_band_layers_match_a_loop_over_bands(scheme):
+    """Band split and mask estimation, computed in runs of similar bands, against the paper's
+    per-band reading: band k's values -> its own LayerNorm -> its own Dense; band k's features
+    -> LayerNorm -> Dense + tanh -> Dense -> GLU (value * sigmoid(gate))."""
+    widths = band_widths(scheme, 44100, 2048)
+    k, n, h, eps = len(widths), 6, 10, 1e-5
+    split, head = BandSplit(widths, n), MaskEstimator(widths, n, h)
+    split.build(None)
+    head.build(None)
+    _perturb(split, seed=1)
+    _perturb(head, seed=2)
+    spectrum = tf.random.stateless_normal([2, 3, 2 * BINS], seed=[1, 2])
+    features = tf.random.stateless_normal([2, 3, k, n], seed=[3, 4])
+    got_split, got_mask = split(spectrum).numpy(), head(features).numpy()
+    x, f = spectrum.numpy(), features.numpy()
+    norm = lambda v, gamma, beta: (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + eps) * gamma + beta
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))
+    start = 0
+    for band, width in enumerate(widths):
+        values = slice(start, start + 2 * width)
+        expected = norm(x[..., values], split.gamma.numpy()[values], split.beta.numpy()[values])
+        expected = expected @ split.kernel.numpy()[values] + split.bias.numpy()[band]
+        np.testing.assert_allclose(got_split[:, :, band], expected, atol=1e-4, err_msg=f"band split, band {band}")
+        hidden = norm(f[:, :, band], head.gamma.numpy()[band], head.beta.numpy()[band])
+        hidden = np.tanh(hidden @ head.hidden_kernel.numpy()[band] + head.hidden_bias.numpy()[band])
+        columns = slice(2 * start, 2 * start + 4 * width)  # [value | gate] of this band
+        out = hidden @ head.glu_kernel.numpy()[:, columns] + head.glu_bias.numpy()[columns]
+        expected = out[..., : 2 * width] * sigmoid(out[..., 2 * width :])
+        np.testing.assert_allclose(got_mask[..., values], expected, atol=1e-4, err_msg=f"mask, band {band}")
+        start += 2 * width
+
+
+def test_variable_layout_is_unchanged():
+    """Checkpoints are keyed by the order of `model.weights` (mss_tf/checkpoints.py): every
+    variable keeps its name, shape and place, whatever the layers do with it when they run."""
+    model = _small(squeeze_excitation=True, targets=["vocals", "bass"])
+    model(_mixture(3, batch=1))
+    got = [(re.sub(r"_lstm_\d+/", "_lstm/", v.path.split("/", 1)[1]), tuple(v.shape)) for v in model.weights]
+    lstm = lambda path: [(f"{path}/lstm_cell/kernel", (8, 64)), (f"{path}/lstm_cell/recurrent_kernel", (16, 64)),
+                         (f"{path}/lstm_cell/bias", (64,))]
+    block = lambda path: [
+        (f"{path}/norm/gamma", (8,)), (f"{path}/norm/beta", (8,)),
+        *lstm(f"{path}/blstm/blstm/forward_lstm"), *lstm(f"{path}/blstm/blstm/backward_lstm"),
+        (f"{path}/projection/kernel", (32, 8)), (f"{path}/projection/bias", (8,)),
+        (f"{path}/se/squeeze/kernel", (8, 2)), (f"{path}/se/squeeze/bias", (2,)),
+        (f"{path}/se/excite/kernel", (2, 8)), (f"{path}/se/excite/bias", (8,)),
+    ]
+    head = lambda target: [
+        (f"mask_{target}/norm_gamma", (12, 8)), (f"mask_{target}/norm_beta", (12, 8)),
+        (f"mask_{target}/hidden_kernel", (12, 8, 32)), (f"mask_{target}/hidden_bias", (12, 32)),
+        (f"mask_{target}/glu_kernel", (32, 4100)), (f"mask_{target}/glu_bias", (4100,)),
+    ]
+    expected = [
+        ("band_split/norm_gamma", (2050,)), ("band_split/norm_beta", (2050,)),
+        ("band_split/kernel", (2050, 8)), ("band_split/bias", (12, 8)),
+        *block("band_sequence_0/time_rnn"), *block("band_sequence_0/band_rnn"), *head("vocals"), *head("bass"),
+    ]
+    assert got == expected
 
 
 # --- loss -------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_evaluate_missing_run_dir(tmp_path, env):
 
 
 def test_help_explains_flags():
-    for script in ("train.py", "evaluate.py", "datasets/make_demo.py"):
+    for script in ("train.py", "evaluate.py", "separate.py", "datasets/make_demo.py"):
         result = run_cli(script, "--help")
         assert result.returncode == 0 and "--" in result.stdout
 
@@ -100,13 +100,25 @@ def test_train_help_documents_every_flag():
     flags = set(re.findall(r"(--[a-z][a-z-]+)", result.stdout))
     for flag in ("--strategy", "--precision", "--deterministic", "--resume", "--config", "--checkpoint-every",
                  "--jit-compile", "--loss", "--alpha", "--lr-decay", "--clip-norm", "--weight-decay", "--targets",
-                 "--patience", "--seed", "--max-minutes", "--steps-per-epoch"):
+                 "--patience", "--seed", "--max-minutes", "--steps-per-epoch", "--export"):
         assert flag in flags, flag
     # every option has a help text
     import train
 
     options = [a for a in train.build_parser()._actions if a.option_strings and a.dest != "help"]
     assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
+
+
+@pytest.mark.parametrize("script", ["evaluate", "separate"])
+def test_evaluate_and_separate_help_document_every_flag(script):
+    import importlib
+
+    options = [a for a in importlib.import_module(script).build_parser()._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 8
+    assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
+    shown = run_cli(f"{script}.py", "--help").stdout
+    for action in options:
+        assert action.option_strings[-1] in shown, action.option_strings
 
 
 def _snapshot(folder):

@@ -22,7 +22,7 @@ def demo_run(tmp_path_factory):
     trained = run_cli("train.py", "--model", "unet", "--musdb-root", root, "--run-dir", run,
                       "--epochs", 15, "--steps-per-epoch", 100, "--quiet", env_extra=env, timeout=1200)
     assert trained.returncode == 0, trained.stderr
-    evaluated = run_cli("evaluate.py", "--run", run, "--quiet", env_extra=env)
+    evaluated = run_cli("evaluate.py", "--run", run, "--quiet", "--workers", 2, env_extra=env)
     assert evaluated.returncode == 0, evaluated.stderr
     return root, run, evaluated.stdout
 
@@ -39,7 +39,9 @@ def test_every_target_separates_on_the_demo_test_set(demo_run):
         floor = results["baseline"]["targets"][target]["usdr"]
         assert values["usdr"] >= 1.0, (target, stdout)  # at least 1 dB above silence
         assert values["usdr"] >= floor + 3.0, (target, stdout)  # at least 3 dB above the mixture
-    assert "average" in stdout and "uSDR" in stdout
+        assert values["csdr"] >= 1.0, (target, stdout)  # museval's median-of-medians SDR agrees
+    assert len(list((run / "museval" / "test").glob("*.json"))) == 4
+    assert "average" in stdout and "uSDR" in stdout and "cSDR" in stdout
 
 
 def test_no_target_estimate_is_silent(demo_run):

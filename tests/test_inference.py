@@ -135,7 +135,7 @@ def test_bsrnn_se_separates_a_short_track_the_same_whatever_the_chunk_length():
     # SE squeeze and the time BLSTMs see only the track
     model, wave = _tiny_bsrnn_se(), _tones(1.0)
     rate = BSRNN_STFT.sample_rate
-    short = Separator(model, BSRNN_STFT, ["vocals"], chunk_seconds=1.0).separate_model_rate(wave)
+    short = Separator(model, BSRNN_STFT, ["vocals"], chunk_seconds=1.0, overlap_seconds=0.25).separate_model_rate(wave)
     long = Separator(model, BSRNN_STFT, ["vocals"], chunk_seconds=10.0).separate_model_rate(wave)
     assert short.shape == long.shape == (1, 1, rate)
     assert _relative(long, short) < 1e-5
@@ -149,6 +149,281 @@ def test_bsrnn_se_last_chunk_is_real_signal_not_padding():
     rate = BSRNN_STFT.sample_rate
     chunked = Separator(model, BSRNN_STFT, ["vocals"], chunk_seconds=1.0, overlap_seconds=0.25)
     out = chunked.separate_model_rate(wave)
-    last_second = Separator(model, BSRNN_STFT, ["vocals"], chunk_seconds=1.0).separate_model_rate(wave[:, -rate:])
+    last_second = Separator(model, BSRNN_STFT, ["vocals"], chunk_seconds=1.0, overlap_seconds=0.25).separate_model_rate(wave[:, -rate:])
     tail = wave.shape[1] - rate  # samples after the first chunk
     np.testing.assert_allclose(out[..., rate:], last_second[..., -tail:], rtol=0, atol=1e-5 * np.max(np.abs(out)))
+
+
+class ChunkLoudness(keras.Model):
+    """Scales each batch item by its own mean magnitude: the output of a chunk depends on the
+    whole chunk, so crossfades and batching of chunks show in the result."""
+
+    scales = [1.0]
+
+    def call(self, mixture, training=None):
+        loudness = tf.reduce_mean(tf.abs(mixture), axis=[1, 2, 3], keepdims=True)
+        return (mixture * loudness)[:, tf.newaxis]
+
+
+@pytest.mark.parametrize("per_call", [2, 3, 10])
+def test_batching_chunks_does_not_change_the_output(per_call):
+    rng = np.random.default_rng(3)
+    waves = (rng.uniform(-0.5, 0.5, (2, 5 * CHUNK + 123)) * np.linspace(0.1, 1, 5 * CHUNK + 123)).astype(np.float32)
+    one = _separator(ChunkLoudness()).separate_model_rate(waves)
+    batched = Separator(ChunkLoudness(), STFT, ["t0"], chunk_seconds=1.0, overlap_seconds=0.25,
+                        chunks_per_call=per_call)
+    calls = _record_chunks(batched)
+    np.testing.assert_allclose(batched.separate_model_rate(waves), one, atol=1e-6)
+    n_chunks = len(range(0, waves.shape[1] - CHUNK, STEP)) + 1
+    assert [c.shape[0] for c in calls] == [2 * min(per_call, n_chunks - i) for i in range(0, n_chunks, per_call)]
+
+
+def test_crossfades_are_complementary_hann_ramps():
+    from mss_tf.inference import crossfade_window
+
+    window = crossfade_window(100, 40)
+    ramp = window[:40]
+    np.testing.assert_allclose(ramp + ramp[::-1], 1.0, atol=1e-6)  # fade-out + fade-in sum to one
+    np.testing.assert_allclose(ramp, np.sin(np.pi * (np.arange(40) + 0.5) / 80) ** 2, atol=1e-6)  # Hann half
+    assert np.all(np.diff(ramp) > 0) and np.all(window[40:60] == 1) and np.allclose(window[60:], ramp[::-1])
+
+
+def _panned_track(n=3 * 16000, seed=0):
+    """Two sources panned hard left and mostly right, and leaky estimates of both."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    a = 0.3 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 1.5 * t))
+    b = 0.1 * rng.standard_normal(n)
+    sources = np.stack([np.stack([a, 0 * a]), np.stack([0.2 * b, b])]).astype(np.float32)  # (S, C, n)
+    leaky = np.stack([sources[0] + 0.5 * sources[1], sources[1] + 0.5 * sources[0]]).astype(np.float32)
+    return sources, leaky
+
+
+def test_wiener_filter_uses_the_stereo_image_to_clean_leaky_estimates():
+    from mss_tf.evaluation.metrics import usdr
+    from mss_tf.inference import wiener_filter
+
+    sources, leaky = _panned_track()
+    mixture = sources.sum(0)
+    filtered = wiener_filter(mixture, leaky, STFT, iterations=2)
+    assert filtered.shape == leaky.shape and filtered.dtype == np.float32
+    inner = slice(STFT.n_fft, -STFT.n_fft)  # (the iSTFT's first and last frames are not full)
+    np.testing.assert_allclose(filtered.sum(0)[:, inner], mixture[:, inner], atol=2e-3)  # posteriors add up to the mix
+    for j in range(2):
+        before, after = usdr(sources[j], leaky[j]), usdr(sources[j], filtered[j])
+        assert after > before + 6, (j, before, after)
+    # with a residual source (models that do not separate every stem) the outputs need not sum to the mix
+    partial = wiener_filter(mixture, leaky[:1], STFT, iterations=1, residual=True)
+    assert partial.shape == (1, 2, mixture.shape[1]) and usdr(sources[0], partial[0]) > usdr(sources[0], leaky[0])
+
+
+class BandMask(keras.Model):
+    """Target a: 70% of the bins around 330 Hz; target b: the rest (both leaky in those bins)."""
+
+    scales = [1.0, 1.0]
+
+    def call(self, mixture, training=None):
+        bins = tf.range(tf.shape(mixture)[2])
+        mask = 0.7 * tf.cast((bins >= 18) & (bins <= 25), mixture.dtype)[tf.newaxis, tf.newaxis, :, tf.newaxis]
+        return tf.stack([mixture * mask, mixture * (1 - mask)], axis=1)
+
+
+def test_separator_applies_the_wiener_filter_per_chunk_on_stereo_only():
+    from mss_tf.evaluation.metrics import usdr
+
+    sources, _ = _panned_track()
+    mixture = sources.sum(0)
+    plain = Separator(BandMask(), STFT, ["a", "b"], chunk_seconds=1.0, overlap_seconds=0.25)
+    wiener = Separator(BandMask(), STFT, ["a", "b"], chunk_seconds=1.0, overlap_seconds=0.25, wiener_iterations=2)
+    masked = plain.separate_model_rate(mixture)
+    filtered = wiener.separate_model_rate(mixture)
+    assert filtered.shape == masked.shape
+    inner = slice(STFT.n_fft, -STFT.n_fft)
+    np.testing.assert_allclose(filtered.sum(0)[:, inner], mixture[:, inner], atol=2e-3)
+    for j in range(2):  # the panning tells the sources apart where the masks could not (about +16 dB)
+        assert usdr(sources[j], filtered[j]) > usdr(sources[j], masked[j]) + 8, j
+    mono = mixture[:1]
+    np.testing.assert_array_equal(wiener.separate_model_rate(mono), plain.separate_model_rate(mono))  # needs stereo
+    with pytest.raises(Exception, match="overlap"):
+        Separator(Scale([1.0]), STFT, ["a"], chunk_seconds=1.0, overlap_seconds=1.0)
+
+
+# ------------------------------------------------------------------ streaming (separate.py's path)
+
+
+def _reference_overlap_add(separator, waves):
+    """The whole-track overlap-add as written before streaming (one chunk per call): what the
+    streaming `OverlapAdd` must reproduce."""
+    from mss_tf.inference import chunk_windows
+
+    n_channels, n_samples = waves.shape
+    if n_samples == 0:
+        return np.zeros((len(separator.targets), n_channels, 0), np.float32)
+    if n_samples <= separator.chunk:
+        return separator.separate_pieces(waves[None])[0]
+    out = np.zeros((len(separator.targets), n_channels, n_samples), np.float32)
+    norm = np.zeros(n_samples, np.float32)
+    for start, window in chunk_windows(n_samples, separator.chunk, separator.overlap):
+        out[:, :, start : start + separator.chunk] += separator.separate_pieces(waves[None, :, start : start + separator.chunk])[0] * window
+        norm[start : start + separator.chunk] += window
+    return out / norm
+
+
+def _push_in_blocks(engine, waves, seed, largest):
+    """Push (C, n) waves in random block sizes (some empty, some of one sample)."""
+    rng, pieces, at = np.random.default_rng(seed), [], 0
+    while at < waves.shape[1]:
+        size = int(rng.choice([0, 1, rng.integers(2, largest)]))
+        pieces.append(engine.push(waves[:, at : at + size]))
+        at += size
+    pieces.append(engine.finish())
+    assert all(p.shape[:2] == pieces[-1].shape[:2] for p in pieces)
+    return np.concatenate(pieces, axis=-1)
+
+
+@pytest.mark.parametrize("n_samples", [0, 1, 700, CHUNK - 1, CHUNK, CHUNK + 1, CHUNK + STEP, CHUNK + STEP + 1, 5 * CHUNK + 123])
+@pytest.mark.parametrize("per_call", [1, 3])
+def test_streaming_overlap_add_is_the_whole_track_overlap_add(n_samples, per_call):
+    from mss_tf.inference import OverlapAdd
+
+    rng = np.random.default_rng(n_samples)
+    waves = (rng.uniform(-0.5, 0.5, (2, n_samples)) * np.linspace(0.1, 1, n_samples)).astype(np.float32)
+    separator = Separator(ChunkLoudness(), STFT, ["t0"], chunk_seconds=1.0, overlap_seconds=0.25, chunks_per_call=per_call)
+    whole = separator.separate_model_rate(waves)
+    streamed = _push_in_blocks(OverlapAdd(separator, 2), waves, seed=per_call, largest=9000)
+    assert whole.shape == streamed.shape == (1, 2, n_samples)
+    np.testing.assert_array_equal(streamed, whole)  # the same chunks, batches and sums: bit for bit
+    if per_call == 1:
+        np.testing.assert_array_equal(whole, _reference_overlap_add(separator, waves))
+
+
+def test_streaming_holds_about_one_chunk_whatever_the_length():
+    from mss_tf.inference import OverlapAdd
+
+    separator = Separator(Scale([1.0]), STFT, ["t0"], chunk_seconds=1.0, overlap_seconds=0.25, chunks_per_call=2)
+    engine, block = OverlapAdd(separator, 2), 3000
+    waves = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 40 * CHUNK + 321)).astype(np.float32)
+    out = [engine.push(waves[:, i : i + block]) for i in range(0, waves.shape[1], block)] + [engine.finish()]
+    np.testing.assert_allclose(np.concatenate(out, -1)[0], waves, atol=1e-5)
+    assert engine.peak_held <= CHUNK + 2 * STEP + block, engine.peak_held  # not 40 chunks
+
+
+@pytest.mark.parametrize("rates", [(22050, 16000), (44100, 16000), (16000, 44100), (8000, 16000), (48000, 44100), (16000, 16000)])
+def test_stream_resampler_gives_resample_exactly(rates):
+    from mss_tf.audio import io as audio_io
+
+    orig, target = rates
+    for n_samples in [1, 5, 999, 23456]:
+        audio = np.random.default_rng(n_samples).uniform(-0.5, 0.5, (n_samples, 2)).astype(np.float32)
+        resampler, rng, at, pieces = audio_io.StreamResampler(orig, target, 2), np.random.default_rng(1), 0, []
+        while at < n_samples:
+            size = int(rng.integers(0, 5000))
+            pieces.append(resampler.process(audio[at : at + size]))
+            at += size
+        pieces.append(resampler.flush())
+        np.testing.assert_array_equal(np.concatenate(pieces), audio_io.resample(audio, orig, target))
+    empty = audio_io.StreamResampler(orig, target, 2)
+    assert empty.process(np.zeros((0, 2), np.float32)).shape == empty.flush().shape == (0, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    from tests.test_export import fake_run
+
+    root = tmp_path_factory.mktemp("runs")
+    return {preset: fake_run(root / preset, preset) for preset in ("unet-tiny", "bsrnn-se-tiny")}
+
+
+def _stereo(n_frames, seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_frames) / 22050
+    wave = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(n_frames)
+    return np.stack([wave, 0.6 * wave + 0.05 * rng.standard_normal(n_frames)], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("preset, rate, n_frames, wiener", [
+    pytest.param("unet-tiny", 22050, 15000, 0, id="unet-tiny-22k-below-one-chunk"),  # 1 s chunks at 16 kHz
+    pytest.param("unet-tiny", 22050, 22050, 0, id="unet-tiny-22k-one-chunk"),  # exactly one chunk at 16 kHz
+    pytest.param("unet-tiny", 22050, 81592, 0, id="unet-tiny-22k-chunks-and-odd-rest"),
+    pytest.param("unet-tiny", 22050, 81585, 1, id="unet-tiny-22k-wiener"),  # the per-chunk Wiener post-filter
+    pytest.param("bsrnn-se-tiny", 44100, 22050, 0, id="bsrnn-se-tiny-44k-below-one-chunk"),  # the model's own rate
+    pytest.param("bsrnn-se-tiny", 44100, 44100, 0, id="bsrnn-se-tiny-44k-one-chunk"),
+    pytest.param("bsrnn-se-tiny", 44100, 101433, 0, id="bsrnn-se-tiny-44k-chunks-and-odd-rest"),
+])
+def test_streaming_separation_equals_in_memory_separate(tiny_runs, preset, rate, n_frames, wiener):
+    """separate.py's streaming path against `Separator.separate` on the whole track in memory;
+    soxr's streaming resampler gives one-shot resampling's samples exactly, so they agree to the
+    last bit (0.0 measured); 1e-5 is the bound promised."""
+    from mss_tf.inference import StreamingSeparation
+
+    separator = Separator.from_run(tiny_runs[preset], chunk_seconds=1.0, overlap_seconds=0.25, wiener_iterations=wiener)
+    audio = _stereo(n_frames, seed=n_frames)
+    expected = separator.separate(audio, rate)
+    targets = separator.targets[::-1]  # any order, any subset
+    stream = StreamingSeparation(separator, rate, 2, targets)
+    pieces, rng, at = [], np.random.default_rng(0), 0
+    while at < audio.shape[0]:
+        size = int(rng.integers(1, 20000))
+        pieces.append(stream.push(audio[at : at + size]))
+        at += size
+    pieces.append(stream.finish())
+    got = np.concatenate(pieces, axis=1)  # (targets, frames, channels)
+    assert got.shape == (len(targets), audio.shape[0], 2)
+    error = max(float(np.max(np.abs(got[i] - expected[t]))) for i, t in enumerate(targets))
+    print(f"{preset} {rate} Hz {audio.shape[0]} frames wiener={wiener}: max abs difference {error:.1e}")
+    assert error <= 1e-5, error
+    assert max(float(np.max(np.abs(expected[t]))) for t in targets) > 1e-3  # not a silent model
+
+
+def test_separate_file_writes_what_separate_returns_and_cleans_up_on_errors(tiny_runs, tmp_path, monkeypatch):
+    import soundfile
+
+    from mss_tf.errors import AudioError
+    from mss_tf.inference import separate_file
+
+    separator = Separator.from_run(tiny_runs["unet-tiny"], chunk_seconds=1.0, overlap_seconds=0.25)
+    audio = _stereo(3 * 22050 + 11, seed=5)
+    song = tmp_path / "song.wav"
+    soundfile.write(song, audio, 22050, subtype="FLOAT")
+    out = tmp_path / "out" / "song"
+    calls = []
+    info = separate_file(separator, song, {"vocals": out / "vocals.wav", "bass": out / "bass.flac"}, block_seconds=0.3,
+                         progress=lambda done, total, rate: calls.append((done, total, rate)))
+    assert info == {"frames": audio.shape[0], "sample_rate": 22050, "channels": 2, "seconds": audio.shape[0] / 22050,
+                    "streamed": True}
+    expected = separator.separate(audio, 22050)
+    vocals, rate = soundfile.read(out / "vocals.wav", dtype="float32")
+    assert rate == 22050 and vocals.shape == audio.shape
+    np.testing.assert_allclose(vocals, expected["vocals"], atol=1e-6)
+    assert soundfile.info(str(out / "bass.flac")).frames == audio.shape[0]
+    assert calls[0] == (0, audio.shape[0], 22050) and calls[-1][0] == audio.shape[0] and len(calls) > 5
+    assert sorted(p.name for p in out.iterdir()) == ["bass.flac", "vocals.wav"]  # no temporary files
+
+    # a format libsndfile cannot open is decoded whole by load_audio, then streamed the same way
+    real_open = soundfile.SoundFile
+    monkeypatch.setattr(soundfile, "SoundFile", lambda path, *a, **k: real_open(path, *a, **k) if a or k else
+                        (_ for _ in ()).throw(RuntimeError("unsupported")))
+    fallback = separate_file(separator, song, {"vocals": tmp_path / "fallback" / "vocals.wav"})
+    monkeypatch.undo()
+    assert not fallback["streamed"]
+    np.testing.assert_allclose(soundfile.read(tmp_path / "fallback" / "vocals.wav", dtype="float32")[0], vocals, atol=1e-6)
+
+    # an error half-way (NaN at 2 s; an interrupt) leaves no stem, no temporary file, no new folder,
+    # and an existing stem untouched
+    bad = audio.copy()
+    bad[2 * 22050] = np.nan
+    soundfile.write(tmp_path / "bad.wav", bad, 22050, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        separate_file(separator, tmp_path / "bad.wav", {"vocals": tmp_path / "new" / "deep" / "vocals.wav"}, block_seconds=0.5)
+    assert not (tmp_path / "new").exists()
+    before = (out / "vocals.wav").read_bytes()
+
+    def interrupt(done, total, rate):
+        if done > rate:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        separate_file(separator, song, {"vocals": out / "vocals.wav", "drums": out / "drums.wav"}, block_seconds=0.5,
+                      progress=interrupt)
+    assert (out / "vocals.wav").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["bass.flac", "vocals.wav"]

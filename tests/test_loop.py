@@ -16,7 +16,7 @@ from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.config import TrainConfig
 from mss_tf.errors import TrainingError
 from mss_tf.models.registry import build_model
-from mss_tf.training.distribute import precision_scope
+from mss_tf.models.registry import precision_scope
 from mss_tf.training.loop import Trainer
 from tests.conftest import REPO
 

@@ -53,6 +53,20 @@ def test_train_run_writes_run_dir_and_resumes(tone_musdb, tmp_path, monkeypatch)
     mix = tf.random.stateless_normal([1, 20, 513, 2], seed=[0, 1])
     again = Separator.from_run(run)
     np.testing.assert_array_equal(separator.model(mix, training=False), again.model(mix, training=False))
+    # the same checkpoint run in bfloat16: float32 weights, bfloat16 layers, float32 waveforms out
+    bf16 = Separator.from_run(run, precision="mixed_bfloat16")
+    assert bf16.model.compute_dtype == "bfloat16" and keras.config.dtype_policy().name == "float32"
+    for ours, theirs in zip(bf16.model.weights, separator.model.weights):
+        assert ours.dtype == "float32"
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, (16000, 2)).astype(np.float32)
+    full, half = separator.separate(audio, 16000), bf16.separate(audio, 16000)
+    for target in separator.targets:
+        assert half[target].dtype == np.float32 and half[target].shape == full[target].shape
+        error = np.sum((half[target] - full[target]) ** 2) / np.sum(full[target] ** 2)
+        assert 0 < error < 1e-3, (target, error)  # bfloat16 rounding: close to, not equal to, float32
+    with pytest.raises(ConfigError, match="float8"):
+        Separator.from_run(run, precision="float8")
     # resuming continues at epoch 3 with the restored optimizer state
     config = TrainConfig.load(run)
     config.epochs = 3

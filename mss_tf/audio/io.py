@@ -24,6 +24,11 @@ to a temporary name beside the target and renamed into place, so a crash never
 leaves a half-written file under the final name. Resampling always uses soxr
 "HQ" via librosa, whichever backend decodes: ``tfio.audio.resample`` is not
 accurate enough (a 440 Hz sine 44.1 -> 16 kHz is off by up to 0.37 in amplitude).
+
+For audio longer than memory should hold, ``AudioReader`` reads a file in blocks (libsndfile;
+formats it cannot open are decoded whole), ``StreamResampler`` resamples a stream of blocks
+with the same samples as ``resample`` on the whole signal, and ``AudioWriter`` writes blocks to
+a temporary file renamed into place when complete (``mss_tf.inference.separate_file``).
 """
 
 from __future__ import annotations
@@ -33,12 +38,16 @@ import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from mss_tf.errors import AudioError, ConfigError
 
 __all__ = [
+    "AudioReader",
+    "AudioWriter",
+    "StreamResampler",
     "audio_backend",
     "load_audio",
     "mono",
@@ -466,6 +475,272 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     resampled = librosa.util.fix_length(resampled, size=length, axis=0)
     resampled = np.ascontiguousarray(resampled, dtype=np.float32)
     return resampled[:, 0] if squeeze else resampled
+
+
+# --------------------------------------------------------------------------- streaming
+
+# soxr's quality setting, as ``resample`` asks for it through librosa ("soxr_hq"): a stream
+# resampled block by block gives the same samples as ``resample`` on the whole signal
+# (tests/test_inference.py checks this to the last bit).
+_SOXR_QUALITY = "HQ"
+
+
+class AudioReader:
+    """An audio file read in blocks of float32 ``(frames, channels)``: ``load_audio`` one block at
+    a time, so memory does not grow with the file.
+
+    libsndfile (soundfile) decodes wav, flac, ogg and mp3 (libsndfile >= 1.1) block by block
+    (``streamed`` is True). A format it cannot open (m4a / mp4 through audioread and ffmpeg) is
+    decoded whole by ``load_audio`` and handed out in blocks: its memory is NOT bounded
+    (``streamed`` is False). Streaming always decodes with libsndfile, whatever
+    ``audio_backend()`` says (tensorflow-io decodes whole files only); wav and flac samples are
+    the same either way, mp3 decoders may differ slightly.
+
+    The checks of ``load_audio`` apply: a missing, empty, truncated or non-audio file raises
+    ``AudioError`` here; NaN or infinite samples, a file without samples and an mp3 cut short
+    raise it from ``blocks`` when found. Use as a context manager (or call ``close``).
+
+    Attributes:
+        sample_rate, channels: of the file.
+        frames: the frame count the header declares (exact for wav, flac and the fallback;
+            an estimate for mp3), or None when unknown.
+        streamed: True when read block by block.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import soundfile as sf
+
+        self.path = path_str = os.fspath(path)
+        if not os.path.exists(path_str):
+            raise AudioError(f"{path_str}: no such file")
+        if os.path.isdir(path_str):
+            raise AudioError(f"{path_str}: is a directory, not an audio file")
+        if os.path.getsize(path_str) == 0:
+            raise AudioError(f"{path_str}: empty file (0 bytes)")
+        header = _read_wav_header(path_str)
+        if header is not None and header.truncated:
+            raise AudioError(
+                f"{path_str}: truncated audio file (header declares {header.data_size} "
+                f"bytes of samples, file holds {header.data_available})"
+            )
+        self._audio: np.ndarray | None = None
+        try:
+            self._file = sf.SoundFile(path_str)
+        except (RuntimeError, TypeError, ValueError):  # LibsndfileError is a RuntimeError
+            self._file = None
+        if self._file is None:
+            self._audio, self.sample_rate = load_audio(path_str)  # raises AudioError if not audio
+            self.channels = int(self._audio.shape[1])
+            self.frames: int | None = int(self._audio.shape[0])
+            self.streamed = False
+        else:
+            self.sample_rate = int(self._file.samplerate)
+            self.channels = int(self._file.channels)
+            declared = int(self._file.frames)
+            self.frames = declared if 0 <= declared < (1 << 62) else None
+            self.streamed = True
+            if self.frames == 0:
+                self.close()
+                raise AudioError(f"{path_str}: contains no audio samples")
+
+    def blocks(self, block_frames: int) -> "Iterator[np.ndarray]":
+        """Yield the file's samples as float32 ``(<= block_frames, channels)`` arrays, in order."""
+        block_frames = max(1, int(block_frames))
+        if self._audio is not None:
+            for start in range(0, self._audio.shape[0], block_frames):
+                yield self._audio[start : start + block_frames]
+            return
+        decoded = 0
+        while True:
+            try:
+                block = self._file.read(block_frames, dtype="float32", always_2d=True)
+            except (RuntimeError, TypeError, ValueError) as error:
+                raise AudioError(
+                    f"{self.path}: truncated or corrupt audio data ({_one_line(str(error))})"
+                ) from None
+            if block.shape[0] == 0:
+                break
+            if not np.isfinite(block).all():
+                raise AudioError(f"{self.path}: contains NaN or infinite samples")
+            decoded += block.shape[0]
+            yield block
+        if decoded == 0:
+            raise AudioError(f"{self.path}: contains no audio samples")
+        # as _load_soundfile: libsndfile quietly stops early in a cut mp3
+        declared = self.frames or 0
+        if 0 < declared and decoded < declared - max(4 * 1152, declared // 200):
+            raise AudioError(
+                f"{self.path}: truncated audio file (header declares {declared} frames, decoded {decoded})"
+            )
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._audio = None
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AudioWriter:
+    """An audio file written in blocks, atomically: samples go to a temporary file beside
+    ``path`` (``.<name>.tmp-<pid><ext>``), which ``commit`` renames into place once complete;
+    ``abort`` (or leaving the ``with`` block by an exception) deletes it, so ``path`` is never
+    half-written and an existing file there is replaced only by a complete one.
+
+    Formats as ``save_audio``: ``.wav`` 32-bit float (RF64 when ``frames_hint`` says it would
+    pass the 4 GB limit of RIFF), ``.flac`` 16-bit (clipped to [-1, 1]), ``.ogg``, ``.mp3``.
+
+    Raises:
+        AudioError: unknown extension, bad shape, NaN/inf samples, or a failed write.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, channels: int,
+                 frames_hint: int | None = None) -> None:
+        import soundfile as sf
+
+        self.path = os.fspath(path)
+        target = Path(self.path)
+        extension = target.suffix.lower()
+        if extension not in _WRITE_FORMATS:
+            raise AudioError(
+                f"{self.path}: cannot write {extension or 'extension-less'} files "
+                f"(use one of {', '.join(sorted(_WRITE_FORMATS))})"
+            )
+        file_format, subtype, self._clip = _WRITE_FORMATS[extension]
+        if file_format == "WAV" and frames_hint and frames_hint * channels * 4 > 0xFFFFFFFF - (1 << 20):
+            file_format = "RF64"
+        if not sf.check_format(file_format, subtype):
+            raise AudioError(
+                f"{self.path}: this libsndfile ({sf.__libsndfile_version__}) cannot write {file_format}/{subtype}"
+            )
+        if not 0 < int(channels) <= _MAX_CHANNELS:
+            raise AudioError(f"{self.path}: cannot write {channels} channels")
+        self.channels = int(channels)
+        self.frames = 0
+        self.temporary = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._file = sf.SoundFile(str(self.temporary), "w", int(sample_rate), self.channels,
+                                      subtype=subtype, format=file_format)
+        except Exception as error:
+            self._file = None
+            self._remove_temporary()
+            raise AudioError(f"{self.path}: cannot write audio ({_one_line(str(error))})") from None
+
+    def write(self, block: np.ndarray) -> None:
+        """Append ``(frames, channels)`` samples."""
+        samples = np.asarray(block, dtype=np.float32)
+        if samples.ndim != 2 or samples.shape[1] != self.channels:
+            raise AudioError(f"{self.path}: expected blocks shaped (frames, {self.channels}), got {samples.shape}")
+        if self._file is None:
+            raise AudioError(f"{self.path}: writer is closed")
+        if not np.isfinite(samples).all():
+            raise AudioError(f"{self.path}: refusing to write NaN or infinite samples")
+        if self._clip:
+            samples = np.clip(samples, -1.0, 1.0)
+        try:
+            self._file.write(samples)
+        except Exception as error:
+            raise AudioError(f"{self.path}: cannot write audio ({_one_line(str(error))})") from None
+        self.frames += samples.shape[0]
+
+    def commit(self) -> None:
+        """Close the temporary file and rename it to ``path``."""
+        if self._file is None:
+            raise AudioError(f"{self.path}: writer is closed")
+        try:
+            self._file.close()
+            self._file = None
+            os.replace(self.temporary, self.path)
+        except Exception as error:
+            self.abort()
+            raise AudioError(f"{self.path}: cannot write audio ({_one_line(str(error))})") from None
+
+    def abort(self) -> None:
+        """Close and delete the temporary file (nothing is written to ``path``)."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:
+                pass
+            self._file = None
+        self._remove_temporary()
+
+    def _remove_temporary(self) -> None:
+        try:
+            os.unlink(self.temporary)
+        except OSError:
+            pass
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is not None or self._file is not None:
+            self.abort()
+
+
+class StreamResampler:
+    """``resample`` for a stream of ``(frames, channels)`` blocks (soxr HQ,
+    ``soxr.ResampleStream``): the concatenated output of ``process`` and ``flush`` is exactly
+    ``resample`` of the concatenated input, ``round(n * target_sr / orig_sr)`` samples (the
+    flush pads or cuts the last ones as ``resample`` does). Equal rates pass blocks through.
+    Memory is soxr's filter state, whatever the stream's length.
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int, channels: int) -> None:
+        self.orig_sr, self.target_sr, self.channels = int(orig_sr), int(target_sr), int(channels)
+        if self.orig_sr <= 0 or self.target_sr <= 0:
+            raise ConfigError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
+        self._stream = None
+        if self.orig_sr != self.target_sr:
+            import soxr
+
+            self._stream = soxr.ResampleStream(self.orig_sr, self.target_sr, self.channels,
+                                               dtype="float32", quality=_SOXR_QUALITY)
+        self.frames_in = 0
+        self.frames_out = 0
+        self._held = np.zeros((0, self.channels), np.float32)  # output beyond what may be emitted yet
+
+    def _length(self) -> int:
+        return int(round(self.frames_in * self.target_sr / self.orig_sr))  # as ``resample``
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Resample the next ``(frames, channels)`` block; returns the output ready so far."""
+        samples = np.ascontiguousarray(block, dtype=np.float32)
+        if samples.ndim != 2 or samples.shape[1] != self.channels:
+            raise ConfigError(f"expected blocks shaped (frames, {self.channels}), got {samples.shape}")
+        self.frames_in += samples.shape[0]
+        if self._stream is None:
+            self.frames_out += samples.shape[0]
+            return samples
+        out = self._stream.resample_chunk(samples, last=False)
+        return self._emit(out, self._length())
+
+    def flush(self) -> np.ndarray:
+        """The rest of the output, once the input has ended: the total is then ``resample``'s length."""
+        if self._stream is None:
+            return np.zeros((0, self.channels), np.float32)
+        out = self._stream.resample_chunk(np.zeros((0, self.channels), np.float32), last=True)
+        out = self._emit(out, self._length())
+        missing = self._length() - self.frames_out
+        if missing > 0:
+            out = np.concatenate([out, np.zeros((missing, self.channels), np.float32)])
+            self.frames_out += missing
+        return out
+
+    def _emit(self, out: np.ndarray, limit: int) -> np.ndarray:
+        """Output up to ``limit`` frames in total (never past ``resample``'s length); hold the rest."""
+        if self._held.shape[0]:
+            out = np.concatenate([self._held, out])
+        n = max(0, min(out.shape[0], limit - self.frames_out))
+        self._held = out[n:]
+        self.frames_out += n
+        return np.asarray(out[:n], dtype=np.float32).reshape(n, self.channels)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -11,10 +11,17 @@ subbands, feature dim. Names of the blocks follow figure 1 of the paper:
             -> complex mask x mixture
 
 Every per-band operation (band-split LayerNorm + Dense, mask-estimation LayerNorm + MLP) runs
-for all K bands at once: bands are gathered into a zero-padded (K, max_width) layout and the
-per-band weights, stored exactly (no padding in the parameter count), are gathered into a
-padded (K, max_width, N) kernel for one einsum. The BLSTMs run on all bands (time path) or
-all frames (band path) as one batched sequence call; there is no Python loop over bands.
+on a few runs of bands of similar width at once (v7: 5 runs for 41 bands): each run's bands
+are gathered into a layout zero-padded to its widest band and the per-band weights, stored
+exactly (no padding in the parameter count), into a padded kernel for one batched matmul per
+run. The BLSTMs run on all bands (time path) or all frames (band path) as one batched
+sequence call; there is no Python loop over bands.
+
+Speed on CPU (benchmarks/models.py): the forward pass is almost all BLSTM recurrence (the
+fused path runs each direction as one `BlockLSTM` op); the two directions of a block are
+independent ops, so TensorFlow runs them side by side, and with 2 cores the pass is fastest
+with one intra-op thread per op (`tf.config.threading.set_intra_op_parallelism_threads(1)`,
+inter-op threads >= 2), which a process sets before TensorFlow starts.
 """
 
 from __future__ import annotations
@@ -29,25 +36,47 @@ from mss_tf.errors import ConfigError
 from mss_tf.models.bands import band_widths, resolve_scheme
 
 LSTM_IMPLEMENTATIONS = ("auto", "keras", "fused")
+_BLOCK_LSTM_GATES = (0, 2, 1, 3)  # Keras gate blocks (i, f, c, o) in BlockLSTM's order (i, c, f, o)
 
 
-def _band_layout(widths: Sequence[int], features_per_bin: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Index maps between the flat band-ordered feature vector and the padded (K, D_max) layout.
+def _band_groups(sizes: Sequence[int], ratio: float = 1.5) -> list[tuple[int, int]]:
+    """Runs of consecutive bands of similar size, as (first, stop) band indices: a run ends where
+    the next band would make its largest size exceed `ratio` x its smallest. Each run is padded
+    to its own widest band only (v7: 5 runs, 2100 padded values for 2050, where one layout
+    padded to the widest band of all would hold 7872)."""
+    groups, first = [], 0
+    for k in range(1, len(sizes) + 1):
+        if k == len(sizes) or max(sizes[first : k + 1]) > ratio * min(sizes[first : k + 1]):
+            groups.append((first, k))
+            first = k
+    return groups
 
-    Returns (pad_index, unpad_index, total): `pad_index[k, d]` is the flat position of feature d
-    of band k, or `total` (a zero appended at the end) past that band's width; `unpad_index[j]`
-    is the position in the flattened (K * D_max) layout of flat feature j.
+
+def _band_layout(
+    widths: Sequence[int], features_per_bin: int,
+) -> tuple[list[tuple[int, int, np.ndarray]], np.ndarray, int]:
+    """Index maps between the flat band-ordered feature vector and a zero-padded layout per run
+    of similar bands (`_band_groups`).
+
+    Returns (groups, unpad_index, total): for each run, (first band, stop band, pad_index) where
+    `pad_index[j, d]` (shape (bands, D_run)) is the flat position of feature d of band first + j,
+    or `total` (a zero appended at the end) past that band's width; `unpad_index[i]` is the
+    position of flat feature i in the concatenation of the runs' flattened (bands * D_run) layouts.
     """
     sizes = [w * features_per_bin for w in widths]
-    d_max, total = max(sizes), sum(sizes)
-    pad_index = np.full((len(sizes), d_max), total, dtype=np.int32)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+    total = sum(sizes)
     unpad_index = np.zeros(total, dtype=np.int32)
-    start = 0
-    for k, size in enumerate(sizes):
-        pad_index[k, :size] = np.arange(start, start + size)
-        unpad_index[start : start + size] = k * d_max + np.arange(size)
-        start += size
-    return pad_index, unpad_index, total
+    groups, offset = [], 0
+    for first, stop in _band_groups(sizes):
+        d_run = max(sizes[first:stop])
+        pad_index = np.full((stop - first, d_run), total, dtype=np.int32)
+        for j, k in enumerate(range(first, stop)):
+            pad_index[j, : sizes[k]] = starts[k] + np.arange(sizes[k])
+            unpad_index[starts[k] : starts[k] + sizes[k]] = offset + j * d_run + np.arange(sizes[k])
+        groups.append((first, stop, pad_index))
+        offset += (stop - first) * d_run
+    return groups, unpad_index, total
 
 
 def _glorot_blocks(shapes: Sequence[tuple[int, int]], axis: int, dtype: Any = None) -> tf.Tensor:
@@ -88,7 +117,8 @@ class BandSplit(_PerBandLayer):
     """Band split module: per band, LayerNorm over its 2*C*width values, then Dense to N.
 
     Each band has its own LayerNorm (gain and bias per value) and its own Dense layer, as in
-    the paper; all K bands are computed by one einsum over a zero-padded layout.
+    the paper. The bands are computed in runs of similar width (`_band_groups`), one einsum per
+    run over a layout zero-padded to the run's widest band; the weights are stored exactly.
 
     Args:
         band_widths: bins per band; they tile the spectrum in order.
@@ -102,11 +132,14 @@ class BandSplit(_PerBandLayer):
         epsilon: float = 1e-5, **kwargs: Any,
     ) -> None:
         super().__init__(band_widths, feature_dim, features_per_bin, epsilon, **kwargs)
-        pad_index, _, self.total = _band_layout(self.band_widths, self.features_per_bin)
-        self.pad_index = tf.constant(pad_index)
+        groups, _, self.total = _band_layout(self.band_widths, self.features_per_bin)
         sizes = np.array(self.band_sizes, np.float32)
-        self.valid = tf.constant((pad_index < self.total).astype(np.float32))  # (K, D_max)
-        self.sizes = tf.constant(sizes[:, None])  # (K, 1)
+        # per run of bands: (first, stop, pad_index (K_run, D_run), valid (K_run, D_run), sizes (K_run, 1))
+        self.groups = [
+            (first, stop, tf.constant(pad), tf.constant((pad < self.total).astype(np.float32)),
+             tf.constant(sizes[first:stop, None]))
+            for first, stop, pad in groups
+        ]
 
     def build(self, input_shape: Any) -> None:
         k, n = len(self.band_widths), self.feature_dim
@@ -119,25 +152,25 @@ class BandSplit(_PerBandLayer):
     def _kernel_init(self, shape: Any, dtype: Any = None) -> tf.Tensor:
         return _glorot_blocks([(size, self.feature_dim) for size in self.band_sizes], axis=0, dtype=dtype)
 
-    def _padded(self, flat: tf.Tensor) -> tf.Tensor:
-        """Gather a (total, ...) per-value weight into the padded (K, D_max, ...) layout (zeros past each band)."""
-        flat = tf.concat([flat, tf.zeros_like(flat[:1])], axis=0)
-        return tf.gather(flat, self.pad_index)
-
     def call(self, spectrum: tf.Tensor) -> tf.Tensor:
         """spectrum: (B, T, F*C*2) float32, bins in order, each bin's (channel, real/imag) values."""
         spectrum = tf.cast(spectrum, tf.float32)
-        x = tf.pad(spectrum, [[0, 0], [0, 0], [0, 1]])  # (B, T, F*C*2 + 1), a zero for padding
-        x = tf.gather(x, self.pad_index, axis=-1)  # (B, T, K, D_max)
-        mean = tf.reduce_sum(x, axis=-1, keepdims=True) / self.sizes  # (B, T, K, 1)
-        centred = (x - mean) * self.valid  # (B, T, K, D_max)
-        variance = tf.reduce_sum(tf.square(centred), axis=-1, keepdims=True) / self.sizes  # (B, T, K, 1)
-        x = centred * tf.math.rsqrt(variance + self.epsilon)
-        x = x * self._padded(self.gamma) + self._padded(self.beta)  # (B, T, K, D_max), zero past each band
+        spectrum = tf.pad(spectrum, [[0, 0], [0, 0], [0, 1]])  # (B, T, F*C*2 + 1), a zero for padding
         dtype = self.compute_dtype
-        kernel = tf.cast(self._padded(self.kernel), dtype)  # (K, D_max, N)
-        z = tf.einsum("btkd,kdn->btkn", tf.cast(x, dtype), kernel)  # (B, T, K, N)
-        return z + tf.cast(self.bias, dtype)
+        # (total + 1, ...) per-value weights, a zero row last (gathered past each band's width)
+        gamma, beta, kernel = (tf.concat([w, tf.zeros_like(w[:1])], axis=0) for w in (self.gamma, self.beta, self.kernel))
+        bias = tf.cast(self.bias, dtype)
+        features = []
+        for first, stop, pad_index, valid, sizes in self.groups:  # runs of similar bands, K_r of them, D_r wide
+            x = tf.gather(spectrum, pad_index, axis=-1)  # (B, T, K_r, D_r)
+            mean = tf.reduce_sum(x, axis=-1, keepdims=True) / sizes  # (B, T, K_r, 1)
+            centred = (x - mean) * valid  # (B, T, K_r, D_r)
+            variance = tf.reduce_sum(tf.square(centred), axis=-1, keepdims=True) / sizes  # (B, T, K_r, 1)
+            x = centred * tf.math.rsqrt(variance + self.epsilon)
+            x = x * tf.gather(gamma, pad_index) + tf.gather(beta, pad_index)  # (B, T, K_r, D_r), zero past each band
+            z = tf.einsum("btkd,kdn->btkn", tf.cast(x, dtype), tf.cast(tf.gather(kernel, pad_index), dtype))  # (B, T, K_r, N)
+            features.append(z + bias[first:stop])
+        return tf.concat(features, axis=2) if len(features) > 1 else features[0]  # (B, T, K, N)
 
 
 @keras.saving.register_keras_serializable(package="mss_tf")
@@ -246,32 +279,57 @@ class BidirectionalLSTM(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         self.rnn.build((None, None, input_shape[-1]))
 
-    def _fused_direction(self, cell: Any, x: tf.Tensor) -> tf.Tensor:
+    def _fused_weights(
+        self, cell: Any, scale: tf.Tensor | None = None, shift: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """`BlockLSTM`'s (w, b) for one direction's cell: w = [kernel; recurrent_kernel] (features
+        + units, 4 * units) and the bias, float32, gate blocks reordered from Keras' (i, f, c, o)
+        to BlockLSTM's (i, c, f, o).
+
+        scale, shift: (features,) float32, an affine map of the input folded into the weights: the
+        LSTM of x * scale + shift is the LSTM of x with kernel rows scaled by `scale` and
+        `shift @ kernel` added to the bias (a LayerNorm's gain and bias).
+        """
+        u = self.units
+        kernel = tf.cast(cell.kernel, tf.float32)  # (features, 4U)
+        bias = tf.cast(cell.bias, tf.float32)  # (4U,)
+        if shift is not None:
+            bias = bias + tf.linalg.matvec(kernel, shift, transpose_a=True)  # + shift @ kernel
+        if scale is not None:
+            kernel = kernel * scale[:, tf.newaxis]
+        w = tf.concat([kernel, tf.cast(cell.recurrent_kernel, tf.float32)], axis=0)  # (features + U, 4U)
+        w = tf.reshape(tf.gather(tf.reshape(w, [-1, 4, u]), _BLOCK_LSTM_GATES, axis=1), [-1, 4 * u])
+        b = tf.reshape(tf.gather(tf.reshape(bias, [4, u]), _BLOCK_LSTM_GATES), [4 * u])
+        return w, b
+
+    def _fused_direction(
+        self, cell: Any, x: tf.Tensor, scale: tf.Tensor | None = None, shift: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         """x: (steps, batch, features) float32 -> hidden states (steps, batch, units).
 
         Runs `BlockLSTM` (V1) with forget_bias 0 and no clipping, which computes exactly the Keras
-        LSTM; its gate layout is (i, c, f, o), so the Keras (i, f, c, o) columns are reordered.
-        Not `BlockLSTMV2`: its forward pass matches, but its registered gradient is wrong in
-        TensorFlow 2.16 (tests/test_bsrnn.py checks our gradients against the Keras LSTM's).
+        LSTM (of x * scale + shift, see `_fused_weights`). Not `BlockLSTMV2`: its forward pass
+        matches, but its registered gradient is wrong in TensorFlow 2.16 (tests/test_bsrnn.py
+        checks our gradients against the Keras LSTM's).
         """
-        u = self.units
-        w = tf.concat([tf.cast(cell.kernel, tf.float32), tf.cast(cell.recurrent_kernel, tf.float32)], axis=0)
-        order = np.concatenate([np.arange(0, u), np.arange(2 * u, 3 * u), np.arange(u, 2 * u), np.arange(3 * u, 4 * u)])
-        zeros = tf.zeros([tf.shape(x)[1], u], tf.float32)
-        peephole = tf.zeros([u], tf.float32)
+        w, b = self._fused_weights(cell, scale, shift)
+        zeros = tf.zeros([tf.shape(x)[1], self.units], tf.float32)
+        peephole = tf.zeros([self.units], tf.float32)
         outputs = tf.raw_ops.BlockLSTM(
-            seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=zeros, h_prev=zeros,
-            w=tf.gather(w, order, axis=1), wci=peephole, wcf=peephole, wco=peephole,
-            b=tf.gather(tf.cast(cell.bias, tf.float32), order), forget_bias=0.0, cell_clip=-1.0, use_peephole=False,
+            seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=zeros, h_prev=zeros, w=w,
+            wci=peephole, wcf=peephole, wco=peephole, b=b, forget_bias=0.0, cell_clip=-1.0, use_peephole=False,
         )
         return outputs[6]  # h for every step
 
-    def directions(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def directions(
+        self, x: tf.Tensor, scale: tf.Tensor | None = None, shift: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Fused path: x (steps, batch, features) -> (forward states, backward states in reversed
-        time), each (steps, batch, units) float32."""
+        time), each (steps, batch, units) float32. With `scale`/`shift` ((features,) each) the
+        BLSTM runs on x * scale + shift, folded into its input weights (no pass over x)."""
         x = tf.cast(x, tf.float32)
-        forward = self._fused_direction(self.rnn.forward_layer.cell, x)
-        backward = self._fused_direction(self.rnn.backward_layer.cell, tf.reverse(x, [0]))
+        forward = self._fused_direction(self.rnn.forward_layer.cell, x, scale, shift)
+        backward = self._fused_direction(self.rnn.backward_layer.cell, tf.reverse(x, [0]), scale, shift)
         return forward, backward
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
@@ -299,10 +357,12 @@ class ResidualRNN(keras.layers.Layer):
     a (batch, N, steps) tensor, which also pools over the sequence; we deliberately do not.)
 
     Layout: the sequence is built time-major directly, (T, B*K, N) or (K, B*T, N), which is
-    what the fused kernel wants (for B = 1 the time-path transpose only moves a size-1 axis). On the
-    fused path the projection is applied to each direction separately (W = [W_fwd; W_bwd]),
-    so the two directions' states are never concatenated and the backward reversal is done
-    on N rather than 2H features.
+    what the fused kernel wants (for B = 1 the time-path transpose only moves a size-1 axis).
+    The fused path (`_fused_call`) computes the same function in fewer passes over the
+    activations: the norm's gain and bias are folded into the BLSTM's input weights, the
+    projection is applied to each direction separately (W = [W_fwd; W_bwd]) so the two
+    directions' states are never concatenated and the backward reversal is done on N rather
+    than 2H features, and the residual sum is one add.
 
     `call(x, valid_frames)` hands `valid_frames` (int (B,), frames holding signal) to the SE
     squeeze only; the BLSTM runs over every frame, so along time its backward direction starts
@@ -350,30 +410,50 @@ class ResidualRNN(keras.layers.Layer):
         if self.se is not None:
             self.se.build((None, None, None, n))
 
-    def _project_directions(self, seq: tf.Tensor) -> tf.Tensor:
-        """Fused path: (S, M, N) normalised sequence -> (S, M, N) projected BLSTM output."""
-        forward, backward = self.blstm.directions(seq)  # (S, M, H) each, backward in reversed time
+    def _fused_call(self, x: tf.Tensor, valid_frames: tf.Tensor | None) -> tf.Tensor:
+        """The fused path of `call`, the same computation in fewer passes over the activations:
+        the norm's gain and bias are folded into the BLSTM's input weights, the projection is
+        applied to each direction separately (W = [W_fwd; W_bwd]: no concat, the backward
+        reversal on N rather than 2H features, the bias fused into the forward matmul) and,
+        without SE, the residual sum is one 3-way add in the sequence layout."""
+        n, h = self.feature_dim, self.hidden_dim
         dtype = self.compute_dtype
+        sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
+        seq_shape = tf.shape(sequence)
+        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (S, M, N): (T, B*K, N) or (K, B*T, N)
+        values = tf.cast(seq, tf.float32)
+        mean = tf.reduce_mean(values, axis=-1, keepdims=True)  # (S, M, 1)
+        centred = values - mean
+        variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)  # (S, M, 1)
+        normed = centred * tf.math.rsqrt(variance + self.norm.epsilon)  # (S, M, N), gain and bias still to apply
+        forward, backward = self.blstm.directions(
+            normed, scale=tf.cast(self.norm.gamma, tf.float32), shift=tf.cast(self.norm.beta, tf.float32),
+        )  # (S, M, H) each, backward in reversed order
         kernel = tf.cast(self.projection.kernel, dtype)  # (2H, N)
-        h, n = self.hidden_dim, self.feature_dim
-        shape = tf.shape(forward)
-        y_forward = tf.matmul(tf.cast(tf.reshape(forward, [-1, h]), dtype), kernel[:h])  # (S*M, N)
+        y_forward = tf.nn.bias_add(
+            tf.matmul(tf.cast(tf.reshape(forward, [-1, h]), dtype), kernel[:h]), tf.cast(self.projection.bias, dtype),
+        )  # (S*M, N)
         y_backward = tf.matmul(tf.cast(tf.reshape(backward, [-1, h]), dtype), kernel[h:])  # (S*M, N)
-        y_forward = tf.reshape(y_forward, [shape[0], shape[1], n])
-        y_backward = tf.reverse(tf.reshape(y_backward, [shape[0], shape[1], n]), [0])
-        return y_forward + y_backward + tf.cast(self.projection.bias, dtype)
+        y_forward = tf.reshape(y_forward, [seq_shape[0], -1, n])  # (S, M, N)
+        y_backward = tf.reverse(tf.reshape(y_backward, [seq_shape[0], -1, n]), [0])  # (S, M, N), back in order
+        if self.se is None:
+            out = tf.add_n([seq, tf.cast(y_forward, x.dtype), tf.cast(y_backward, x.dtype)])  # x + y, (S, M, N)
+            out = tf.transpose(tf.reshape(out, seq_shape), self._inverse)  # (B, T, K, N)
+            out.set_shape(x.shape)
+            return out
+        y = tf.transpose(tf.reshape(y_forward + y_backward, seq_shape), self._inverse)  # (B, T, K, N)
+        y.set_shape(x.shape)
+        return x + tf.cast(self.se(y, valid_frames=valid_frames), x.dtype)  # (B, T, K, N)
 
     def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
         """x: (B, T, K, N); valid_frames: int (B,) frames holding signal, for the SE squeeze."""
+        if self.blstm.runs_fused:
+            return self._fused_call(x, valid_frames)
         n = self.feature_dim
         sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
         seq_shape = tf.shape(sequence)
         seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (T, B*K, N) or (K, B*T, N), time-major
-        normed = self.norm(seq)
-        if self.blstm.runs_fused:
-            y = self._project_directions(normed)
-        else:
-            y = self.projection(self.blstm(normed))  # (S, M, 2H) -> (S, M, N)
+        y = self.projection(self.blstm(self.norm(seq)))  # (S, M, 2H) -> (S, M, N)
         y = tf.transpose(tf.reshape(y, seq_shape), self._inverse)  # (B, T, K, N)
         y.set_shape(x.shape)
         if self.se is not None:
@@ -439,9 +519,11 @@ class MaskEstimator(_PerBandLayer):
     """Mask estimation module of one target: per band LayerNorm(N) -> Dense(hidden) + tanh ->
     Dense(2 * 2*C*width) + GLU, giving the real and imaginary mask of every bin of the band.
 
-    Each band has its own LayerNorm and MLP, computed for all bands at once (the second Dense
-    over a padded layout, its weights stored exactly). GLU: value * sigmoid(gate), the value
-    being the first half of the band's Dense output, as torch.nn.GLU.
+    Each band has its own LayerNorm and MLP. The bands are computed band-major, in runs of
+    similar width (`_band_groups`): one batched matmul per run and layer, the second Dense over
+    a layout zero-padded to the run's widest band (its weights stored exactly). GLU:
+    value * sigmoid(gate), the value being the first half of the band's Dense output, as
+    torch.nn.GLU.
 
     Args:
         band_widths: bins per band.
@@ -457,16 +539,19 @@ class MaskEstimator(_PerBandLayer):
     ) -> None:
         super().__init__(band_widths, feature_dim, features_per_bin, epsilon, **kwargs)
         self.hidden_dim = int(hidden_dim)
-        pad_index, unpad_index, self.total = _band_layout(self.band_widths, self.features_per_bin)
-        self.d_max = pad_index.shape[1]
+        groups, unpad_index, self.total = _band_layout(self.band_widths, self.features_per_bin)
         self.unpad_index = tf.constant(unpad_index)
-        # band k's Dense output columns are [value (D_k) | gate (D_k)] at kernel[:, 2*start_k : 2*(start_k+D_k)]
-        starts = np.concatenate([[0], np.cumsum(self.band_sizes)[:-1]])
-        glu_index = np.full((len(self.band_widths), 2, self.d_max), 2 * self.total, np.int32)
-        for k, size in enumerate(self.band_sizes):
-            glu_index[k, 0, :size] = 2 * starts[k] + np.arange(size)
-            glu_index[k, 1, :size] = 2 * starts[k] + size + np.arange(size)
-        self.glu_index = tf.constant(glu_index)  # (K, 2, D_max)
+        # band k's Dense output columns are [value (D_k) | gate (D_k)] at kernel[:, 2*start_k : 2*(start_k+D_k)];
+        # per run of bands, glu_index (K_r, 2, D_r) holds those columns, 2*total (a zero column) past each band
+        starts = np.concatenate([[0], np.cumsum(self.band_sizes)[:-1]]).astype(int)
+        self.groups = []
+        for first, stop, pad_index in groups:
+            glu_index = np.full((stop - first, 2, pad_index.shape[1]), 2 * self.total, np.int32)
+            for j, k in enumerate(range(first, stop)):
+                size = self.band_sizes[k]
+                glu_index[j, 0, :size] = 2 * starts[k] + np.arange(size)
+                glu_index[j, 1, :size] = 2 * starts[k] + size + np.arange(size)
+            self.groups.append((first, stop, tf.constant(glu_index)))
 
     def build(self, input_shape: Any) -> None:
         k, n, h = len(self.band_widths), self.feature_dim, self.hidden_dim
@@ -486,20 +571,28 @@ class MaskEstimator(_PerBandLayer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """x: (B, T, K, N) -> mask (B, T, F*C*2) float32 in the band split's value order."""
         dtype = self.compute_dtype
+        shape = tf.shape(x)
         x = tf.cast(x, tf.float32)
         mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)  # (B, T, K, 1)
+        # (the norm in this layout: written on (K, B*T, N) with gains (K, 1, N), the same expression
+        # crashes TensorFlow 2.16's oneDNN graph rewrite when batch and frames are unknown)
         x = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta  # (B, T, K, N)
-        hidden = tf.einsum("btkn,knh->btkh", tf.cast(x, dtype), tf.cast(self.hidden_kernel, dtype))  # (B, T, K, 4N)
-        hidden = tf.tanh(hidden + tf.cast(self.hidden_bias, dtype))
-        kernel = tf.concat([self.glu_kernel, tf.zeros_like(self.glu_kernel[:, :1])], axis=1)
-        kernel = tf.cast(tf.gather(kernel, self.glu_index, axis=1), dtype)  # (4N, K, 2, D_max)
-        bias = tf.concat([self.glu_bias, tf.zeros_like(self.glu_bias[:1])], axis=0)
-        bias = tf.cast(tf.gather(bias, self.glu_index), dtype)  # (K, 2, D_max)
-        out = tf.einsum("btkh,hkgd->btkgd", hidden, kernel) + bias  # (B, T, K, 2, D_max)
-        out = tf.cast(out, tf.float32)
-        mask = out[..., 0, :] * tf.sigmoid(out[..., 1, :])  # (B, T, K, D_max), GLU
-        shape = tf.shape(mask)
-        mask = tf.reshape(mask, [shape[0], shape[1], -1])  # (B, T, K*D_max)
+        x = tf.reshape(tf.transpose(tf.cast(x, dtype), [2, 0, 1, 3]), [shape[2], -1, self.feature_dim])  # (K, B*T, N)
+        hidden_kernel = tf.cast(self.hidden_kernel, dtype)  # (K, N, 4N)
+        hidden_bias = tf.cast(self.hidden_bias, dtype)[:, tf.newaxis]  # (K, 1, 4N)
+        kernel = tf.transpose(tf.concat([self.glu_kernel, tf.zeros_like(self.glu_kernel[:, :1])], axis=1))  # (2*total + 1, 4N)
+        bias = tf.concat([self.glu_bias, tf.zeros_like(self.glu_bias[:1])], axis=0)  # (2*total + 1,)
+        masks = []
+        for first, stop, glu_index in self.groups:  # runs of similar bands, K_r of them, D_r values wide
+            hidden = tf.matmul(x[first:stop], hidden_kernel[first:stop])  # (K_r, B*T, 4N)
+            hidden = tf.tanh(hidden + hidden_bias[first:stop])
+            index = tf.reshape(glu_index, [stop - first, -1])  # (K_r, 2*D_r): [value | gate] columns
+            out = tf.matmul(hidden, tf.cast(tf.gather(kernel, index), dtype), transpose_b=True)  # (K_r, B*T, 2*D_r)
+            out = tf.cast(out + tf.cast(tf.gather(bias, index), dtype)[:, tf.newaxis], tf.float32)
+            value, gate = tf.split(out, 2, axis=-1)  # (K_r, B*T, D_r) each
+            mask = tf.transpose(value * tf.sigmoid(gate), [1, 0, 2])  # (B*T, K_r, D_r), GLU
+            masks.append(tf.reshape(mask, [shape[0], shape[1], -1]))  # (B, T, K_r*D_r)
+        mask = tf.concat(masks, axis=-1) if len(masks) > 1 else masks[0]  # (B, T, sum of K_r*D_r)
         return tf.gather(mask, self.unpad_index, axis=-1)  # (B, T, F*C*2)
 
     def get_config(self) -> dict[str, Any]:

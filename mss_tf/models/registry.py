@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
@@ -17,6 +18,8 @@ from mss_tf.models.unet import UNet
 
 UNET_STFT = SpectrogramConfig(sample_rate=16000, n_fft=1024, hop=512)
 BSRNN_STFT = SpectrogramConfig(sample_rate=44100, n_fft=2048, hop=512)
+# Keras dtype policies a model can be built in (training and inference)
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,3 +187,15 @@ def is_neural(preset: Preset | str) -> bool:
         preset = get_preset(preset)
     return preset.model != "NMFSeparator"
 
+
+@contextlib.contextmanager
+def precision_scope(precision: str) -> Iterator[None]:
+    """Layers built inside take the Keras dtype policy `precision`; the global policy is restored after."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

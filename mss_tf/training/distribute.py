@@ -18,18 +18,15 @@ Precision (`--precision`): ``float32``, ``mixed_float16`` (Keras mixed-precision
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from typing import Iterator
 
-import keras
 import tensorflow as tf
 
 from mss_tf.errors import ConfigError
+from mss_tf.models.registry import PRECISIONS, precision_scope  # noqa: F401  (re-exported)
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
@@ -88,16 +85,3 @@ def check_batch(strategy: tf.distribute.Strategy, batch_size: int) -> int:
             f"--batch-size {batch_size} cannot be split over {replicas} replicas: use a multiple of {replicas}"
         )
     return batch_size // replicas
-
-
-@contextlib.contextmanager
-def precision_scope(precision: str) -> Iterator[None]:
-    """Layers built inside take the Keras dtype policy `precision`; the global policy is restored after."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)

@@ -124,7 +124,7 @@ def train_run(
     history = trainer.fit(train_data, valid_ds, progress=progress, log=log, on_start=start)
     params = model_parameters(model)
     log(f"trained {config.model} ({params:,} parameters) in {run_dir}")
-    return {"history": history, "params": params, "run_dir": str(run_dir)}
+    return {"history": history, "params": params, "run_dir": str(run_dir), "chief": chief}
 
 
 def _fit_nmf(config: TrainConfig, run_dir: Path, shard_dir: Path, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
@@ -139,4 +139,4 @@ def _fit_nmf(config: TrainConfig, run_dir: Path, shard_dir: Path, progress: bool
     params = model_parameters(model)
     final = {target: float(losses[-1]) for target, losses in history.items()}
     log(f"fitted {config.model} ({params:,} dictionary entries) in {run_dir}; final beta-divergence {final}")
-    return {"history": history, "params": params, "run_dir": str(run_dir)}
+    return {"history": history, "params": params, "run_dir": str(run_dir), "chief": True}

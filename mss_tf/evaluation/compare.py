@@ -1,0 +1,198 @@
+"""Comparison of evaluated models: one Markdown and CSV table, box plots and the trade-off plot.
+
+Input: the results.json of each evaluation (run directories, `evaluate.py --out` folders of a
+SavedModel, an oracle or the mixture). Output, in one folder:
+
+* `comparison.md` / `comparison.csv`: one row per model with its parameter count and real-time
+  factor of separation, then cSDR and uSDR per target and their averages (higher is better);
+* `sdr_boxplot.png`: per target, the per-track SDR (median over frames; uSDR where BSSEval was
+  not run) of every model across tracks;
+* `tradeoff.png`: average SDR against parameters and against separation time (RTF) -- how much
+  quality each unit of complexity buys. Models without parameters (oracles, the mixture, NMF
+  counted by its dictionaries) are drawn as reference lines where they have none.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mss_tf.data.shards import atomic_write_text
+from mss_tf.errors import DataError
+from mss_tf.evaluation.report import load_results
+
+MARKDOWN = "comparison.md"
+CSV = "comparison.csv"
+BOXPLOT = "sdr_boxplot.png"
+TRADEOFF = "tradeoff.png"
+
+
+def _value(entry: dict[str, Any], key: str) -> float | None:
+    value = entry.get(key)
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _label(results: dict[str, Any], path: Path) -> str:
+    return str(results.get("label") or results.get("model") or path.name)
+
+
+def load_all(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, results) of each folder; labels are made unique with the folder name."""
+    loaded = [(Path(p), load_results(p)) for p in paths]
+    if not loaded:
+        raise DataError("--compare needs at least one evaluated folder")
+    labels = [_label(r, p) for p, r in loaded]
+    out = []
+    for (path, results), label in zip(loaded, labels):
+        if labels.count(label) > 1:
+            label = f"{label} ({path.name})"
+        out.append((label, results))
+    return out
+
+
+def targets_of(models: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Targets in the order the first model lists them, then any others."""
+    order: list[str] = []
+    for _, results in models:
+        order += [t for t in results["targets"] if t not in order]
+    return order
+
+
+def table_rows(models: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[list[Any]]]:
+    targets = targets_of(models)
+    header = ["model", "params", "RTF"] + [f"{t} cSDR" for t in targets] + ["avg cSDR"]
+    header += [f"{t} uSDR" for t in targets] + ["avg uSDR"]
+    rows = []
+    for label, results in models:
+        row: list[Any] = [label, results.get("params") or 0, results.get("rtf")]
+        row += [_value(results["targets"].get(t, {}), "csdr") for t in targets] + [_value(results["average"], "csdr")]
+        row += [_value(results["targets"].get(t, {}), "usdr") for t in targets] + [_value(results["average"], "usdr")]
+        rows.append(row)
+    return header, rows
+
+
+def _format(value: Any, column: str) -> str:
+    if value is None:
+        return "-"
+    if column == "params":
+        return f"{int(value):,}"
+    if column == "RTF":
+        return f"{value:.3f}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def markdown(models: list[tuple[str, dict[str, Any]]]) -> str:
+    header, rows = table_rows(models)
+    subsets = sorted({r.get("subset", "?") for _, r in models})
+    tracks = sorted({len(r.get("tracks", [])) for _, r in models})
+    lines = [f"Models on the {'/'.join(subsets)} split ({'/'.join(map(str, tracks))} tracks); SDR in dB, higher "
+             "is better. cSDR: BSSEval v4 (museval) median over 1 s frames, then over tracks; uSDR: mean over "
+             "tracks of the whole-track SDR (0 dB = a silent estimate). RTF: separation seconds per second of "
+             "audio on the machine that evaluated it. '-': not measured.", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in rows:
+        lines.append("| " + " | ".join(_format(v, c) for v, c in zip(row, header)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(models: list[tuple[str, dict[str, Any]]]) -> str:
+    header, rows = table_rows(models)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else (round(v, 4) if isinstance(v, float) else v) for v in row])
+    return buffer.getvalue()
+
+
+def per_track_sdr(results: dict[str, Any], target: str) -> list[float]:
+    """Per-track SDR of a target: the BSSEval median over frames, else the uSDR."""
+    values = []
+    for row in results.get("tracks", []):
+        bss = row.get("bss", {}).get(target, {})
+        value = bss.get("SDR") if bss else row.get("usdr", {}).get(target)
+        if value is not None and np.isfinite(value):
+            values.append(float(value))
+    return values
+
+
+def _save_figure(figure: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_boxes(models: list[tuple[str, dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = targets_of(models)
+    figure, axes = plt.subplots(1, len(targets), figsize=(3.2 * len(targets) + 1, 4.2), sharey=True, squeeze=False)
+    for axis, target in zip(axes[0], targets):
+        data = [per_track_sdr(results, target) for _, results in models]
+        labels = [label for label, _ in models]
+        keep = [i for i, d in enumerate(data) if d]
+        axis.boxplot([data[i] for i in keep], vert=True, showmeans=True)
+        axis.set_xticks(range(1, len(keep) + 1), [labels[i] for i in keep], rotation=45, ha="right", fontsize=8)
+        axis.set_title(target)
+        axis.axhline(0.0, color="grey", lw=0.6, ls=":")
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("SDR per track (dB; BSSEval median over frames)")
+    figure.suptitle("SDR across tracks per target (box: quartiles, line: median, triangle: mean)", fontsize=10)
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def plot_tradeoff(models: list[tuple[str, dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    key = "csdr" if all(_value(r["average"], "csdr") is not None for _, r in models) else "usdr"
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, (field, xlabel) in zip(axes, [("params", "parameters"), ("rtf", "separation time (RTF, s per s of audio)")]):
+        for i, (label, results) in enumerate(models):
+            y = _value(results["average"], key)
+            x = results.get(field)
+            if y is None:
+                continue
+            colour = colours[i % len(colours)]
+            if x is None or x <= 0:  # no parameters / not timed: a reference line
+                axis.axhline(y, color=colour, ls="--", lw=1.0, label=f"{label} ({y:.2f})")
+            else:
+                axis.scatter([x], [y], color=colour, s=40, zorder=3, label=f"{label} ({y:.2f})")
+                axis.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.set_xscale("log")
+        axis.set_xlabel(xlabel + " (log scale)")
+        axis.set_ylabel(f"average {'cSDR' if key == 'csdr' else 'uSDR'} (dB)")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    figure.suptitle("Separation quality against complexity", fontsize=10)
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def write_comparison(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
+    """Write the table (Markdown, CSV) and both plots of the evaluated folders into out_dir."""
+    models = load_all(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {"markdown": out_dir / MARKDOWN, "csv": out_dir / CSV, "boxplot": out_dir / BOXPLOT,
+               "tradeoff": out_dir / TRADEOFF}
+    atomic_write_text(written["markdown"], markdown(models))
+    atomic_write_text(written["csv"], csv_text(models))
+    plot_boxes(models, written["boxplot"])
+    plot_tradeoff(models, written["tradeoff"])
+    return written

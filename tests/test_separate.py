@@ -1,0 +1,196 @@
+"""separate.py: any audio file in (wav, flac, mp3, ogg; any rate and channel count; any length),
+one file per stem out, at the input's rate and length; bad files skipped and reported."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from mss_tf.export import export_run, load_saved_model
+from mss_tf.inference import Separator, separate_file
+from tests.conftest import REPO
+from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_export import fake_run
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("separate")
+    run = fake_run(root / "run", "unet-tiny")
+    export = export_run(run, root / "export", chunk_seconds=4.0, overlap_seconds=1.0)
+    return run, export
+
+
+def _tone(seconds, rate, channels, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)
+    return np.stack([wave * (1 - 0.3 * c) for c in range(channels)], axis=1).astype(np.float32)
+
+
+def test_every_format_rate_and_channel_count_gives_stems_of_the_inputs_length(model_dirs, tmp_path):
+    run, _ = model_dirs
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    inputs = {"a.wav": (22050, 2, 3.3), "b.flac": (16000, 1, 2.0), "c.ogg": (44100, 2, 2.5), "d.mp3": (44100, 2, 2.0)}
+    for name, (rate, channels, seconds) in inputs.items():
+        soundfile.write(songs / name, _tone(seconds, rate, channels), rate)
+    result = run_cli("separate.py", songs, "--model", run, "--out", tmp_path / "out", "--quiet")
+    assert result.returncode == 0, result.stderr
+    for name, (rate, channels, _) in inputs.items():
+        length = soundfile.info(str(songs / name)).frames
+        folder = tmp_path / "out" / name.rsplit(".", 1)[0]
+        assert sorted(p.name for p in folder.iterdir()) == ["bass.wav", "drums.wav", "other.wav", "vocals.wav"]
+        for stem in folder.iterdir():
+            info = soundfile.info(str(stem))
+            assert (info.samplerate, info.channels) == (rate, channels), (name, stem.name)
+            assert abs(info.frames - length) <= 1, (name, info.frames, length)  # mp3 decoders may differ by a frame
+    assert not list((tmp_path / "out").rglob(".*"))  # no temporary files left
+
+
+def test_run_and_savedmodel_give_the_same_stems_and_flac_and_targets_options(model_dirs, tmp_path):
+    run, export = model_dirs
+    song = tmp_path / "song.wav"
+    audio = _tone(9.0, 16000, 2)
+    soundfile.write(song, audio, 16000, subtype="FLOAT")
+    from_run = run_cli("separate.py", song, "--model", run, "--out", tmp_path / "run", "--quiet",
+                       "--chunk-seconds", 4, "--overlap", 1)
+    from_export = run_cli("separate.py", song, "--model", export, "--out", tmp_path / "export", "--quiet")
+    assert from_run.returncode == 0 and from_export.returncode == 0, from_run.stderr + from_export.stderr
+    for stem in ("vocals", "drums", "bass", "other"):
+        a, _ = soundfile.read(tmp_path / "run" / "song" / f"{stem}.wav", dtype="float32")
+        b, _ = soundfile.read(tmp_path / "export" / "song" / f"{stem}.wav", dtype="float32")
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # and the stems are the Separator's own output (written as 32-bit float wav: exact)
+    expected = Separator.from_run(run, chunk_seconds=4.0, overlap_seconds=1.0).separate(audio, 16000)
+    got, _ = soundfile.read(tmp_path / "run" / "song" / "bass.wav", dtype="float32")
+    np.testing.assert_allclose(got, expected["bass"], atol=1e-6)
+    # one more run for --format, --targets and --wiener (with the export)
+    flac = run_cli("separate.py", song, "--model", export, "--out", tmp_path / "flac", "--format", "flac",
+                   "--targets", "vocals", "bass", "--wiener", 1, "--quiet")
+    assert flac.returncode == 0, flac.stderr
+    assert sorted(p.name for p in (tmp_path / "flac" / "song").iterdir()) == ["bass.flac", "vocals.flac"]
+    assert soundfile.info(str(tmp_path / "flac" / "song" / "bass.flac")).subtype == "PCM_16"
+    filtered, _ = soundfile.read(tmp_path / "flac" / "song" / "bass.flac", dtype="float32")
+    assert filtered.shape == got.shape and not np.allclose(filtered, np.clip(got, -1, 1), atol=1e-3)
+
+
+def test_a_ten_minute_song_is_not_cut(model_dirs, tmp_path):
+    # Spleeter cuts at 600 s by default; nothing here does
+    run, _ = model_dirs
+    song = tmp_path / "long.flac"
+    rate = 8000
+    audio = _tone(610.0, rate, 1)
+    soundfile.write(song, audio, rate)
+    result = run_cli("separate.py", song, "--model", run, "--out", tmp_path / "out", "--targets", "drums", "--quiet")
+    assert result.returncode == 0, result.stderr
+    info = soundfile.info(str(tmp_path / "out" / "long" / "drums.wav"))
+    assert info.frames == audio.shape[0] and info.samplerate == rate
+    tail, _ = soundfile.read(tmp_path / "out" / "long" / "drums.wav", start=info.frames - rate)
+    assert np.abs(tail).max() > 0  # the last second is separated, not zeros
+
+
+def test_bad_files_are_reported_and_the_others_separated(model_dirs, tmp_path):
+    run, _ = model_dirs
+    good, empty, text = tmp_path / "good.wav", tmp_path / "empty.wav", tmp_path / "notes.mp3"
+    soundfile.write(good, _tone(1.0, 16000, 2), 16000)
+    empty.write_bytes(b"")
+    text.write_text("not audio at all")
+    result = run_cli("separate.py", empty, good, text, "--model", run, "--out", tmp_path / "out", "--quiet")
+    assert result.returncode == 2
+    assert (tmp_path / "out" / "good" / "vocals.wav").is_file()
+    assert not (tmp_path / "out" / "empty").exists() and not (tmp_path / "out" / "notes").exists()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and str(empty) in errors[0] and str(text) in errors[1]
+    assert "2 of 3 files failed" in result.stderr
+
+
+def test_bad_arguments_are_one_line_errors(model_dirs, tmp_path):
+    run, export = model_dirs
+    (tmp_path / "empty-folder").mkdir()
+    (tmp_path / "empty-folder" / "readme.txt").write_text("no audio")
+    assert_one_line_error(run_cli("separate.py", tmp_path / "empty-folder", "--model", run, "--out", tmp_path / "o"),
+                          "empty-folder", "no audio")
+    song = tmp_path / "s.wav"
+    soundfile.write(song, _tone(1.0, 16000, 1), 16000)
+    assert_one_line_error(run_cli("separate.py", song, "--model", tmp_path, "--out", tmp_path / "o"), str(tmp_path))
+    run_cli_result = run_cli("separate.py", song, "--model", run, "--out", tmp_path / "o", "--wiener", -1)
+    assert_one_line_error(run_cli_result, "--wiener")
+    assert_one_line_error(run_cli("separate.py", song, "--model", run, "--out", tmp_path / "o", "--chunks-per-call", 0),
+                          "--chunks-per-call")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_savedmodel_streams_chunk_by_chunk_like_its_graph_and_its_run(model_dirs, tmp_path):
+    """separate.py calls an export's graph one chunk at a time: the same stems as the graph on the
+    whole track, and with the Wiener filter the same as the run (each chunk filtered before the
+    crossfade)."""
+    run, export = model_dirs
+    audio = _tone(9.3, 22050, 2, seed=4)
+    song = tmp_path / "song.wav"
+    soundfile.write(song, audio, 22050, subtype="FLOAT")
+    graph = load_saved_model(export).separate(audio, 22050)  # in memory: one graph call
+    for wiener in (0, 1):
+        separate_file(load_saved_model(export, wiener_iterations=wiener), song, {"bass": tmp_path / f"export-{wiener}.wav"})
+        separate_file(Separator.from_run(run, chunk_seconds=4.0, overlap_seconds=1.0, wiener_iterations=wiener), song,
+                      {"bass": tmp_path / f"run-{wiener}.wav"})
+    streamed = {name: soundfile.read(tmp_path / f"{name}.wav", dtype="float32")[0] for name in
+                ("export-0", "export-1", "run-0", "run-1")}
+    np.testing.assert_allclose(streamed["export-0"], graph["bass"], atol=1e-4)
+    np.testing.assert_allclose(streamed["export-0"], streamed["run-0"], atol=1e-4)
+    np.testing.assert_allclose(streamed["export-1"], streamed["run-1"], atol=1e-4)
+    assert not np.allclose(streamed["export-1"], streamed["export-0"], atol=1e-4)
+
+
+def run_with_peak_rss(args, timeout):
+    """Run `python ARGS` in a child process; returns (CompletedProcess, the child's peak RSS in
+    bytes), measured by a parent that waits for that one child (os.wait4's rusage)."""
+    parent = ("import os, subprocess, sys\n"
+              "child = subprocess.Popen(sys.argv[1:])\n"
+              "_, status, usage = os.wait4(child.pid, 0)\n"
+              "child.returncode = os.waitstatus_to_exitcode(status)\n"
+              "print('peak_rss_kib', usage.ru_maxrss, file=sys.stderr)\n"
+              "sys.exit(child.returncode)\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", parent, sys.executable, *map(str, args)], capture_output=True,
+                            text=True, env=env, timeout=timeout)
+    kib = [int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("peak_rss_kib ")]
+    return result, (kib[-1] * 1024 if kib else None)
+
+
+def write_long_song(path, seconds, rate=44100, block_seconds=60):
+    """A stereo tone-and-noise song written in blocks (16-bit wav: memory stays small)."""
+    rng = np.random.default_rng(0)
+    with soundfile.SoundFile(str(path), "w", rate, 2, subtype="PCM_16") as song:
+        for start in range(0, int(seconds * rate), block_seconds * rate):
+            n = min(block_seconds * rate, int(seconds * rate) - start)
+            t = (start + np.arange(n)) / rate
+            wave = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.1 * t))
+            song.write(np.stack([wave + 0.05 * rng.standard_normal(n), 0.7 * wave + 0.05 * rng.standard_normal(n)], 1))
+
+
+@pytest.mark.slow
+def test_a_sixty_minute_song_is_separated_in_bounded_memory(model_dirs, tmp_path):
+    """60 minutes of stereo 44.1 kHz (1.3 GB as float32; its four stems 5 GB) through separate.py
+    with unet-tiny: the process's peak RSS stays under 2 GB, and every stem has the input's length."""
+    run, _ = model_dirs
+    song = tmp_path / "hour.wav"
+    write_long_song(song, 3600)
+    frames = soundfile.info(str(song)).frames
+    try:
+        result, peak = run_with_peak_rss([REPO / "separate.py", song, "--model", run, "--out", tmp_path / "out", "--quiet"],
+                                         timeout=3600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        print(f"60 min stereo 44.1 kHz, unet-tiny: peak RSS {peak / 2**20:.0f} MiB")
+        assert peak is not None and peak < 2 * 2**30, peak
+        for stem in ("vocals", "drums", "bass", "other"):
+            info = soundfile.info(str(tmp_path / "out" / "hour" / f"{stem}.wav"))
+            assert (info.frames, info.samplerate, info.channels) == (frames, 44100, 2), stem
+        tail, _ = soundfile.read(tmp_path / "out" / "hour" / "vocals.wav", start=frames - 44100, dtype="float32")
+        assert np.abs(tail).max() > 0
+    finally:  # 6 GB of audio: do not leave it to pytest's kept temporary folders
+        for path in [song, *(tmp_path / "out").rglob("*.wav")]:
+            path.unlink(missing_ok=True)
