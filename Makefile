@@ -64,7 +64,7 @@ PEER_ARG = $(if $(and $(PEER_REPO),$(wildcard $(TORCH_VENV)/bin/python)),--torch
 
 bench: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py
-	$(PY) benchmarks/models.py $(TORCH_ARG)
+	$(PY) benchmarks/models.py $(TORCH_ARG) $(if $(PEER_REPO),--peer-repo $(PEER_REPO),)
 	$(PY) benchmarks/training.py $(PEER_ARG)
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/evaluation.py

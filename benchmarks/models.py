@@ -538,7 +538,7 @@ def render_profile(results: dict[str, Any]) -> str:
              f"{len(results['variants'][0]['times_s']) if results['variants'] else ''} rounds; GFLOP from the configuration.", ""]
     header = ["stage"]
     for profile in results["profile"]:
-        header += [f"s ({profile['intra_op_threads'] or 'default'} intra-op)", "GFLOP/s"]
+        header += [f"s ({profile['intra_op_threads'] or 'default'} intra-op threads)", "GFLOP/s"]
     header.insert(1, "GFLOP")
     rows = []
     for i, stage in enumerate(results["profile"][0]["stages"]):
@@ -555,8 +555,9 @@ def render_profile(results: dict[str, Any]) -> str:
         total = sum(ops["op_seconds"].values())
         top = list(ops["op_seconds"].items())[:5]
         shares = ", ".join(f"{op} {t:.2f} s ({100 * t / total:.0f}%)" for op, t in top)
-        lines += ["", f"Op time of one traced forward pass ({profile['intra_op_threads'] or 'default'} intra-op, "
-                      f"{profile['inter_op_threads']} inter-op threads; {ops['wall_s']:.2f} s wall, {total:.2f} s of op time "
+        threads = (f"{profile['intra_op_threads']} intra-op, {profile['inter_op_threads']} inter-op threads"
+                   if profile["intra_op_threads"] else "TensorFlow's default threads")
+        lines += ["", f"Op time of one traced forward pass ({threads}; {ops['wall_s']:.2f} s wall, {total:.2f} s of op time "
                       f"on {ops['threads']} threads): {shares}."]
     return "\n".join(lines)
 
