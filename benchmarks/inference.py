@@ -41,6 +41,8 @@ from typing import Any
 
 from common import machine, machine_line, markdown_table, write_json, write_section
 
+from mss_tf.checkpoints import write_untrained_run  # noqa: E402
+
 PRESETS = ["unet", "bsrnn-tiny", "bsrnn-se-tiny", "bsrnn-small", "bsrnn-se-small", "bsrnn", "bsrnn-se"]
 QUICK_PRESETS = ["unet", "bsrnn-tiny", "bsrnn-se-tiny"]
 PAPER_PRESETS = {"bsrnn", "bsrnn-se"}  # 30 s only
@@ -48,23 +50,6 @@ LENGTHS = [30.0, 300.0]
 RATE = 44100
 HOUR_PRESET = "unet"
 SECTION = "Inference (benchmarks/inference.py)"
-
-
-def fake_run(run: Path, preset: str) -> Path:
-    """A run directory holding `preset`'s config and a checkpoint of its untrained weights in best/."""
-    import tensorflow as tf
-
-    from mss_tf.checkpoints import model_variables
-    from mss_tf.config import TrainConfig
-    from mss_tf.models.registry import build_model
-
-    config = TrainConfig(model=preset).resolve()
-    run.mkdir(parents=True)
-    config.save(run)
-    model = build_model(config.model, **config.model_kwargs)
-    model(tf.zeros([1, 16, config.spectrogram.n_bins, 2]), training=False)
-    tf.train.Checkpoint(model=model_variables(model)).save(str(run / "best" / "ckpt"))
-    return run
 
 
 def write_song(path: Path, seconds: float, rate: int = RATE, block_seconds: int = 60) -> int:
@@ -219,7 +204,7 @@ def main() -> None:
             songs[seconds] = work / f"song-{seconds:.0f}s.wav"
             write_song(songs[seconds], seconds)
         for preset in presets + ([HOUR_PRESET] if memory and HOUR_PRESET not in presets else []):
-            run = fake_run(work / "runs" / preset, preset)
+            run = write_untrained_run(work / "runs" / preset, preset)
             for seconds in lengths:
                 if preset in presets and not (preset in PAPER_PRESETS and seconds > 30):
                     results["rows"].append(measure(run, songs[seconds], seconds, preset, "streaming", work))

@@ -49,3 +49,19 @@ def restore_weights(model: keras.Model, run_dir: str | Path, which: str = "best"
             status.expect_partial()
             return latest
     raise CheckpointError(f"{run_dir}: run directory has no checkpoints")
+
+
+def write_untrained_run(run_dir: str | Path, preset: str) -> Path:
+    """A run directory holding `preset`'s resolved config and its untrained (initial) weights as
+    the best checkpoint: what benchmarks and tests time or export without training a model."""
+    from mss_tf.config import TrainConfig
+    from mss_tf.models.registry import build_model
+
+    run_dir = Path(run_dir)
+    config = TrainConfig(model=preset).resolve()
+    run_dir.mkdir(parents=True)
+    config.save(run_dir)
+    model = build_model(config.model, **config.model_kwargs)
+    model(tf.zeros([1, 16, config.spectrogram.n_bins, 2]), training=False)
+    tf.train.Checkpoint(model=model_variables(model)).save(str(run_dir / BEST / "ckpt"))
+    return run_dir

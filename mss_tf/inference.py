@@ -525,25 +525,6 @@ def wiener_filter(
     return istft(tf.constant(y), stft_config, n_samples).numpy().astype(np.float32)
 
 
-def wiener_overlap_add(
-    mixture: np.ndarray, estimates: np.ndarray, stft_config: SpectrogramConfig, iterations: int,
-    residual: bool, chunk: int, overlap: int,
-) -> np.ndarray:
-    """`wiener_filter` of whole-track (S, C, samples) estimates, chunk by chunk with the
-    separator's crossfades, so its memory is bounded by the chunk (for separators, such as
-    SavedModels, that return the whole track at once)."""
-    n_samples = mixture.shape[-1]
-    if n_samples <= chunk:
-        return wiener_filter(mixture, estimates, stft_config, iterations, residual)
-    out = np.zeros(estimates.shape, np.float32)
-    norm = np.zeros(n_samples, np.float32)
-    for start, window in chunk_windows(n_samples, chunk, overlap):
-        piece = slice(start, start + chunk)
-        out[..., piece] += wiener_filter(mixture[:, piece], estimates[..., piece], stft_config, iterations, residual) * window
-        norm[piece] += window
-    return out / norm
-
-
 def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
     if audio.shape[0] >= n_samples:
         return audio[:n_samples]

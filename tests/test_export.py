@@ -12,8 +12,7 @@ import pytest
 import tensorflow as tf
 
 from mss_tf import cli
-from mss_tf.checkpoints import model_variables
-from mss_tf.config import TrainConfig
+from mss_tf.checkpoints import write_untrained_run
 from mss_tf.errors import CheckpointError, ConfigError
 from mss_tf.export import (EXPORT_DIR, METADATA_DIR, METADATA_FILE, build_parser, export_run, load_saved_model,
                            main, tf_chunk_starts)
@@ -65,16 +64,7 @@ def run_fresh(saved_model: Path, inputs: dict[str, np.ndarray], tmp: Path) -> tu
     return json.loads(result.stdout.strip().splitlines()[-1]), {k: outputs[k] for k in outputs.files}
 
 
-def fake_run(run: Path, preset: str) -> Path:
-    """A run directory holding a preset's config and a checkpoint of its (untrained) weights in best/."""
-    config = TrainConfig(model=preset).resolve()
-    run.mkdir(parents=True)
-    config.save(run)
-    spec = config.spectrogram
-    model = build_model(config.model, **config.model_kwargs)
-    model(tf.zeros([1, 16, spec.n_bins, 2]), training=False)
-    tf.train.Checkpoint(model=model_variables(model)).save(str(run / "best" / "ckpt"))
-    return run
+fake_run = write_untrained_run  # a run directory with untrained weights in best/
 
 
 def random_audio(n_samples: int, seed: int) -> np.ndarray:

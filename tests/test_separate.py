@@ -1,8 +1,6 @@
 """separate.py: any audio file in (wav, flac, mp3, ogg; any rate and channel count; any length),
 one file per stem out, at the input's rate and length; bad files skipped and reported."""
 
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -145,31 +143,13 @@ def test_a_savedmodel_streams_chunk_by_chunk_like_its_graph_and_its_run(model_di
     assert not np.allclose(streamed["export-1"], streamed["export-0"], atol=1e-4)
 
 
-def run_with_peak_rss(args, timeout):
-    """Run `python ARGS` in a child process; returns (CompletedProcess, the child's peak RSS in
-    bytes), measured by a parent that waits for that one child (os.wait4's rusage)."""
-    parent = ("import os, subprocess, sys\n"
-              "child = subprocess.Popen(sys.argv[1:])\n"
-              "_, status, usage = os.wait4(child.pid, 0)\n"
-              "child.returncode = os.waitstatus_to_exitcode(status)\n"
-              "print('peak_rss_kib', usage.ru_maxrss, file=sys.stderr)\n"
-              "sys.exit(child.returncode)\n")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", parent, sys.executable, *map(str, args)], capture_output=True,
-                            text=True, env=env, timeout=timeout)
-    kib = [int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("peak_rss_kib ")]
-    return result, (kib[-1] * 1024 if kib else None)
+def _benchmark_tools():
+    """benchmarks/inference.py's song writer and peak-RSS runner (one implementation for both)."""
+    import importlib
+    import sys
 
-
-def write_long_song(path, seconds, rate=44100, block_seconds=60):
-    """A stereo tone-and-noise song written in blocks (16-bit wav: memory stays small)."""
-    rng = np.random.default_rng(0)
-    with soundfile.SoundFile(str(path), "w", rate, 2, subtype="PCM_16") as song:
-        for start in range(0, int(seconds * rate), block_seconds * rate):
-            n = min(block_seconds * rate, int(seconds * rate) - start)
-            t = (start + np.arange(n)) / rate
-            wave = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.1 * t))
-            song.write(np.stack([wave + 0.05 * rng.standard_normal(n), 0.7 * wave + 0.05 * rng.standard_normal(n)], 1))
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    return importlib.import_module("inference")
 
 
 @pytest.mark.slow
@@ -178,11 +158,12 @@ def test_a_sixty_minute_song_is_separated_in_bounded_memory(model_dirs, tmp_path
     with unet-tiny: the process's peak RSS stays under 2 GB, and every stem has the input's length."""
     run, _ = model_dirs
     song = tmp_path / "hour.wav"
-    write_long_song(song, 3600)
-    frames = soundfile.info(str(song)).frames
+    tools = _benchmark_tools()
+    frames = tools.write_song(song, 3600)
     try:
-        result, peak = run_with_peak_rss([REPO / "separate.py", song, "--model", run, "--out", tmp_path / "out", "--quiet"],
-                                         timeout=3600)
+        command = [sys.executable, *map(str, [REPO / "separate.py", song, "--model", run, "--out", tmp_path / "out"]),
+                   "--quiet"]
+        result, peak = tools.run_with_peak_rss(command, timeout=3600)
         assert result.returncode == 0, result.stderr[-3000:]
         print(f"60 min stereo 44.1 kHz, unet-tiny: peak RSS {peak / 2**20:.0f} MiB")
         assert peak is not None and peak < 2 * 2**30, peak

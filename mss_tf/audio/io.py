@@ -172,19 +172,7 @@ def load_audio(
             The message is one line and starts with the path.
     """
     path_str = os.fspath(path)
-    if not os.path.exists(path_str):
-        raise AudioError(f"{path_str}: no such file")
-    if os.path.isdir(path_str):
-        raise AudioError(f"{path_str}: is a directory, not an audio file")
-    if os.path.getsize(path_str) == 0:
-        raise AudioError(f"{path_str}: empty file (0 bytes)")
-
-    header = _read_wav_header(path_str)
-    if header is not None and header.truncated:
-        raise AudioError(
-            f"{path_str}: truncated audio file (header declares {header.data_size} "
-            f"bytes of samples, file holds {header.data_available})"
-        )
+    header = _check_file(path_str)
 
     if audio_backend() == TFIO and _tfio_can_decode(path_str, header):
         audio, rate = _load_tfio(path_str)
@@ -202,6 +190,24 @@ def load_audio(
         audio = resample(audio, rate, int(sample_rate))
         rate = int(sample_rate)
     return audio, rate
+
+
+def _check_file(path_str: str) -> "_WavHeader | None":
+    """The checks every reader makes before decoding: the file exists, is not a folder, is not
+    empty and (for wav) holds the samples its header declares. Returns the wav header (or None)."""
+    if not os.path.exists(path_str):
+        raise AudioError(f"{path_str}: no such file")
+    if os.path.isdir(path_str):
+        raise AudioError(f"{path_str}: is a directory, not an audio file")
+    if os.path.getsize(path_str) == 0:
+        raise AudioError(f"{path_str}: empty file (0 bytes)")
+    header = _read_wav_header(path_str)
+    if header is not None and header.truncated:
+        raise AudioError(
+            f"{path_str}: truncated audio file (header declares {header.data_size} "
+            f"bytes of samples, file holds {header.data_available})"
+        )
+    return header
 
 
 def _tfio_can_decode(path: str, header: "_WavHeader | None") -> bool:
@@ -511,18 +517,7 @@ class AudioReader:
         import soundfile as sf
 
         self.path = path_str = os.fspath(path)
-        if not os.path.exists(path_str):
-            raise AudioError(f"{path_str}: no such file")
-        if os.path.isdir(path_str):
-            raise AudioError(f"{path_str}: is a directory, not an audio file")
-        if os.path.getsize(path_str) == 0:
-            raise AudioError(f"{path_str}: empty file (0 bytes)")
-        header = _read_wav_header(path_str)
-        if header is not None and header.truncated:
-            raise AudioError(
-                f"{path_str}: truncated audio file (header declares {header.data_size} "
-                f"bytes of samples, file holds {header.data_available})"
-            )
+        header = _check_file(path_str)
         self._audio: np.ndarray | None = None
         try:
             self._file = sf.SoundFile(path_str)

@@ -94,11 +94,14 @@ def score_track(
     return store
 
 
-def track_medians(store) -> dict[str, dict[str, float]]:
-    """{target: {metric: median over frames (NaN frames ignored)}} of a TrackStore."""
+def track_medians(scores) -> dict[str, dict[str, float]]:
+    """{target: {metric: median over frames (NaN frames ignored)}} of a TrackStore or of its
+    JSON (museval's per-track format): what the per-track box plots show."""
+    scores = getattr(scores, "scores", scores)
     out = {}
-    for target in store.scores["targets"]:
-        values = {m: [float(f["metrics"][m]) for f in target["frames"]] for m in METRICS}
+    for target in scores["targets"]:
+        values = {m: [np.nan if f["metrics"][m] is None else float(f["metrics"][m]) for f in target["frames"]]
+                  for m in METRICS}
         out[target["name"]] = {m: _nanmedian(v) for m, v in values.items()}
     return out
 

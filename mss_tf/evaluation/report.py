@@ -27,7 +27,7 @@ from tqdm import tqdm
 from mss_tf.data import musdb
 from mss_tf.data.shards import atomic_write_text
 from mss_tf.errors import DataError
-from mss_tf.evaluation.bss import ACCOMPANIMENT, METRICS
+from mss_tf.evaluation.bss import ACCOMPANIMENT, track_medians
 from mss_tf.evaluation.metrics import energy_ratio, mean_over_tracks, usdr
 
 RESULTS = "results.json"
@@ -147,18 +147,6 @@ def bss_aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def track_medians(row: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """{target: {metric: median over the track's frames}} from a row's museval JSON (what the
-    per-track box plots show)."""
-    out = {}
-    for target in row["bss"]["targets"]:
-        values = {m: np.asarray([np.nan if f["metrics"][m] is None else float(f["metrics"][m])
-                                 for f in target["frames"]], np.float64) for m in METRICS}
-        out[target["name"]] = {m: float(np.nanmedian(v)) if np.isfinite(v).any() else float("nan")
-                               for m, v in values.items()}
-    return out
-
-
 def summarize(
     rows: list[dict[str, Any]], targets: Sequence[str], model: str, params: int | None, subset: str,
     extra: dict[str, Any] | None = None,
@@ -199,7 +187,7 @@ def summarize(
         if len(scored) == len(targets):
             results["average"]["csdr"] = float(np.mean(scored))
         for row in rows:  # the frames stay in the museval JSON files; results.json keeps medians
-            row["bss"] = track_medians(row)
+            row["bss"] = track_medians(row["bss"])
     results.update(extra or {})
     return results
 
