@@ -50,8 +50,11 @@ demo: setup
 report: setup
 	$(PY) evaluate.py --compare $$(ls -d runs/*/ runs/*/eval-*/ 2>/dev/null | while read d; do test -f $$d/results.json && echo $$d; done) --out runs/report
 
+# two pytest workers (pytest-xdist), one test file each at a time: the many CLI tests spend
+# much of their time starting Python and TensorFlow on one core
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

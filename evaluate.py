@@ -51,11 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--which", choices=["best", "latest"], default="best", help="with --run: which checkpoint (default best)")
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
                         help="with --run: the Keras dtype policy the model runs in (default float32)")
-    parser.add_argument("--chunk-seconds", type=float, default=10.0, help="separation chunk length in seconds (default 10)")
+    parser.add_argument("--chunk-seconds", type=float,
+                        help="separation chunk length in seconds (default 10; 5 for BSRNNs, which need more memory per second)")
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap of consecutive chunks in seconds (default 1)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="with --run/--saved-model: multichannel Wiener post-filter (norbert, N EM iterations) on "
                              "the stereo estimates; results go to RUN/eval-wiener-N unless --out (default 0: off)")
+    parser.add_argument("--threads", default="auto", metavar="auto|default|N",
+                        help="TensorFlow CPU threads for the model: auto (BSRNNs: one intra-op thread per two cores, "
+                             "the two directions of each BLSTM side by side; others: TensorFlow's default), default, "
+                             "or N intra-op threads (default auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -105,8 +110,14 @@ def main() -> int:
             raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.max_seconds is not None and args.max_seconds <= 0:
         raise ConfigError(f"--max-seconds must be positive, got {args.max_seconds}")
-    if args.chunk_seconds <= 0 or not 0 <= args.overlap < args.chunk_seconds:
+    if args.chunk_seconds is not None and (args.chunk_seconds <= 0 or not 0 <= args.overlap < args.chunk_seconds):
         raise ConfigError(f"--chunk-seconds {args.chunk_seconds} / --overlap {args.overlap}: need 0 <= overlap < chunk")
+
+    from mss_tf.threads import configure_threads, model_class_at, parse_threads
+
+    threads = parse_threads(args.threads)
+    model_dir = args.run if args.run is not None else args.saved_model
+    configure_threads(threads, model_class_at(model_dir) if model_dir is not None else None)  # before TF's first op
 
     from mss_tf.data import musdb
     from mss_tf.evaluation import report

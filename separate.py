@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=["wav", "flac"], default="wav",
                         help="wav: 32-bit float, exact; flac: 16-bit, clipped to [-1, 1] (default wav)")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="write only these stems (default: all the model makes)")
-    parser.add_argument("--chunk-seconds", type=float, default=10.0, help="separation chunk length in seconds (default 10)")
+    parser.add_argument("--chunk-seconds", type=float,
+                        help="separation chunk length in seconds (default 10; 5 for BSRNNs, which need more memory per second)")
     parser.add_argument("--overlap", type=float, default=1.0, help="overlap of consecutive chunks in seconds (default 1)")
     parser.add_argument("--chunks-per-call", type=int, default=1, metavar="K",
                         help="chunks separated together in one model call (default 1; more is faster on a GPU, "
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="multichannel Wiener post-filter with N EM iterations on stereo input (default 0: off)")
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
                         help="Keras dtype policy of a run's model (default float32; SavedModels are float32)")
+    parser.add_argument("--threads", default="auto", metavar="auto|default|N",
+                        help="TensorFlow CPU threads: auto (BSRNNs: one intra-op thread per two cores, so the two "
+                             "directions of each BLSTM run side by side; others: TensorFlow's default), default, or N "
+                             "intra-op threads (default auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -99,7 +104,11 @@ def main() -> int:
         raise ConfigError(f"--wiener must be >= 0, got {args.wiener}")
     if args.chunks_per_call < 1:
         raise ConfigError(f"--chunks-per-call must be >= 1, got {args.chunks_per_call}")
+    from mss_tf.threads import configure_threads, model_class_at, parse_threads
+
+    threads = parse_threads(args.threads)
     files = expand_inputs(args.inputs)
+    configure_threads(threads, model_class_at(args.model))  # before TensorFlow's first op
     separator = load_separator(args)
     targets = args.targets or separator.targets
     missing = [t for t in targets if t not in separator.targets]

@@ -60,6 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export", action="store_true",
                         help="after training, export the best checkpoint as a float32 SavedModel to RUN_DIR/export "
                         "(waveform in, stems out; python -m mss_tf.export --help)")
+    tune = parser.add_argument_group("hyperparameter search (Keras Tuner over the same training loop)")
+    tune.add_argument("--tune", action="store_true",
+                      help="search hyperparameters instead of training once; the search lives in RUN_DIR/tuning, "
+                      "running the command again continues it, and RUN_DIR/best_config.json is the winner")
+    tune.add_argument("--tuner", choices=["bayesian", "hyperband", "random"], default="bayesian",
+                      help="search algorithm (default bayesian)")
+    tune.add_argument("--max-trials", type=int, default=6, help="trials to run (bayesian, random; default 6)")
+    tune.add_argument("--trial-epochs", type=int, default=2,
+                      help="epochs per trial (hyperband: the most any trial gets; default 2)")
+    tune.add_argument("--trial-steps", type=int, default=50, help="training steps per trial epoch (default 50)")
+    tune.add_argument("--objective", choices=["val_usdr", "val_loss"], default="val_usdr",
+                      help="what a trial is judged by: val_usdr (mean validation uSDR over targets, higher; the "
+                      "default) or val_loss (lower; the loss's alpha is then not searched, as losses with different "
+                      "weights are not comparable)")
+    tune.add_argument("--search-space", metavar="JSON",
+                      help="narrow or replace the model's search space: {\"learning_rate\": {\"min\": 1e-4, "
+                      "\"max\": 1e-3}, \"decoder_dropout\": null, \"replace\": false}")
+    tune.add_argument("--show-search-space", action="store_true", help="print what --tune searches for --model and exit")
     parser.add_argument("--summary", action="store_true", help="print the model's layers and parameter count and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -149,6 +167,19 @@ def main() -> int:
     get_preset(config.model)
     config.model_kwargs = {**config.model_kwargs, **parse_model_args(args.model_arg)}
     config.resolve()
+    if args.show_search_space or args.tune:
+        from mss_tf.training.tuning import TuneOptions, describe_space
+
+        options = TuneOptions(tuner=args.tuner, max_trials=args.max_trials, trial_epochs=args.trial_epochs,
+                              trial_steps=args.trial_steps, objective=args.objective, search_space=args.search_space)
+        options.check()
+        space = describe_space(config.model, args.search_space, args.objective)  # checks the JSON before any work
+        if args.show_search_space:
+            print(space)
+            return 0
+        if args.resume:
+            raise ConfigError("--tune and --resume: run the same --tune command with the same --run-dir to continue a search")
+        return tune(args, config, options)
     if args.summary:
         import tensorflow as tf
 
@@ -185,6 +216,35 @@ def main() -> int:
         from mss_tf.export import EXPORT_DIR, export_run
 
         print(f"SavedModel: {export_run(run_dir, Path(run_dir) / EXPORT_DIR)}")
+    return 0
+
+
+def tune(args: argparse.Namespace, config, options) -> int:
+    """train.py --tune: prepare the data once, then search (or continue the search in --run-dir)."""
+    import os
+
+    from mss_tf.errors import ConfigError
+    from mss_tf.training.run import ensure_shards, make_datasets, new_run_dir, set_seeds
+    from mss_tf.training.tuning import is_chief, tune_run
+
+    run_dir = Path(args.run_dir or new_run_dir(f"{config.model}-tune"))
+    set_seeds(config.seed, config.deterministic)
+    train_data = valid_ds = None
+    if not is_chief():  # the oracle of a distributed search trains nothing
+        shards = args.shards
+        if shards is None and "KERASTUNER_ORACLE_IP" in os.environ:
+            raise ConfigError("distributed tuning workers need --shards DIR prepared beforehand "
+                              "(python datasets/prepare_musdb.py ...): they must not build shards concurrently")
+        if shards is not None and not shards.is_dir():
+            raise ConfigError(f"{shards}: no such shard folder")
+        data_root = None if shards is not None else cli.resolve_data_root(args.musdb_root, print)[0]
+        shards = ensure_shards(config, data_root, shards, not args.quiet, print)
+        config.data_root, config.shards = (str(data_root) if data_root else None), str(shards)
+        train_data, valid_ds = make_datasets(config, shards)
+    result = tune_run(config, run_dir, train_data, valid_ds, options, progress=not args.quiet)
+    if "summary" in result:
+        print(result["summary"].read_text())
+    print(f"search directory: {run_dir / 'tuning'}")
     return 0
 
 

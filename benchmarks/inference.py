@@ -3,12 +3,12 @@
     python benchmarks/inference.py [--quick] [--presets unet bsrnn-small ...]
 
 Each configuration runs in its own child process (`--worker`), which does what `separate.py`
-does for one file: loads a run directory (`Separator.from_run`: 10 s chunks, 1 s overlap, one
+does for one file: loads a run directory (`Separator.from_run`: 10 s chunks unless a row says 5, 1 s overlap, one
 chunk per call, float32) and streams a generated stereo 44.1 kHz 16-bit wav through
 `mss_tf.inference.separate_file`, writing every target the model makes as 32-bit float wav.
 The runs hold untrained weights of each preset (speed and memory do not depend on the values).
 
-- **load s**: importing TensorFlow and mss_tf, building the model and restoring its checkpoint.
+- **load s**: building the model and restoring its checkpoint (the worker has imported TensorFlow).
 - **separate s**: the `separate_file` call (read, resample to the model's rate and back, every
   chunk's STFT, model and iSTFT, the first call's tracing, writing); **RTF** = separate s /
   audio s (below 1: faster than real time). One run per cell: these are wall-clock times on a
@@ -20,6 +20,8 @@ Inputs: 30 s and 5 min for every preset, except the paper-size `bsrnn` and `bsrn
 only: at about 4 s per second of stereo audio on 2 cores, 5 min would take about 20 min each).
 Memory: a 60-minute file with `unet`, and the in-memory path (`load_audio`, `Separator.separate`,
 `save_audio`: separate.py before streaming) on the 5-minute file for comparison.
+The paper-size presets also run with TensorFlow's default thread pools (separate.py's
+`--threads auto` gives BSRNNs one intra-op thread per two cores) and with 5 s chunks.
 `--quick`: `unet`, `bsrnn-tiny` and `bsrnn-se-tiny` on 30 s only.
 
 Writes benchmarks/results/inference.json and the "Inference (benchmarks/inference.py)" section
@@ -49,6 +51,7 @@ PAPER_PRESETS = {"bsrnn", "bsrnn-se"}  # 30 s only
 LENGTHS = [30.0, 300.0]
 RATE = 44100
 HOUR_PRESET = "unet"
+PAPER_SHORT_CHUNK = 5.0  # seconds: the paper-size BSRNNs also run with this chunk, for their memory
 SECTION = "Inference (benchmarks/inference.py)"
 
 
@@ -88,8 +91,10 @@ def worker(job: dict[str, Any]) -> None:
     """In the child: load the run, separate one file (streaming or in memory), print timings as JSON."""
     start = time.perf_counter()
     from mss_tf.inference import Separator, separate_file
+    from mss_tf.threads import configure_threads, model_class_at
 
-    separator = Separator.from_run(job["run"])
+    intra = configure_threads(job["threads"], model_class_at(job["run"]))  # as separate.py does
+    separator = Separator.from_run(job["run"], chunk_seconds=job["chunk_seconds"])
     loaded = time.perf_counter()
     out = Path(job["out"])
     outputs = {target: out / f"{target}.wav" for target in separator.targets}
@@ -105,13 +110,15 @@ def worker(job: dict[str, Any]) -> None:
             audio_io.save_audio(path, stems[target], rate)
         frames = audio.shape[0]
     done = time.perf_counter()
-    print(json.dumps({"load_s": loaded - start, "separate_s": done - loaded, "frames": frames,
+    print(json.dumps({"load_s": loaded - start, "separate_s": done - loaded, "frames": frames, "intra_op_threads": intra,
                       "targets": separator.targets, "model_rate": separator.sample_rate}), flush=True)
 
 
-def measure(run: Path, song: Path, seconds: float, preset: str, mode: str, work: Path) -> dict[str, Any]:
+def measure(run: Path, song: Path, seconds: float, preset: str, mode: str, work: Path, threads: str = "auto",
+            chunk_seconds: float = 10.0) -> dict[str, Any]:
     out = work / "out"
-    job = {"run": str(run), "input": str(song), "out": str(out), "mode": mode}
+    job = {"run": str(run), "input": str(song), "out": str(out), "mode": mode, "threads": threads,
+           "chunk_seconds": chunk_seconds}
     began = time.perf_counter()
     result, peak = run_with_peak_rss([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)])
     wall = time.perf_counter() - began
@@ -122,7 +129,8 @@ def measure(run: Path, song: Path, seconds: float, preset: str, mode: str, work:
 
     lengths = {soundfile.info(str(p)).frames for p in out.glob("*.wav")}
     shutil.rmtree(out, ignore_errors=True)
-    row = {"preset": preset, "mode": mode, "audio_s": seconds, "model_rate": timing["model_rate"],
+    row = {"preset": preset, "mode": mode, "audio_s": seconds, "model_rate": timing["model_rate"], "threads": threads,
+           "intra_op_threads": timing["intra_op_threads"], "chunk_seconds": chunk_seconds,
            "targets": len(timing["targets"]), "load_s": round(timing["load_s"], 2),
            "separate_s": round(timing["separate_s"], 2), "rtf": round(timing["separate_s"] / seconds, 4),
            "process_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20) if peak else None,
@@ -134,20 +142,25 @@ def measure(run: Path, song: Path, seconds: float, preset: str, mode: str, work:
 def render(results: dict[str, Any]) -> str:
     lines = [machine_line(results["machine"]) + ("  (`--quick` run)" if results["quick"] else ""), "",
              "`separate.py`'s streaming path (`mss_tf.inference.separate_file`) in a child process per cell, on a "
-             "generated stereo 44.1 kHz 16-bit wav: 10 s chunks with 1 s overlap, one chunk per call, float32, every "
+             "generated stereo 44.1 kHz 16-bit wav: chunks as in the table with 1 s overlap, one chunk per call, float32, every "
              "target the model makes written as 32-bit float wav; untrained weights. separate s: the whole "
              "`separate_file` call (read, resample to the model's rate and back, STFT, model, iSTFT, first-call "
-             "tracing, write); RTF = separate s / audio s. load s: imports, model build and checkpoint. Peak RSS: the "
-             "child's `ru_maxrss` (TensorFlow included). One run per cell on a shared machine.", ""]
+             "tracing, write); RTF = separate s / audio s. load s: model build and checkpoint restore (TensorFlow already imported). Peak RSS: the "
+             "child's `ru_maxrss` (TensorFlow included). One run per cell.", ""]
     rows = [r for r in results["rows"] if r["mode"] == "streaming" and r["audio_s"] <= 300]
     lines.append(markdown_table(
-        ["preset", "model rate", "targets", "audio", "load s", "separate s", "RTF", "peak RSS"],
-        [[r["preset"], f"{r['model_rate'] / 1000:g} kHz", r["targets"], _duration(r["audio_s"]), f"{r['load_s']:.1f}",
-          f"{r['separate_s']:.1f}", f"{r['rtf']:.3f}", f"{r['peak_rss_mb']} MB"] for r in rows]))
+        ["preset", "model rate", "targets", "audio", "chunk", "threads", "load s", "separate s", "RTF", "peak RSS"],
+        [[r["preset"], f"{r['model_rate'] / 1000:g} kHz", r["targets"], _duration(r["audio_s"]),
+          f"{r.get('chunk_seconds', 10.0):g} s", _threads(r), f"{r['load_s']:.1f}", f"{r['separate_s']:.1f}",
+          f"{r['rtf']:.3f}", f"{r['peak_rss_mb']} MB"] for r in rows]))
+    lines += ["", "threads: `--threads auto` (separate.py's default: BSRNNs run with one intra-op thread per two cores "
+              "and two inter-op threads, the two directions of each BLSTM side by side; the U-Net keeps TensorFlow's "
+              "default) or `default` (TensorFlow's own pools, for comparison)."]
     skipped = [p for p in results["presets"] if p in PAPER_PRESETS]
     if skipped:
         lines += ["", f"{', '.join(f'`{p}`' for p in skipped)}: 30 s only (at their RTF a 5-minute file takes "
-                  "about 20 minutes each)."]
+                  f"many minutes each), also with TensorFlow's default threads and with {PAPER_SHORT_CHUNK:g} s chunks "
+                  "(`--chunk-seconds`), which bound their memory lower."]
     memory = [r for r in results["rows"] if r["mode"] != "streaming" or r["audio_s"] > 300]
     if memory:
         lines += ["", "Memory against the song's length (the same `unet` run):", ""]
@@ -160,14 +173,20 @@ def render(results: dict[str, Any]) -> str:
              for r in sorted(same, key=lambda r: (r["mode"] != "streaming", r["audio_s"]))]))
     load = results.get("load_average", {})
     if load:
-        busy = max(load.values()) > 1.0
+        niced = results.get("nice", 0) > 0
         lines += ["", f"1-minute load average at the start and end of the run: {load.get('start')} and {load.get('end')} "
-                  f"on {results['machine']['cores']} cores" + (
-                      f" -- other work shared the machine (this run at nice {results.get('nice', 0)}), so these "
-                      "times are upper bounds." if busy else ".")]
+                  f"on {results['machine']['cores']} cores (the benchmark's own child keeps it near the core count)" + (
+                      f"; this run was at nice {results['nice']} beside other work, so these times are upper bounds."
+                      if niced else "; nothing else ran beside it.")]
     bad = [f"{r['preset']} {_duration(r['audio_s'])}" for r in results["rows"] if not r["outputs_full_length"]]
     lines += ["", "Every output has the input's length." if not bad else f"Outputs of the wrong length: {', '.join(bad)}."]
     return "\n".join(lines)
+
+
+def _threads(row: dict[str, Any]) -> str:
+    mode = row.get("threads", "default")
+    intra = row.get("intra_op_threads")
+    return f"{mode} ({intra} intra-op)" if intra else f"{mode} (TF default)"
 
 
 def _duration(seconds: float) -> str:
@@ -208,6 +227,10 @@ def main() -> None:
             for seconds in lengths:
                 if preset in presets and not (preset in PAPER_PRESETS and seconds > 30):
                     results["rows"].append(measure(run, songs[seconds], seconds, preset, "streaming", work))
+            if preset in PAPER_PRESETS:  # TensorFlow's default threads, and half the chunk (memory)
+                results["rows"].append(measure(run, songs[30.0], 30.0, preset, "streaming", work, threads="default"))
+                results["rows"].append(measure(run, songs[30.0], 30.0, preset, "streaming", work,
+                                               chunk_seconds=PAPER_SHORT_CHUNK))
             if memory and preset == HOUR_PRESET:
                 results["rows"].append(measure(run, songs[3600.0], 3600.0, preset, "streaming", work))
                 results["rows"].append(measure(run, songs[300.0], 300.0, preset, "in memory", work))

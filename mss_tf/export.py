@@ -230,7 +230,7 @@ def export_separator(separator: Separator, out: str | Path, extra_metadata: dict
     return out
 
 
-def export_run(run_dir: str | Path, out: str | Path, which: str = "best", chunk_seconds: float = 10.0,
+def export_run(run_dir: str | Path, out: str | Path, which: str = "best", chunk_seconds: float | None = None,
                overlap_seconds: float = 1.0) -> Path:
     """Export the best (or latest) checkpoint of a run directory as a float32 SavedModel in `out`.
 
@@ -342,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SavedModel folder to write; an earlier export there is replaced once the new one is complete")
     parser.add_argument("--which", choices=["best", "latest"], default="best",
                         help="checkpoint to export: best (by validation loss, the default) or latest")
-    parser.add_argument("--chunk-seconds", type=float, default=10.0,
-                        help="chunk length the graph separates at a time, in seconds (default 10); bounds memory")
+    parser.add_argument("--chunk-seconds", type=float,
+                        help="chunk length the graph separates at a time, in seconds (default 10; 5 for BSRNNs); bounds memory")
     parser.add_argument("--overlap", type=float, default=1.0,
                         help="overlap of consecutive chunks in seconds, crossfaded with Hann fades (default 1)")
     parser.add_argument("--info", type=Path, metavar="SAVED_MODEL",

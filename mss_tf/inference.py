@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -34,7 +34,7 @@ from mss_tf.audio.spectrogram import SpectrogramConfig, istft, stft
 from mss_tf import TARGETS
 from mss_tf.config import TrainConfig
 from mss_tf.errors import ConfigError
-from mss_tf.models.registry import build_model, is_neural, precision_scope
+from mss_tf.models.registry import build_model, get_preset, is_neural, precision_scope
 from mss_tf.checkpoints import restore_weights
 
 
@@ -389,6 +389,13 @@ def separate_file(
                 "seconds": stream.frames_in / reader.sample_rate, "streamed": reader.streamed}
 
 
+def default_chunk_seconds(preset: str) -> float:
+    """The chunk length a run separates with unless told: 10 s, and 5 s for BSRNNs, whose BLSTM
+    activations grow fast with the chunk (the paper-size model peaks at 2.1 GB with 10 s chunks and
+    1.5 GB with 5 s, at the same speed; benchmarks/RESULTS.md, "Inference")."""
+    return 5.0 if get_preset(preset).model == "BSRNN" else 10.0
+
+
 class Separator(WaveformSeparator):
     """A trained model with its STFT config: waveform in, one waveform per target out.
 
@@ -456,6 +463,8 @@ class Separator(WaveformSeparator):
         """
         config = TrainConfig.load(run_dir)
         spec = config.spectrogram
+        if kwargs.get("chunk_seconds") is None:
+            kwargs["chunk_seconds"] = default_chunk_seconds(config.model)
         if not is_neural(config.model):
             from mss_tf.models.nmf import NMFSeparator
 

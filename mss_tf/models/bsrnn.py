@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from mss_tf.errors import ConfigError
 from mss_tf.models.bands import band_widths, resolve_scheme
+from mss_tf.models.search import HyperParameter, scaled_choices
 
 LSTM_IMPLEMENTATIONS = ("auto", "keras", "fused")
 _BLOCK_LSTM_GATES = (0, 2, 1, 3)  # Keras gate blocks (i, f, c, o) in BlockLSTM's order (i, c, f, o)
@@ -769,3 +770,29 @@ class BSRNN(keras.Model):
             "se_reduction": self.se_reduction,
             "lstm_implementation": self.lstm_implementation,
         }
+
+
+def search_space(kwargs: dict[str, Any]) -> list[HyperParameter]:
+    """What `train.py --tune` searches for a BSRNN(-SE) preset with these arguments (beside the
+    training settings of `mss_tf.models.search.training_space`), sized around the preset."""
+    n = int(kwargs.get("feature_dim", 128))
+    modules = int(kwargs.get("num_modules", 12))
+    scheme = kwargs.get("band_scheme", "auto")
+    schemes = tuple(dict.fromkeys([scheme if isinstance(scheme, str) else "v7", "v7", "coarse"]))
+    space = [
+        HyperParameter("feature_dim", "choice", values=scaled_choices(n, (0.5, 1, 2), minimum=4),
+                       help="N, the feature size of every band"),
+        HyperParameter("num_modules", "int", max(1, modules // 2), modules + max(1, modules // 2),
+                       help="band-sequence modules (each: a time BLSTM and a band BLSTM)"),
+        HyperParameter("lstm_hidden", "choice", values=scaled_choices(n, (1, 2, 4), minimum=4),
+                       help="hidden units of each LSTM direction (the paper: 2N)"),
+        HyperParameter("band_scheme", "choice", values=schemes, help="band split (auto: the paper's scheme per target)"),
+    ]
+    if kwargs.get("squeeze_excitation"):
+        space.append(HyperParameter("se_reduction", "choice", values=(4, 8, 16), help="SE reduction ratio r"))
+    return space
+
+
+def search_kwargs(values: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments for chosen search values: the names are BSRNN's own arguments."""
+    return dict(values)

@@ -14,6 +14,7 @@ from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import ConfigError
 from mss_tf.models.bsrnn import BSRNN
 from mss_tf.models.nmf import NMFSeparator
+from mss_tf.models.search import SearchSpace, training_space
 from mss_tf.models.unet import UNet
 
 UNET_STFT = SpectrogramConfig(sample_rate=16000, n_fft=1024, hop=512)
@@ -199,3 +200,19 @@ def precision_scope(precision: str) -> Iterator[None]:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def search_space(preset: Preset | str) -> SearchSpace:
+    """What `train.py --tune` searches for a preset: the training settings of every neural model
+    and the architecture arguments its model module defines (`search_space` in unet.py, bsrnn.py)."""
+    from mss_tf.models import bsrnn, unet
+
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    modules = {"UNet": unet, "BSRNN": bsrnn}
+    if preset.model not in modules:
+        raise ConfigError(f"{preset.name}: {preset.model} is fitted, not trained by gradient steps; there is nothing "
+                          "to tune (choose a U-Net or BSRNN preset)")
+    module = modules[preset.model]
+    training = training_space(preset.training.learning_rate, preset.training.weight_decay)
+    return SearchSpace(training + module.search_space(preset.kwargs), module.search_kwargs)

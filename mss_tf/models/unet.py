@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from mss_tf.errors import ConfigError
+from mss_tf.models.search import HyperParameter, scaled_choices
 
 
 class EncoderBlock(keras.layers.Layer):
@@ -160,3 +161,26 @@ class UNet(keras.Model):
             "output": self.output_mode,
             "input_scaling": self.input_scaling,
         }
+
+
+def search_space(kwargs: dict[str, Any]) -> list[HyperParameter]:
+    """What `train.py --tune` searches for a U-Net preset with these arguments (beside the
+    training settings of `mss_tf.models.search.training_space`)."""
+    base = int(list(kwargs.get("filters", (8, 16, 32)))[0])
+    return [
+        HyperParameter("base_filters", "choice", values=scaled_choices(base, (0.5, 1, 2), minimum=2),
+                       help="filters of the first level; the others are x2, x4 and the bottleneck keeps the preset's ratio"),
+        HyperParameter("bottleneck_dropout", "float", 0.0, 0.5, help="dropout after the bottleneck"),
+        HyperParameter("decoder_dropout", "float", 0.0, 0.5, help="dropout in each decoder block"),
+    ]
+
+
+def search_kwargs(values: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments for chosen search values (`kwargs`: the preset's, for the ratios)."""
+    out = {k: v for k, v in values.items() if k != "base_filters"}
+    if "base_filters" in values:
+        filters = [int(f) for f in kwargs.get("filters", (8, 16, 32))]
+        ratio = int(kwargs.get("bottleneck_filters", 64)) / filters[0]
+        base = int(values["base_filters"])
+        out.update(filters=[base, 2 * base, 4 * base], bottleneck_filters=max(1, int(round(base * ratio))))
+    return out

@@ -62,6 +62,38 @@ class RunLog:
             handle.write(line + "\n")
 
 
+def ensure_shards(config: TrainConfig, data_root: Path | None, shard_dir: Path | None, progress: bool,
+                  echo: Callable[[str], None]) -> Path:
+    """The shard folder a run trains on: `shard_dir` as given, or the cached one for `data_root`
+    and this config's STFT and shard settings (built the first time)."""
+    if shard_dir is not None:
+        return shard_dir
+    assert data_root is not None, "need a data root or a shard folder"
+    shard_dir = default_shard_dir(data_root, config)
+    echo(f"shards: {shard_dir} (built from {data_root} if missing)")
+    prepare_dataset(data_root, shard_dir, config.spectrogram, prepare_config(config), progress=progress)
+    return shard_dir
+
+
+def make_datasets(config: TrainConfig, shard_dir: Path) -> tuple[Callable[[int], tf.data.Dataset], tf.data.Dataset | None]:
+    """The training stream as a function of its position (a resumed run starts where it stopped)
+    and the validation dataset (None when the shards have no valid/ split)."""
+    spec = config.spectrogram
+    pipeline = PipelineConfig(
+        batch_size=int(config.batch_size),  # type: ignore[arg-type]
+        train_frames=config.train_frames(),
+        augment=OnlineAugmentConfig.from_dict(config.online_augment) if config.online_augment else None,
+    )
+    targets = list(config.targets or [])
+    train_data = lambda start: make_dataset(  # noqa: E731
+        shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed, start=start
+    )
+    valid_ds = None
+    if (shard_dir / "valid").is_dir():
+        valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False)
+    return train_data, valid_ds
+
+
 def train_run(
     config: TrainConfig,
     run_dir: Path,
@@ -77,30 +109,14 @@ def train_run(
     if strategy is not None:
         check_batch(strategy, int(config.batch_size))  # type: ignore[arg-type]
     set_seeds(config.seed, config.deterministic)
-    spec = config.spectrogram
-    if shard_dir is None:
-        if config.strategy == "multiworker":
-            raise ConfigError("--strategy multiworker needs --shards DIR prepared beforehand "
-                              "(python datasets/prepare_musdb.py ...): workers must not build shards concurrently")
-        assert data_root is not None, "need a data root or a shard folder"
-        shard_dir = default_shard_dir(data_root, config)
-        echo(f"shards: {shard_dir} (built from {data_root} if missing)")
-        prepare_dataset(data_root, shard_dir, spec, prepare_config(config), progress=progress)
+    if shard_dir is None and config.strategy == "multiworker":
+        raise ConfigError("--strategy multiworker needs --shards DIR prepared beforehand "
+                          "(python datasets/prepare_musdb.py ...): workers must not build shards concurrently")
+    shard_dir = ensure_shards(config, data_root, shard_dir, progress, echo)
+    config.data_root = str(data_root) if data_root else config.data_root  # evaluate.py's default data
     if strategy is None:
         return _fit_nmf(config, run_dir, shard_dir, progress, echo)
-    pipeline = PipelineConfig(
-        batch_size=int(config.batch_size),  # type: ignore[arg-type]
-        train_frames=config.train_frames(),
-        augment=OnlineAugmentConfig.from_dict(config.online_augment) if config.online_augment else None,
-    )
-    targets = list(config.targets or [])
-    # the training stream as a function of its position: a resumed run starts where it stopped
-    train_data = lambda start: make_dataset(  # noqa: E731
-        shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed, start=start
-    )
-    valid_ds = None
-    if (shard_dir / "valid").is_dir():
-        valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False)
+    train_data, valid_ds = make_datasets(config, shard_dir)
     if config.jit_compile and get_preset(config.model).model == "BSRNN":
         # XLA cannot compile the fused BlockLSTM kernel; the Keras LSTM has the same weights
         config.model_kwargs.setdefault("lstm_implementation", "keras")
@@ -109,7 +125,6 @@ def train_run(
     trainer = Trainer(model, config, run_dir, strategy)
     chief = is_chief(strategy)
     log = RunLog(run_dir, echo) if chief else echo
-    config.data_root = str(data_root) if data_root else config.data_root
     config.shards = str(shard_dir)
 
     def start() -> None:
