@@ -179,6 +179,9 @@ def main() -> int:
             return 0
         if args.resume:
             raise ConfigError("--tune and --resume: run the same --tune command with the same --run-dir to continue a search")
+        if config.strategy not in ("auto", "default"):
+            raise ConfigError(f"--tune with --strategy {config.strategy}: each trial trains on one device; to use "
+                              "several, run one tuner per device (distributed tuning, README)")
         return tune(args, config, options)
     if args.summary:
         import tensorflow as tf

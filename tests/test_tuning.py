@@ -115,6 +115,7 @@ def test_show_search_space_and_bad_input_are_one_line_errors(tmp_path):
     assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--show-search-space", "--search-space", bad),
                           "empty range", "loss_alpha")
     assert_one_line_error(run_cli("train.py", "--model", "nmf", "--tune"), "nmf")
+    assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--tune", "--strategy", "mirrored"), "--strategy")
     assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--tune", "--max-trials", "0"), "--max-trials")
     bad.write_text(json.dumps({"loss_alpha": {"min": 0.3, "max": 0.6}}))
     assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--tune", "--objective", "val_loss",
@@ -175,6 +176,15 @@ def test_best_models_load_their_trained_weights(data, tmp_path):
     assert not np.allclose(best_model(x).numpy(), untrained(x).numpy())
     untrained.load_weights(tuner._get_checkpoint_fname(rows[0]["trial"]))
     np.testing.assert_allclose(best_model(x).numpy(), untrained(x).numpy(), atol=1e-6)
+    # the winner's config trains the BSRNN-SE it describes
+    best = json.loads((tmp_path / "run" / "best_config.json").read_text())
+    assert best["model"] == "bsrnn-se-tiny" and best["model_kwargs"]["se_reduction"] == best_hp.values["se_reduction"]
+    trained = run_cli("train.py", "--config", tmp_path / "run" / "best_config.json", "--shards", shards["bsrnn-se-tiny"],
+                      "--run-dir", tmp_path / "full", "--epochs", 1, "--steps-per-epoch", 2, "--crop-seconds", 2, "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    full = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert {k: full["model_kwargs"][k] for k in best_hp.values if k in full["model_kwargs"]} == \
+        {k: v for k, v in best_hp.values.items() if k in full["model_kwargs"]}
 
 
 def test_an_interrupted_search_continues_with_the_remaining_trials(data, tmp_path, monkeypatch):
