@@ -10,7 +10,7 @@ DEMO_REPORT ?= runs/demo-report
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference demo report test test-slow bench bench-quick clean
+.PHONY: setup ffmpeg torch-reference demo report study test test-slow bench bench-quick clean
 
 setup: $(STAMP) ffmpeg
 
@@ -53,6 +53,12 @@ report: setup
 # two pytest workers (pytest-xdist), one test file each at a time: the many CLI tests spend
 # much of their time starting Python and TensorFlow on one core
 TEST_WORKERS ?= 2
+# the study (python -m mss_tf.study --help): NMF, U-Net, BSRNN, BSRNN-SE under one budget, on the
+# demo set unless MUSDB_PATH is set; writes study/REPORT.md and the README's Results block
+STUDY_ARGS ?=
+study: setup
+	$(PY) -m mss_tf.study --out study --readme README.md $(STUDY_ARGS)
+
 test: setup
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import platform
 import re
 import sys
 from pathlib import Path
@@ -15,35 +13,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import mss_tf  # noqa: E402,F401  (before TensorFlow: sets the suite's TensorFlow defaults, e.g. oneDNN)
+from mss_tf.machine import machine, machine_line  # noqa: E402,F401  (re-exported for the benchmarks)
+
 RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_DIR = HERE / "results"
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import tensorflow as tf
-
-    return {
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-    }
-
-
-def machine_line(info: dict[str, Any]) -> str:
-    return (f"Measured {info['date']} on {info['cores']} cores of {info['cpu']} ({info['machine']}), "
-            f"Python {info['python']}, TensorFlow {info['tensorflow']}.")
 
 
 def write_json(name: str, data: dict[str, Any]) -> Path:
@@ -81,13 +54,6 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def write_readme_block(name: str, body: str) -> None:
     """Replace the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in README.md."""
-    readme = HERE.parent / "README.md"
-    text = readme.read_text()
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    if start not in text or end not in text:
-        return
-    before, rest = text.split(start, 1)
-    _, after = rest.split(end, 1)
-    tmp = readme.with_name(".README.md.tmp")
-    tmp.write_text(f"{before}{start}\n{body.strip()}\n{end}{after}")
-    os.replace(tmp, readme)
+    from mss_tf.study_report import replace_block
+
+    replace_block(HERE.parent / "README.md", name, body)

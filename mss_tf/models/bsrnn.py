@@ -37,6 +37,7 @@ from mss_tf.models.bands import band_widths, resolve_scheme
 from mss_tf.models.search import HyperParameter, scaled_choices
 
 LSTM_IMPLEMENTATIONS = ("auto", "keras", "fused")
+SE_PLACEMENTS = ("blstm", "module")
 _BLOCK_LSTM_GATES = (0, 2, 1, 3)  # Keras gate blocks (i, f, c, o) in BlockLSTM's order (i, c, f, o)
 
 
@@ -483,18 +484,24 @@ class BandSequenceModule(keras.layers.Layer):
 
     def __init__(
         self, feature_dim: int, hidden_dim: int, squeeze_excitation: bool = False, se_reduction: int = 16,
-        lstm_implementation: str = "auto", **kwargs: Any,
+        lstm_implementation: str = "auto", se_placement: str = "blstm", **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if se_placement not in SE_PLACEMENTS:
+            raise ConfigError(f"se_placement must be one of {', '.join(SE_PLACEMENTS)}, got {se_placement!r}")
         self.feature_dim = int(feature_dim)
         self.hidden_dim = int(hidden_dim)
         self.squeeze_excitation = bool(squeeze_excitation)
         self.se_reduction = int(se_reduction)
         self.lstm_implementation = lstm_implementation
-        common = dict(squeeze_excitation=squeeze_excitation, se_reduction=se_reduction,
-                      lstm_implementation=lstm_implementation)
-        self.time_rnn = ResidualRNN(feature_dim, hidden_dim, axis="time", name="time_rnn", **common)
-        self.band_rnn = ResidualRNN(feature_dim, hidden_dim, axis="band", name="band_rnn", **common)
+        self.se_placement = se_placement
+        common = dict(se_reduction=se_reduction, lstm_implementation=lstm_implementation)
+        # "blstm": an SE block after each BLSTM; "module": one after each (time, band) pair
+        time_se = self.squeeze_excitation and se_placement == "blstm"
+        self.time_rnn = ResidualRNN(feature_dim, hidden_dim, axis="time", name="time_rnn", squeeze_excitation=time_se,
+                                    **common)
+        self.band_rnn = ResidualRNN(feature_dim, hidden_dim, axis="band", name="band_rnn",
+                                    squeeze_excitation=self.squeeze_excitation, **common)
 
     def build(self, input_shape: Any) -> None:
         self.time_rnn.build(input_shape)
@@ -512,6 +519,7 @@ class BandSequenceModule(keras.layers.Layer):
             "squeeze_excitation": self.squeeze_excitation,
             "se_reduction": self.se_reduction,
             "lstm_implementation": self.lstm_implementation,
+            "se_placement": self.se_placement,
         }
 
 
@@ -644,8 +652,10 @@ class BSRNN(keras.Model):
         lstm_hidden: BLSTM hidden size per direction; None -> 2N.
         mask_hidden: mask-estimation MLP hidden size; None -> 4N.
         channels: 1 (mono, default) or 2 (stereo fed jointly).
-        squeeze_excitation: add an SE block after every BLSTM (BSRNN-SE).
+        squeeze_excitation: add SE blocks (BSRNN-SE).
         se_reduction: SE reduction ratio r (default 16).
+        se_placement: "blstm" (the default: an SE block after every BLSTM, 2 per module) or
+            "module" (one after each time/band pair, on the band BLSTM's output): the study's ablation.
         lstm_implementation: "auto" (default: "fused" without a GPU, else "keras"), "keras"
             (Keras LSTM: cuDNN on a GPU, XLA-compilable) or "fused" (TF's BlockLSTM kernel on
             the same weights); see BidirectionalLSTM. Checkpoints are interchangeable.
@@ -665,6 +675,7 @@ class BSRNN(keras.Model):
         squeeze_excitation: bool = False,
         se_reduction: int = 16,
         lstm_implementation: str = "auto",
+        se_placement: str = "blstm",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -688,6 +699,7 @@ class BSRNN(keras.Model):
         self.squeeze_excitation = bool(squeeze_excitation)
         self.se_reduction = int(se_reduction)
         self.lstm_implementation = lstm_implementation
+        self.se_placement = se_placement
         self.band_widths = band_widths(resolve_scheme(self.band_scheme, self.targets), self.sample_rate, self.n_fft)
         self.n_bins = self.n_fft // 2 + 1
         values_per_bin = 2 * self.channels
@@ -695,7 +707,7 @@ class BSRNN(keras.Model):
         self.band_sequence = [
             BandSequenceModule(
                 self.feature_dim, self.lstm_hidden, self.squeeze_excitation, self.se_reduction,
-                self.lstm_implementation, name=f"band_sequence_{i}",
+                self.lstm_implementation, se_placement, name=f"band_sequence_{i}",
             )
             for i in range(self.num_modules)
         ]
@@ -768,6 +780,7 @@ class BSRNN(keras.Model):
             "channels": self.channels,
             "squeeze_excitation": self.squeeze_excitation,
             "se_reduction": self.se_reduction,
+            "se_placement": self.se_placement,
             "lstm_implementation": self.lstm_implementation,
         }
 

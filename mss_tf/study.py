@@ -1,0 +1,173 @@
+"""The study in one command: NMF, U-Net, BSRNN and BSRNN-SE trained and evaluated alike.
+
+    python -m mss_tf.study [--budget-minutes 60] [--musdb-root DIR] [--size cpu|paper] [--seeds 1]
+                           [--ablation] [--out study]
+
+Runs the project's own commands, so every number in the report is what a user would get:
+
+1. `train.py` for each model (all four targets; NMF, the U-Net, and the CPU-sized BSRNN and
+   BSRNN-SE, or the paper-size ones with `--size paper`) with the same seed and the same budget:
+   a share of `--budget-minutes` each (`--max-minutes`), or `--budget-steps` training steps each.
+   The data is prepared once per STFT configuration (train.py caches shards by their settings).
+2. `evaluate.py` on the same test tracks for each (museval BSSEval v4 and uSDR; `--fast` for the
+   fast BSSEval), plus the IRM2 oracle at the U-Net's STFT (the ceiling) and the mixture (the floor).
+3. `evaluate.py --compare`: the table and the quality-versus-complexity plots; then the training
+   curves of all models in one figure, parameter counts, training time and separation speed,
+   and with `--seeds N` each model's mean and spread over N trainings, in `OUT/REPORT.md`.
+
+`--ablation` adds BSRNN-SE variants: the SE blocks after each BLSTM or after each module (time and
+band BLSTM pair), with reduction r in {4, 8, 16}. Run the same command again and finished runs
+(those with results) are reused, so an interrupted study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mss_tf.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = {"cpu": ["nmf", "unet", "bsrnn-small", "bsrnn-se-small"], "paper": ["nmf", "unet", "bsrnn", "bsrnn-se"]}
+TRAIN_SHARE = 0.7  # of --budget-minutes for training; the rest evaluates
+STEPS_PER_EPOCH = 100  # the budget is checked at each epoch's end
+ABLATION = [(placement, r) for placement in ("blstm", "module") for r in (4, 8, 16)]
+ORACLE, MIXTURE = "oracle-irm2", "mixture"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mss_tf.study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget-minutes", type=float, default=60.0,
+                        help="the whole study's time: 70%% goes to training, shared equally by the trained models "
+                        "(default 60)")
+    parser.add_argument("--budget-steps", type=int,
+                        help="instead of a time share, train every model for this many steps")
+    parser.add_argument("--musdb-root", help="MUSDB18(-HQ) folder (default: $MUSDB_PATH, else the demo set)")
+    parser.add_argument("--size", choices=list(MODELS), default="cpu",
+                        help="cpu: the BSRNN presets that learn on 2 CPU cores in minutes; paper: the paper's size (GPU)")
+    parser.add_argument("--models", nargs="+", help="presets to compare (default: nmf, unet and the BSRNN pair of --size)")
+    parser.add_argument("--seeds", type=int, default=1, help="train each model this many times (seeds 0..N-1)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also train BSRNN-SE with SE after each BLSTM or each module, r in {4, 8, 16}")
+    parser.add_argument("--tracks", type=int, help="evaluate the first N test tracks (default all)")
+    parser.add_argument("--max-seconds", type=float, help="evaluate the first S seconds of each track")
+    parser.add_argument("--fast", action="store_true", help="the fast BSSEval v4 instead of museval")
+    parser.add_argument("--workers", type=int, default=2, help="BSSEval processes per evaluation (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("study"), help="study folder (default study/)")
+    parser.add_argument("--readme", type=Path, metavar="README",
+                        help="also put the report into this file's <!-- bench:study --> block (make study: README.md)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The trainings: one per model (and ablation variant) and seed."""
+    from mss_tf.models.registry import get_preset, is_neural
+
+    models = args.models or MODELS[args.size]
+    jobs = []
+    for preset in models:
+        get_preset(preset)
+        variants: list[tuple[str, dict[str, Any]]] = [(preset, {})]
+        kwargs = get_preset(preset).kwargs
+        if args.ablation and kwargs.get("squeeze_excitation"):
+            default = ("blstm", int(kwargs.get("se_reduction", 16)))
+            variants += [(f"{preset} SE/{placement} r={r}", {"se_placement": placement, "se_reduction": r})
+                         for placement, r in ABLATION if (placement, r) != default]
+        for label, model_args in variants:
+            for seed in range(args.seeds if is_neural(preset) else 1):  # NMF's fit does not depend on a seed
+                name = label.replace(" ", "_").replace("/", "-").replace("=", "")
+                jobs.append({"label": label, "preset": preset, "model_args": model_args, "seed": seed,
+                             "neural": is_neural(preset), "dir": f"{name}-seed{seed}"})
+    return jobs
+
+
+def _run(command: list[str], log) -> float:  # noqa: ANN001
+    """Run one of the project's CLIs; its output goes to the study log. Returns its wall time."""
+    started = time.monotonic()
+    log.write(f"$ {' '.join(command)}\n")
+    log.flush()
+    result = subprocess.run([sys.executable, *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if result.returncode != 0:
+        raise ConfigError(f"{command[0]} failed (exit {result.returncode}); see {log.name}")
+    return time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1 or args.budget_minutes <= 0 or (args.budget_steps is not None and args.budget_steps < 1):
+        raise ConfigError("--seeds, --budget-minutes and --budget-steps must be positive")
+    jobs = plan(args)
+    out = args.out.resolve()
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    neural = [j for j in jobs if j["neural"]]
+    minutes = args.budget_minutes * TRAIN_SHARE / max(1, len(neural))
+    data = ["--musdb-root", args.musdb_root] if args.musdb_root else []
+    evaluation = ["--workers", str(args.workers), "--quiet"] + (["--fast"] if args.fast else [])
+    evaluation += (["--tracks", str(args.tracks)] if args.tracks else [])
+    evaluation += (["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])
+    state_path = out / "study.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state.update({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                  "minutes_per_model": None if args.budget_steps else minutes})
+    state.setdefault("train_seconds", {})
+    started = time.monotonic()
+    with open(out / "study.log", "a") as log:
+        for index, job in enumerate(jobs, 1):
+            run = runs / job["dir"]
+            if (run / "results.json").is_file():
+                print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: done earlier", flush=True)
+                continue
+            print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: training", flush=True)
+            command = ["train.py", "--model", job["preset"], "--run-dir", str(run), "--seed", str(job["seed"]),
+                       "--quiet", *data]
+            for key, value in job["model_args"].items():
+                command += ["--model-arg", f"{key}={json.dumps(value)}"]
+            if job["neural"]:
+                if args.budget_steps:  # the same number of steps for every model
+                    per_epoch = min(STEPS_PER_EPOCH, args.budget_steps)
+                    command += ["--steps-per-epoch", str(per_epoch), "--epochs", str(math.ceil(args.budget_steps / per_epoch))]
+                else:
+                    command += ["--steps-per-epoch", str(STEPS_PER_EPOCH), "--epochs", "100000",
+                                "--max-minutes", f"{minutes:.3f}"]
+                command += ["--patience", "100000"]  # the budget ends the training, not early stopping
+            if run.exists():  # an interrupted training: start it again from scratch, budgets stay equal
+                shutil.rmtree(run)
+            state["train_seconds"][job["dir"]] = _run(command, log)
+            state_path.write_text(json.dumps(state, indent=2))
+            print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: evaluating", flush=True)
+            _run(["evaluate.py", "--run", str(run), "--label", job["label"], *evaluation], log)
+        for name, extra in ((ORACLE, ["--oracle", "irm2", "--preset", "unet", "--label", "oracle IRM2 (U-Net STFT)"]),
+                            (MIXTURE, ["--mixture", "--label", "mixture"])):
+            if not (runs / name / "results.json").is_file():
+                print(f"{name}: evaluating", flush=True)
+                _run(["evaluate.py", *extra, "--out", str(runs / name), *data, *evaluation], log)
+        first = [runs / j["dir"] for j in jobs if j["seed"] == 0]
+        _run(["evaluate.py", "--compare", *map(str, first), str(runs / ORACLE), str(runs / MIXTURE), "--out", str(out)],
+             log)
+    state["study_seconds"] = state.get("study_seconds", 0.0) + time.monotonic() - started
+    state_path.write_text(json.dumps(state, indent=2))
+    from mss_tf.study_report import readme_body, replace_block, write_report
+
+    report = write_report(out, jobs, state)
+    print(report.read_text())
+    if args.readme is not None and not replace_block(args.readme, "study", readme_body(report)):
+        raise ConfigError(f"{args.readme}: no <!-- bench:study --> block to write the report into")
+    return 0
+
+
+if __name__ == "__main__":
+    from mss_tf import cli
+
+    cli.run(main)
