@@ -30,11 +30,15 @@ def write_tone_track(folder: Path, seconds: float, rate: int = 44100, seed: int 
     return {"mixture": mixture, **stems}
 
 
+def write_tone_musdb(root: Path, seconds: float, n_train: int = 3) -> Path:
+    """MUSDB18-HQ layout of tone tracks: `n_train` train songs ("song 0", ...) and one test song."""
+    for i in range(n_train):
+        write_tone_track(root / "train" / f"song {i}", seconds, seed=i)
+    write_tone_track(root / "test" / "test song", seconds, seed=7)
+    return root
+
+
 @pytest.fixture
 def tone_musdb(tmp_path: Path) -> Path:
     """MUSDB18-HQ layout: 3 train tracks, 1 test track, 4 s each."""
-    root = tmp_path / "musdb"
-    for i in range(3):
-        write_tone_track(root / "train" / f"song {i}", 4.0, seed=i)
-    write_tone_track(root / "test" / "test song", 4.0, seed=7)
-    return root
+    return write_tone_musdb(tmp_path / "musdb", 4.0)

@@ -18,7 +18,7 @@ from mss_tf.export import (EXPORT_DIR, METADATA_DIR, METADATA_FILE, build_parser
                            main, tf_chunk_starts)
 from mss_tf.inference import Separator, chunk_starts
 from mss_tf.models.registry import build_model
-from tests.conftest import REPO, write_tone_track
+from tests.conftest import REPO, write_tone_musdb
 
 CHUNK_SECONDS, OVERLAP_SECONDS = 2.0, 0.5  # small chunks: long inputs stay cheap
 TOLERANCE = 1e-4
@@ -139,10 +139,7 @@ def test_saved_model_cli_lists_the_signature(exports):
 
 def test_train_export_of_a_bfloat16_run_is_float32(tmp_path):
     """`train.py --export` after 2 steps in mixed_bfloat16: a float32 export of the best checkpoint."""
-    musdb = tmp_path / "musdb"
-    for i in range(2):
-        write_tone_track(musdb / "train" / f"song {i}", 3.0, seed=i)
-    write_tone_track(musdb / "test" / "test song", 3.0, seed=7)
+    musdb = write_tone_musdb(tmp_path / "musdb", 3.0, n_train=2)
     run = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MSS_TF_DATA": str(tmp_path / "data")}
     env.pop("MUSDB_PATH", None)

@@ -10,7 +10,7 @@ import pytest
 from mss_tf.errors import ConfigError
 from mss_tf.models.registry import get_preset
 from mss_tf.study import build_parser, plan
-from tests.conftest import REPO, write_tone_track
+from tests.conftest import REPO, write_tone_musdb
 from tests.test_cli import assert_one_line_error
 
 
@@ -40,10 +40,7 @@ def test_the_plan_trains_every_model_per_seed_and_the_ablation_variants():
 
 
 def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path):
-    root = tmp_path / "musdb"
-    for i in range(3):
-        write_tone_track(root / "train" / f"song {i}", 7.0, seed=i)
-    write_tone_track(root / "test" / "test song", 7.0, seed=7)
+    root = write_tone_musdb(tmp_path / "musdb", 7.0)
     out = tmp_path / "study"
     env = {"MSS_TF_DATA": str(tmp_path / "data")}
     command = ["--models", "unet-tiny", "bsrnn-se-tiny", "--budget-steps", "6", "--seeds", "2",

@@ -18,7 +18,7 @@ from mss_tf.models.search import apply_overrides
 from mss_tf.training import loop as loop_module
 from mss_tf.training.run import make_datasets, prepare_config
 from mss_tf.training.tuning import TuneOptions, tune_run
-from tests.conftest import REPO, write_tone_track
+from tests.conftest import REPO, write_tone_musdb
 from tests.test_cli import assert_one_line_error, run_cli
 from tests.test_loop import _free_ports
 
@@ -29,10 +29,7 @@ TINY = ["--trial-epochs", "1", "--trial-steps", "3", "--crop-seconds", "2", "--q
 def data(tmp_path_factory):
     """A tone MUSDB folder (3 train songs, one of them for validation) and its shards per preset."""
     tmp = tmp_path_factory.mktemp("tuning")
-    root = tmp / "musdb"
-    for i in range(3):
-        write_tone_track(root / "train" / f"song {i}", 3.0, seed=i)
-    write_tone_track(root / "test" / "test song", 3.0, seed=7)
+    root = write_tone_musdb(tmp / "musdb", 3.0)
     shards = {}
     for preset in ("unet-tiny", "bsrnn-se-tiny"):
         config = TrainConfig(model=preset, crop_seconds=2.0).resolve()
