@@ -100,7 +100,7 @@ def write_report(out: Path, jobs: list[dict[str, Any]], state: dict[str, Any]) -
         f"BSSEval: {'fast v4' if args.get('fast') else 'museval v4'}. "
         f"Whole study: {state.get('study_seconds', 0) / 60:.0f} min (`python -m mss_tf.study`).", "",
         "**What these numbers are.** Every model was trained by `train.py` with the same seed and budget and "
-        "evaluated by `evaluate.py` on the same tracks; cSDR is museval's median over 1 s frames then over tracks, "
+        "evaluated by `evaluate.py` on the same tracks; cSDR is the BSSEval v4 median over 1 s frames then over tracks, "
         "uSDR the mean over tracks of whole-track SDR (0 dB is what silence scores), in dB, higher is better. The "
         "IRM2 oracle is the ceiling of a mask at the U-Net's STFT, the mixture the floor.", "",
         "**What they are not.** " + ("The demo set is synthetic (procedural instruments), not MUSDB18: these numbers "

@@ -238,8 +238,7 @@ def make_tuner(config: TrainConfig, run_dir: Path, options: TuneOptions, progres
 
 def _writes_results() -> bool:
     """Whether this process writes the summary: a lone tuner, or the chief of a distributed search."""
-    tuner_id = os.environ.get("KERASTUNER_TUNER_ID")
-    return "KERASTUNER_ORACLE_IP" not in os.environ or (tuner_id is not None and "chief" in tuner_id)
+    return "KERASTUNER_ORACLE_IP" not in os.environ or is_chief()
 
 
 def tune_run(config: TrainConfig, run_dir: Path, train_data: Any, valid_ds: Any, options: TuneOptions,
