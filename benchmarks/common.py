@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -14,6 +13,11 @@ sys.path.insert(0, str(HERE.parent))
 
 import mss_tf  # noqa: E402,F401  (before TensorFlow: sets the suite's TensorFlow defaults, e.g. oneDNN)
 from mss_tf.machine import machine, machine_line  # noqa: E402,F401  (re-exported for the benchmarks)
+from mss_tf.utils import atomic_write  # noqa: E402
+
+del mss_tf  # imported above for its side effect only
+__all__ = ["HERE", "RESULTS_DIR", "RESULTS_MD", "machine", "machine_line", "markdown_table", "write_json",
+           "write_readme_block", "write_section"]
 
 RESULTS_MD = HERE / "RESULTS.md"
 RESULTS_DIR = HERE / "results"
@@ -22,9 +26,7 @@ RESULTS_DIR = HERE / "results"
 def write_json(name: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2))
     return path
 
 
@@ -40,9 +42,7 @@ def write_section(heading: str, body: str) -> Path:
         text = pattern.sub(lambda _: section + "\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    tmp = RESULTS_MD.with_name(".RESULTS.md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS_MD)
+    atomic_write(RESULTS_MD, text)
     return RESULTS_MD
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from common import RESULTS_DIR, machine, machine_line, markdown_table, write_json, write_section
 
 from mss_tf import TARGETS
+from mss_tf.utils import atomic_path
 
 DEFAULT_MODELS = ["unet", "bsrnn-tiny", "bsrnn-se-tiny", "bsrnn-small", "bsrnn-se-small", "nmf"]
 # Validation runs once per epoch; epochs of roughly 20-40 s on 2 CPU cores give curves with
@@ -126,10 +127,9 @@ def plot_curves(results: list[dict[str, Any]], path: Path) -> None:
     axes[0].set_ylabel("dB (0 dB = silence)")
     axes[-1].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def markdown(results: list[dict[str, Any]], minutes: float, info: dict[str, Any], data: str) -> str:

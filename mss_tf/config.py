@@ -10,6 +10,7 @@ from typing import Any
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import CheckpointError, ConfigError
 from mss_tf.models.registry import get_preset
+from mss_tf.utils import atomic_write
 
 CONFIG_FILE = "config.json"
 
@@ -155,10 +156,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, run_dir: str | Path) -> Path:
-        from mss_tf.data.shards import atomic_write_text
-
         path = Path(run_dir) / CONFIG_FILE
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+        atomic_write(path, json.dumps(self.to_dict(), indent=2))
         return path
 
     @classmethod

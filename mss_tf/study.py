@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mss_tf.errors import ConfigError
+from mss_tf.utils import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {"cpu": ["nmf", "unet", "bsrnn-small", "bsrnn-se-small"], "paper": ["nmf", "unet", "bsrnn", "bsrnn-se"]}
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             if run.exists():  # an interrupted training: start it again from scratch, budgets stay equal
                 shutil.rmtree(run)
             state["train_seconds"][job["dir"]] = _run(command, log)
-            state_path.write_text(json.dumps(state, indent=2))
+            atomic_write(state_path, json.dumps(state, indent=2))
             print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: evaluating", flush=True)
             _run(["evaluate.py", "--run", str(run), "--label", job["label"], *evaluation], log)
         for name, extra in ((ORACLE, ["--oracle", "irm2", "--preset", "unet", "--label", "oracle IRM2 (U-Net STFT)"]),
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         _run(["evaluate.py", "--compare", *map(str, first), str(runs / ORACLE), str(runs / MIXTURE), "--out", str(out)],
              log)
     state["study_seconds"] = state.get("study_seconds", 0.0) + time.monotonic() - started
-    state_path.write_text(json.dumps(state, indent=2))
+    atomic_write(state_path, json.dumps(state, indent=2))
     from mss_tf.study_report import readme_body, replace_block, write_report
 
     report = write_report(out, jobs, state)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mss_tf.data.shards import atomic_write_text
+from mss_tf.utils import atomic_write
 from mss_tf.evaluation.compare import _save_figure
 from mss_tf.evaluation.report import load_results
 from mss_tf.machine import machine, machine_line
@@ -119,7 +119,7 @@ def write_report(out: Path, jobs: list[dict[str, Any]], state: dict[str, Any]) -
         f"![training curves]({curves.name})", "",
     ]
     path = out / "REPORT.md"
-    atomic_write_text(path, "\n".join(lines))
+    atomic_write(path, "\n".join(lines))
     return path
 
 
@@ -132,7 +132,7 @@ def replace_block(path: Path, name: str, body: str) -> bool:
         return False
     before, rest = text.split(start, 1)
     _, after = rest.split(end, 1)
-    atomic_write_text(path, f"{before}{start}\n{body.strip()}\n{end}{after}")
+    atomic_write(path, f"{before}{start}\n{body.strip()}\n{end}{after}")
     return True
 
 

@@ -43,6 +43,7 @@ from typing import Iterator
 import numpy as np
 
 from mss_tf.errors import AudioError, ConfigError
+from mss_tf.utils import atomic_path, one_line, temporary_path
 
 __all__ = [
     "AudioReader",
@@ -146,7 +147,7 @@ def _tfio_problem() -> str | None:
         if tuple(decoded.shape) != (4, 1):
             return f"decode_wav returned shape {tuple(decoded.shape)}"
     except Exception as error:  # ImportError, NotImplementedError, tf.errors.*
-        return _one_line(f"{type(error).__name__}: {error}")
+        return one_line(f"{type(error).__name__}: {error}")
     return None
 
 
@@ -257,13 +258,13 @@ def _load_soundfile(path: str) -> tuple[np.ndarray, int]:
         if audio is not None:
             return audio
         raise AudioError(
-            f"{path}: not a readable audio file ({_one_line(str(sf_error))})"
+            f"{path}: not a readable audio file ({one_line(str(sf_error))})"
         ) from None
     try:
         samples, rate = sf.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, TypeError, ValueError) as sf_error:
         raise AudioError(
-            f"{path}: truncated or corrupt audio data ({_one_line(str(sf_error))})"
+            f"{path}: truncated or corrupt audio data ({one_line(str(sf_error))})"
         ) from None
     # libsndfile quietly returns what it could decode from a cut mp3. The declared
     # length of an mp3 without a Xing header is an estimate, hence the tolerance
@@ -426,20 +427,12 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise AudioError(f"{path_str}: cannot create folder ({_one_line(str(error))})") from None
-    # Keep the real extension last so anything sniffing the name sees the format.
-    temporary = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
+        raise AudioError(f"{path_str}: cannot create folder ({one_line(str(error))})") from None
     try:
-        sf.write(
-            str(temporary), samples, int(sample_rate), format=file_format, subtype=subtype
-        )
-        os.replace(temporary, target)
+        with atomic_path(target) as temporary:
+            sf.write(str(temporary), samples, int(sample_rate), format=file_format, subtype=subtype)
     except Exception as error:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise AudioError(f"{path_str}: cannot write audio ({_one_line(str(error))})") from None
+        raise AudioError(f"{path_str}: cannot write audio ({one_line(str(error))})") from None
 
 
 # --------------------------------------------------------------------------- signal
@@ -517,7 +510,7 @@ class AudioReader:
         import soundfile as sf
 
         self.path = path_str = os.fspath(path)
-        header = _check_file(path_str)
+        _check_file(path_str)
         self._audio: np.ndarray | None = None
         try:
             self._file = sf.SoundFile(path_str)
@@ -551,7 +544,7 @@ class AudioReader:
                 block = self._file.read(block_frames, dtype="float32", always_2d=True)
             except (RuntimeError, TypeError, ValueError) as error:
                 raise AudioError(
-                    f"{self.path}: truncated or corrupt audio data ({_one_line(str(error))})"
+                    f"{self.path}: truncated or corrupt audio data ({one_line(str(error))})"
                 ) from None
             if block.shape[0] == 0:
                 break
@@ -616,7 +609,7 @@ class AudioWriter:
             raise AudioError(f"{self.path}: cannot write {channels} channels")
         self.channels = int(channels)
         self.frames = 0
-        self.temporary = target.with_name(f".{target.stem}.tmp-{os.getpid()}{target.suffix}")
+        self.temporary = temporary_path(target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._file = sf.SoundFile(str(self.temporary), "w", int(sample_rate), self.channels,
@@ -624,7 +617,7 @@ class AudioWriter:
         except Exception as error:
             self._file = None
             self._remove_temporary()
-            raise AudioError(f"{self.path}: cannot write audio ({_one_line(str(error))})") from None
+            raise AudioError(f"{self.path}: cannot write audio ({one_line(str(error))})") from None
 
     def write(self, block: np.ndarray) -> None:
         """Append ``(frames, channels)`` samples."""
@@ -640,7 +633,7 @@ class AudioWriter:
         try:
             self._file.write(samples)
         except Exception as error:
-            raise AudioError(f"{self.path}: cannot write audio ({_one_line(str(error))})") from None
+            raise AudioError(f"{self.path}: cannot write audio ({one_line(str(error))})") from None
         self.frames += samples.shape[0]
 
     def commit(self) -> None:
@@ -653,7 +646,7 @@ class AudioWriter:
             os.replace(self.temporary, self.path)
         except Exception as error:
             self.abort()
-            raise AudioError(f"{self.path}: cannot write audio ({_one_line(str(error))})") from None
+            raise AudioError(f"{self.path}: cannot write audio ({one_line(str(error))})") from None
 
     def abort(self) -> None:
         """Close and delete the temporary file (nothing is written to ``path``)."""
@@ -747,7 +740,7 @@ def _tf_error_text(error: Exception) -> str:
     if "}} " in text:
         text = text.split("}} ", 1)[1]
     text = text.split(" [Op:", 1)[0]
-    return _one_line(text)
+    return one_line(text)
 
 
 def _reason(error: AudioError, path: str) -> str:
@@ -760,6 +753,3 @@ def _reason(error: AudioError, path: str) -> str:
     return text
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

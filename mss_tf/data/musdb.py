@@ -35,6 +35,7 @@ import numpy as np
 from mss_tf import TARGETS
 from mss_tf.audio import io as audio_io
 from mss_tf.errors import AudioError, DataError
+from mss_tf.utils import one_line
 
 SOURCES = ("mixture",) + TARGETS
 SUBSETS = ("train", "test")
@@ -263,7 +264,7 @@ def _stempeg(path: Path):
             import stempeg
     except Exception as error:  # RuntimeError from stempeg.cmds, ImportError
         raise AudioError(
-            f"{path}: cannot load the .stem.mp4 decoder stempeg ({_one_line(error)}); {FFMPEG_HINT}"
+            f"{path}: cannot load the .stem.mp4 decoder stempeg ({one_line(error, 200)}); {FFMPEG_HINT}"
         ) from None
     return stempeg
 
@@ -511,10 +512,5 @@ def _ffmpeg_error(error: Exception) -> str:
     if isinstance(stderr, bytes):
         lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
         if lines:
-            return _one_line(lines[-1])
-    return _one_line(error)
-
-
-def _one_line(text: object, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+            return one_line(lines[-1], 200)
+    return one_line(error, 200)

@@ -25,8 +25,9 @@ from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.data import musdb
 from mss_tf.data.crops import CropConfig, crop_offsets, track_crops  # noqa: F401  (re-exported)
 from mss_tf.data.quality import QualityConfig, QualityStats, assess
-from mss_tf.data.shards import MANIFEST, STEMS, ShardWriter, atomic_write_text, read_manifest, write_manifest
+from mss_tf.data.shards import MANIFEST, STEMS, ShardWriter, read_manifest, write_manifest
 from mss_tf.errors import DataError, ShardError
+from mss_tf.utils import atomic_write
 
 DONE = ".done"
 SETTINGS = "settings.json"
@@ -189,7 +190,7 @@ def prepare_split(
         shutil.rmtree(out)  # prepared with other settings: start over
     (out / DONE).mkdir(parents=True, exist_ok=True)
     if not settings_file.is_file():
-        atomic_write_text(settings_file, json.dumps(settings, indent=2))
+        atomic_write(settings_file, json.dumps(settings, indent=2))
     (out / MANIFEST).unlink(missing_ok=True)
 
     records: dict[int, dict[str, Any]] = {}
@@ -205,7 +206,7 @@ def prepare_split(
     bar = tqdm(total=len(tracks), initial=len(records), desc=f"prepare {out.name}", unit="track", disable=not progress)
 
     def done(index: int, track: musdb.Track, record: dict[str, Any]) -> None:
-        atomic_write_text(_record_path(out, index), json.dumps(record))
+        atomic_write(_record_path(out, index), json.dumps(record))
         records[index] = record
         bar.update()
 

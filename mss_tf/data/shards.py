@@ -14,20 +14,13 @@ import tensorflow as tf
 from mss_tf import TARGETS
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import ConfigError, ShardError
+from mss_tf.utils import atomic_write
 
 MANIFEST = "manifest.json"
 FORMAT = "mss-tf-shards"
 FORMAT_VERSION = 1
 STEMS = TARGETS  # every shard stores all four stems in this order; models pick their targets
 DTYPES = {"float16": np.float16, "float32": np.float32}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary name in the same folder and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -192,7 +185,7 @@ def write_manifest(
         "tracks": tracks,
         **(extra or {}),
     }
-    atomic_write_text(Path(out_dir) / MANIFEST, json.dumps(manifest, indent=2))
+    atomic_write(Path(out_dir) / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from mss_tf.data.shards import atomic_write_text
+from mss_tf.utils import atomic_path, atomic_write
 from mss_tf.errors import DataError
 from mss_tf.evaluation.report import load_results
 
@@ -125,9 +124,8 @@ def per_track_sdr(results: dict[str, Any], target: str) -> list[float]:
 
 
 def _save_figure(figure: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # keeps the .png suffix, which savefig reads the format from
+        figure.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def plot_boxes(models: list[tuple[str, dict[str, Any]]], path: Path) -> None:
@@ -191,8 +189,8 @@ def write_comparison(paths: Sequence[str | Path], out_dir: str | Path) -> dict[s
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / MARKDOWN, "csv": out_dir / CSV, "boxplot": out_dir / BOXPLOT,
                "tradeoff": out_dir / TRADEOFF}
-    atomic_write_text(written["markdown"], markdown(models))
-    atomic_write_text(written["csv"], csv_text(models))
+    atomic_write(written["markdown"], markdown(models))
+    atomic_write(written["csv"], csv_text(models))
     plot_boxes(models, written["boxplot"])
     plot_tradeoff(models, written["tradeoff"])
     return written

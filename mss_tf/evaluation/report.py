@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mss_tf.data import musdb
-from mss_tf.data.shards import atomic_write_text
+from mss_tf.utils import atomic_write
 from mss_tf.errors import DataError
 from mss_tf.evaluation.bss import ACCOMPANIMENT, track_medians
 from mss_tf.evaluation.metrics import energy_ratio, mean_over_tracks, usdr
@@ -127,7 +127,7 @@ def evaluate_tracks(
         folder = Path(out_dir) / MUSEVAL_DIR / subset
         folder.mkdir(parents=True, exist_ok=True)
         for row in rows:
-            atomic_write_text(folder / f"{row['track']}.json", json.dumps(row["bss"], indent=2))
+            atomic_write(folder / f"{row['track']}.json", json.dumps(row["bss"], indent=2))
     return rows
 
 
@@ -196,7 +196,7 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS
-    atomic_write_text(path, json.dumps(results, indent=2))
+    atomic_write(path, json.dumps(results, indent=2))
     return path
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from numbers import Real
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -39,6 +38,7 @@ from tqdm import tqdm
 from mss_tf import TARGETS
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import CheckpointError, ConfigError, DataError
+from mss_tf.utils import atomic_path
 
 FORMAT = "mss-tf-nmf"
 FORMAT_VERSION = 1
@@ -581,13 +581,8 @@ class NMFSeparator:
             "config": self.get_config(),
             "fit_info": self.fit_info,
         }
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as handle:  # a file object stops numpy from appending ".npz"
-                np.savez(handle, meta=np.array(json.dumps(meta)), dictionary=self._dictionary.numpy())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: numpy adds no ".npz"
+            np.savez(handle, meta=np.array(json.dumps(meta)), dictionary=self._dictionary.numpy())
         return path
 
     @classmethod

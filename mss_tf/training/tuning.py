@@ -47,7 +47,7 @@ import tensorflow as tf
 
 from mss_tf.checkpoints import BEST, CHECKPOINTS, restore_weights
 from mss_tf.config import TrainConfig
-from mss_tf.data.shards import atomic_write_text
+from mss_tf.utils import atomic_write
 from mss_tf.errors import ConfigError, TrainingError
 from mss_tf.models.registry import build_model, get_preset, model_parameters, precision_scope, search_space
 from mss_tf.models.search import SearchSpace, apply_overrides, load_overrides
@@ -232,7 +232,7 @@ def make_tuner(config: TrainConfig, run_dir: Path, options: TuneOptions, progres
     tuner.configure(options.trial_epochs, options.trial_steps, options.objective, progress, echo)
     if not (folder / SEARCH_FILE).is_file() and _writes_results():
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / SEARCH_FILE, json.dumps({**identity, "base_config": config.to_dict()}, indent=2))
+        atomic_write(folder / SEARCH_FILE, json.dumps({**identity, "base_config": config.to_dict()}, indent=2))
     return tuner
 
 
@@ -298,7 +298,7 @@ def write_results(tuner: Any, config: TrainConfig, run_dir: Path, options: TuneO
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(folder / "summary.csv", buffer.getvalue())
+    atomic_write(folder / "summary.csv", buffer.getvalue())
     completed = [r for r in rows if r[options.objective] is not None]
     lines = [f"# Search: {config.model}, {options.tuner}, objective {options.objective} "
              f"({'higher' if OBJECTIVES[options.objective] == 'max' else 'lower'} is better)", "",
@@ -315,11 +315,11 @@ def write_results(tuner: Any, config: TrainConfig, run_dir: Path, options: TuneO
         best.early_stopping_patience = config.early_stopping_patience
         best.data_root, best.shards = None, None
         data = best.to_dict()
-        atomic_write_text(run_dir / BEST_CONFIG, json.dumps(data, indent=2) + "\n")
+        atomic_write(run_dir / BEST_CONFIG, json.dumps(data, indent=2) + "\n")
         model = tuner.hypermodel.build(best_hp)
         lines += ["", f"Best: trial {completed[0]['trial']} ({model_parameters(model):,} parameters); its settings "
                   f"with the preset's full training length are in `{BEST_CONFIG}`:", "",
                   f"    python train.py --config {run_dir / BEST_CONFIG}"]
         written["best_config"] = run_dir / BEST_CONFIG
-    atomic_write_text(folder / "summary.md", "\n".join(lines) + "\n")
+    atomic_write(folder / "summary.md", "\n".join(lines) + "\n")
     return written
