@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -257,6 +258,25 @@ def test_failed_write_keeps_the_existing_file(backend, tmp_path, monkeypatch):
     assert str(path) in str(caught.value)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["vocals.wav"]
+
+
+@pytest.mark.parametrize("channels", [1, 2, 5])
+def test_reproducible_wav_is_libsndfiles_file_without_the_peak_chunk(tmp_path, channels):
+    # libsndfile's PEAK chunk holds the time of writing; the reproducible writer leaves a zero
+    # PAD chunk of the same size in its place, so every other byte is libsndfile's.
+    audio = np.random.default_rng(channels).uniform(-1.5, 1.5, (999, channels)).astype(np.float32)
+    audio_io.save_audio(tmp_path / "ours.wav", audio, 22050, reproducible=True)
+    sf.write(str(tmp_path / "libsndfile.wav"), audio, 22050, subtype="FLOAT")
+    ours, theirs = (tmp_path / "ours.wav").read_bytes(), (tmp_path / "libsndfile.wav").read_bytes()
+    peak = theirs.index(b"PEAK")
+    size = struct.unpack("<I", theirs[peak + 4 : peak + 8])[0]
+    assert size == 8 + 8 * channels
+    assert ours == theirs[:peak] + b"PAD " + theirs[peak + 4 : peak + 8] + bytes(size) + theirs[peak + 8 + size :]
+    loaded, rate = audio_io.load_audio(tmp_path / "ours.wav")
+    assert rate == 22050 and np.array_equal(loaded, audio)
+    with pytest.raises(AudioError, match="only"):
+        audio_io.save_audio(tmp_path / "x.flac", audio, 22050, reproducible=True)
+    assert sorted(os.listdir(tmp_path)) == ["libsndfile.wav", "ours.wav"]
 
 
 @pytest.mark.parametrize(

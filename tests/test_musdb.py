@@ -152,6 +152,13 @@ def test_stem_layout_reads_aac_approximately(stem_musdb):
         assert abs(got.shape[0] - want.shape[0]) <= 1024  # within one AAC frame
         assert correlation(got, want) > 0.99, source  # stream order: mixture, drums, bass, other, vocals
     assert [t.name for t in musdb.split_tracks(root, "train")] == ["A - First"]
+    # the decoding itself is the audio adapter's: one stream of any .stem.mp4
+    info = audio_io.stem_info(tracks[0].path)
+    assert (info.streams, info.channels(4), info.sample_rate(4)) == (5, 2, RATE)
+    vocals, rate = audio_io.load_stem(tracks[0].path, 4)
+    assert rate == RATE and np.array_equal(vocals, audio["vocals"])
+    with pytest.raises(AudioError, match=r"First\.stem\.mp4 \[stream 5\]: the file has 5 audio streams"):
+        audio_io.load_stem(tracks[0].path, 5, info=info)
 
 
 def test_stem_layout_validates_mono_resampled(stem_musdb):
@@ -178,7 +185,7 @@ def test_missing_ffmpeg_fails_only_the_stem_path(stem_musdb, tone_musdb, tmp_pat
     root, _ = stem_musdb
     track = musdb.Track("A - First", root / "train" / "A - First.stem.mp4", "train", "stem")
     monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg, no ffprobe
-    assert musdb.ffmpeg_problem() == "ffmpeg and ffprobe not found on PATH"
+    assert audio_io.ffmpeg_problem() == "ffmpeg and ffprobe not found on PATH"
     with pytest.raises(AudioError, match=r"train: reading MUSDB18 \.stem\.mp4 files needs ffmpeg.*install ffmpeg.*MUSDB18-HQ"):
         musdb.find_tracks(root, "train")
     with pytest.raises(AudioError, match=r"A - First\.stem\.mp4: .*needs ffmpeg"):

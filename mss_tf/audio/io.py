@@ -2,7 +2,7 @@
 
 Every other module reads and writes audio through this file, so swapping the
 decoder touches nothing else (as Spleeter's ``audio/adapter.py``). Two backends
-decode files:
+decode single-stream files:
 
 - ``"tensorflow-io"``: ``tfio.audio.AudioIOTensor`` (wav, flac, mp3, ogg). Its
   compiled ops load only on the TensorFlow it was built for (2.16.x for 0.37.1).
@@ -19,11 +19,18 @@ Both backends return the same thing: float32 ``(samples, channels)`` in
 naming the path). Writing is identical in both backends and goes through
 soundfile: ``.wav`` as 32-bit float (stems keep their exact values, including
 peaks above 0 dBFS, which museval and re-mixing need), ``.flac`` as 16-bit PCM,
-``.ogg`` as Vorbis and ``.mp3`` when libsndfile can encode it. Files are written
-to a temporary name beside the target and renamed into place, so a crash never
-leaves a half-written file under the final name. Resampling always uses soxr
-"HQ" via librosa, whichever backend decodes: ``tfio.audio.resample`` is not
-accurate enough (a 440 Hz sine 44.1 -> 16 kHz is off by up to 0.37 in amplitude).
+``.ogg`` as Vorbis and ``.mp3`` when libsndfile can encode it;
+``save_audio(..., reproducible=True)`` writes the float ``.wav`` itself, without
+libsndfile's PEAK chunk (which holds the time of writing), so equal samples give
+equal bytes. Files are written to a temporary name beside the target and renamed
+into place, so a crash never leaves a half-written file under the final name.
+Resampling always uses soxr "HQ" via librosa, whichever backend decodes:
+``tfio.audio.resample`` is not accurate enough (a 440 Hz sine 44.1 -> 16 kHz is
+off by up to 0.37 in amplitude).
+
+MUSDB18's multi-stream ``.stem.mp4`` files are decoded here too, one stream at a time,
+by stempeg (ffmpeg and ffprobe must be on PATH; stempeg is imported only then):
+``stem_info`` probes a file, ``load_stem`` decodes one stream.
 
 For audio longer than memory should hold, ``AudioReader`` reads a file in blocks (libsndfile;
 formats it cannot open are decoded whole), ``StreamResampler`` resamples a stream of blocks
@@ -34,6 +41,7 @@ a temporary file renamed into place when complete (``mss_tf.inference.separate_f
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import threading
 from dataclasses import dataclass
@@ -48,13 +56,19 @@ from mss_tf.utils import atomic_path, one_line, temporary_path
 __all__ = [
     "AudioReader",
     "AudioWriter",
+    "FFMPEG_HINT",
+    "StemInfo",
     "StreamResampler",
     "audio_backend",
+    "ffmpeg_problem",
     "load_audio",
+    "load_stem",
     "mono",
+    "require_ffmpeg",
     "resample",
     "reset_backend",
     "save_audio",
+    "stem_info",
 ]
 
 BACKEND_ENV = "MSS_TF_AUDIO_BACKEND"
@@ -374,10 +388,151 @@ def _read_wav_header(path: str) -> _WavHeader | None:
         return None
 
 
+# --------------------------------------------------------------------------- .stem.mp4 (MUSDB18)
+
+FFMPEG_HINT = "install ffmpeg (e.g. `apt install ffmpeg`, `conda install ffmpeg`) or use MUSDB18-HQ (wav)"
+
+
+def ffmpeg_problem() -> str | None:
+    """Why ``.stem.mp4`` files cannot be decoded here, or None when ffmpeg and ffprobe are on PATH."""
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} not found on PATH"
+    return None
+
+
+def require_ffmpeg(path: str | os.PathLike) -> None:
+    """Raise AudioError naming ``path`` when the ``.stem.mp4`` decoder cannot run."""
+    problem = ffmpeg_problem()
+    if problem is not None:
+        raise AudioError(f"{path}: reading MUSDB18 .stem.mp4 files needs ffmpeg ({problem}); {FFMPEG_HINT}")
+
+
+def _stempeg(path: str | os.PathLike):
+    """Import stempeg (it raises at import without ffmpeg), mapping failures to AudioError."""
+    require_ffmpeg(path)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # stempeg imports the deprecated pkg_resources
+            import stempeg
+    except Exception as error:  # RuntimeError from stempeg.cmds, ImportError
+        raise AudioError(
+            f"{path}: cannot load the .stem.mp4 decoder stempeg ({one_line(error, 200)}); {FFMPEG_HINT}"
+        ) from None
+    return stempeg
+
+
+class StemInfo:
+    """The audio streams of a ``.stem.mp4`` as ffprobe reports them (made by ``stem_info``).
+
+    Streams are numbered 0, 1, ... in file order (MUSDB18: mixture, drums, bass, other, vocals).
+    """
+
+    def __init__(self, path: str | os.PathLike, probe) -> None:
+        self.path = path
+        self._probe = probe  # stempeg.Info
+
+    @property
+    def streams(self) -> int:
+        """The number of audio streams."""
+        return int(self._probe.nb_audio_streams)
+
+    def channels(self, stream: int) -> int:
+        return self._probe.channels(stream)
+
+    def sample_rate(self, stream: int) -> int:
+        return self._probe.sample_rate(stream)
+
+    def declared_samples(self, stream: int) -> int:
+        """The samples a stream's header declares (0 when unknown)."""
+        try:
+            return int(round(float(self._probe.duration(stream)) * self._probe.sample_rate(stream)))
+        except (KeyError, TypeError, ValueError):
+            return 0
+
+
+def stem_info(path: str | os.PathLike) -> StemInfo:
+    """Probe a ``.stem.mp4`` (multi-stream mp4, decoded by stempeg through ffmpeg/ffprobe).
+
+    Raises:
+        AudioError: ffmpeg or stempeg missing, empty file, or not a readable mp4.
+    """
+    stempeg = _stempeg(path)
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    try:
+        probe = stempeg.Info(os.fspath(path))
+    except Exception as error:
+        raise AudioError(
+            f"{path}: not a readable .stem.mp4 (truncated or corrupt; ffprobe: {_ffmpeg_error(error)})"
+        ) from None
+    return StemInfo(path, probe)
+
+
+def load_stem(
+    path: str | os.PathLike, stream: int, info: StemInfo | None = None, label: str | None = None
+) -> tuple[np.ndarray, int]:
+    """Decode one audio stream of a ``.stem.mp4`` as float32 ``(samples, channels)`` at its own rate.
+
+    One ffmpeg process per call, so only this stream is held in memory. ``info`` (from
+    ``stem_info``) saves probing the file again; ``label`` names the stream in messages
+    (``file.stem.mp4 [stream 4: vocals]``). The decoded length is cut to the header's (AAC
+    decodes to whole 1024-sample frames); a stream that decodes much shorter is truncated.
+
+    Returns:
+        ``(audio, rate)``.
+
+    Raises:
+        AudioError: the stream cannot be decoded or is truncated (and as ``stem_info``).
+    """
+    info = info if info is not None else stem_info(path)
+    stempeg = _stempeg(path)
+    where = f"{path} [stream {stream}: {label}]" if label else f"{path} [stream {stream}]"
+    if not 0 <= stream < info.streams:
+        raise AudioError(f"{where}: the file has {info.streams} audio streams")
+    try:
+        audio, _ = stempeg.read_stems(
+            os.fspath(path),
+            stem_id=info._probe.audio_stream_idx()[stream],
+            always_3d=True,
+            dtype=np.float32,
+            info=info._probe,
+            multiprocess=False,
+        )
+    except Exception as error:
+        raise AudioError(f"{where}: cannot decode ({_ffmpeg_error(error)})") from None
+    audio = np.ascontiguousarray(audio[0], dtype=np.float32)  # (samples, channels)
+    declared = info.declared_samples(stream)
+    if declared > 0:
+        tolerance = max(4 * 1024, declared // 200)
+        if audio.shape[0] < declared - tolerance:
+            raise AudioError(
+                f"{where}: truncated audio stream (header declares {declared} samples, decoded {audio.shape[0]})"
+            )
+        audio = audio[:declared]
+    return audio, info.sample_rate(stream)
+
+
+def _ffmpeg_error(error: Exception) -> str:
+    """The last useful stderr line of an ffmpeg-python error, else the error text."""
+    stderr = getattr(error, "stderr", None)
+    if isinstance(stderr, bytes):
+        lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+        if lines:
+            return one_line(lines[-1], 200)
+    return one_line(error, 200)
+
+
 # --------------------------------------------------------------------------- writing
 
 
-def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+def save_audio(
+    path: str | os.PathLike, audio: np.ndarray, sample_rate: int, reproducible: bool = False
+) -> None:
     """Write ``audio`` to ``path`` atomically; the format follows the extension.
 
     ``.wav`` is written as 32-bit float (values kept exactly, no clipping);
@@ -391,6 +546,10 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> 
         path: destination file.
         audio: ``(samples, channels)`` or ``(samples,)`` array.
         sample_rate: in Hz.
+        reproducible: ``.wav`` only: the same samples always give the same bytes. libsndfile
+            adds a PEAK chunk holding the time of writing to float wav files; this writes the
+            header itself, with a PAD chunk of the same size in its place (the layout
+            libsndfile writes when told to leave the PEAK chunk out). The demo set uses it.
 
     Raises:
         AudioError: unknown extension, bad shape, NaN/inf samples, or the write failed.
@@ -406,6 +565,8 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> 
             f"(use one of {', '.join(sorted(_WRITE_FORMATS))})"
         )
     file_format, subtype, is_integer = _WRITE_FORMATS[extension]
+    if reproducible and file_format != "WAV":
+        raise AudioError(f"{path_str}: reproducible writing is for .wav files only")
     if not sf.check_format(file_format, subtype):
         raise AudioError(
             f"{path_str}: this libsndfile ({sf.__libsndfile_version__}) cannot "
@@ -430,9 +591,32 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> 
         raise AudioError(f"{path_str}: cannot create folder ({one_line(str(error))})") from None
     try:
         with atomic_path(target) as temporary:
-            sf.write(str(temporary), samples, int(sample_rate), format=file_format, subtype=subtype)
+            if reproducible:
+                with open(temporary, "wb") as file:
+                    file.write(_float_wav_header(*samples.shape, int(sample_rate)))
+                    file.write(np.ascontiguousarray(samples, dtype="<f4").tobytes())
+            else:
+                sf.write(str(temporary), samples, int(sample_rate), format=file_format, subtype=subtype)
     except Exception as error:
         raise AudioError(f"{path_str}: cannot write audio ({one_line(str(error))})") from None
+
+
+def _float_wav_header(frames: int, channels: int, sample_rate: int) -> bytes:
+    """The header of a 32-bit float RIFF/WAVE file, laid out as libsndfile writes it with its
+    PEAK chunk switched off: ``fmt `` (IEEE float), ``fact`` (frame count), a zero-filled ``PAD ``
+    chunk where the PEAK chunk would be, then the ``data`` chunk header (samples follow)."""
+    data_size = frames * channels * 4
+    pad = 8 + 8 * channels  # the size of the PEAK chunk it stands in for
+    if 4 + 24 + 12 + 8 + pad + 8 + data_size > 0xFFFFFFFF:
+        raise ValueError(f"{frames} frames of {channels} channels do not fit in a RIFF wav (4 GB)")
+    header = b"".join([
+        b"WAVE",
+        b"fmt " + struct.pack("<IHHIIHH", 16, 3, channels, sample_rate, sample_rate * 4 * channels, 4 * channels, 32),
+        b"fact" + struct.pack("<II", 4, frames),
+        b"PAD " + struct.pack("<I", pad) + bytes(pad),
+        b"data" + struct.pack("<I", data_size),
+    ])
+    return b"RIFF" + struct.pack("<I", len(header) + data_size) + header
 
 
 # --------------------------------------------------------------------------- signal

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import soundfile as sf
 import scipy.fft
 from scipy import signal
 
 from mss_tf import TARGETS
+from mss_tf.audio import io as audio_io
 from mss_tf.errors import ConfigError, DataError
 
 # Bump whenever the synthesis changes, so cached demo sets are rebuilt.
@@ -1091,20 +1091,6 @@ def generate_track(
     return {name: audio[name] for name in SOURCES}, meta
 
 
-# libsndfile's SFC_SET_ADD_PEAK_CHUNK: float WAVs get a PEAK chunk holding the write time,
-# which would make identical audio differ byte for byte; soundfile has no public switch for it.
-_SFC_SET_ADD_PEAK_CHUNK = 0x1050
-
-
-def write_float_wav(path: Path, data: np.ndarray, sample_rate: int) -> None:
-    """Write (n, channels) audio as 32-bit float WAV, byte-reproducible, via a temporary name."""
-    partial = path.with_name(f".{path.name}.partial")
-    with sf.SoundFile(partial, "w", sample_rate, data.shape[1], subtype="FLOAT", format="WAV") as wav:
-        sf._snd.sf_command(wav._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, sf._snd.SF_FALSE)
-        wav.write(np.ascontiguousarray(data, dtype=np.float32))
-    os.replace(partial, path)
-
-
 def _check_params(seed: int, n_train: int, n_test: int, seconds: float, sample_rate: int, style: str = "balanced") -> dict:
     for name, value in (("seed", seed), ("n_train", n_train), ("n_test", n_test), ("sample_rate", sample_rate)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -1209,7 +1195,8 @@ def make_demo_set(
             rng = track_rng(params["seed"], subset, index)
             audio, meta = generate_track(rng, params["seconds"], params["sample_rate"], params["style"])
             for source in SOURCES:
-                write_float_wav(folder / f"{source}.wav", audio[source], params["sample_rate"])
+                # float wav without the PEAK chunk's time of writing: the same seed gives the same bytes
+                audio_io.save_audio(folder / f"{source}.wav", audio[source], params["sample_rate"], reproducible=True)
             (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
             tracks[subset].append(name)
             if progress is not None:

@@ -1,13 +1,13 @@
 """MUSDB18 and MUSDB18-HQ reading: layout detection, track discovery, splits, loading, validation.
 
-Two layouts are read, detected per subset folder:
+This module knows the MUSDB layouts and checks tracks; every file is decoded by the audio
+adapter ``mss_tf.audio.io``. Two layouts are read, detected per subset folder:
 
-- MUSDB18-HQ (``kind="wav"``): ``ROOT/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav``.
-  Files are decoded by the one audio adapter (``mss_tf.audio.io.load_audio``), so no ffmpeg
-  is needed.
+- MUSDB18-HQ (``kind="wav"``): ``ROOT/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav``,
+  decoded by ``load_audio``, so no ffmpeg is needed.
 - MUSDB18 (``kind="stem"``): ``ROOT/{train,test}/<track>.stem.mp4``, five AAC streams in the
-  order mixture, drums, bass, other, vocals. Decoded by stempeg (musdb's decoder), which
-  needs the ``ffmpeg`` and ``ffprobe`` programs.
+  order mixture, drums, bass, other, vocals, decoded one stream at a time by ``load_stem``
+  (stempeg, musdb's decoder, which needs the ``ffmpeg`` and ``ffprobe`` programs).
 
 Track discovery and the train/valid split follow the musdb package's rules (tracks sorted by
 name; ``split='valid'`` is musdb's bundled list of 14 validation tracks, `VALID_TRACKS`), but
@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -35,7 +34,6 @@ import numpy as np
 from mss_tf import TARGETS
 from mss_tf.audio import io as audio_io
 from mss_tf.errors import AudioError, DataError
-from mss_tf.utils import one_line
 
 SOURCES = ("mixture",) + TARGETS
 SUBSETS = ("train", "test")
@@ -72,8 +70,6 @@ VALID_TRACKS = frozenset(
 SILENCE_PEAK = 1e-5
 # Stems of one track may differ in length by this much (decoder padding); more is an error.
 LENGTH_TOLERANCE_SECONDS = 0.1
-
-FFMPEG_HINT = "install ffmpeg (e.g. `apt install ffmpeg`, `conda install ffmpeg`) or use MUSDB18-HQ (wav)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +201,7 @@ def find_tracks(root: str | os.PathLike, subset: str, strict: bool = True) -> li
     subset_dir = root / subset
     stems, folders = _listing(subset_dir)
     if kind == STEM:
-        require_ffmpeg(subset_dir)
+        audio_io.require_ffmpeg(subset_dir)
         return [Track(p.name[: -len(STEM_SUFFIX)], p, subset, STEM) for p in stems]
     tracks = [Track(folder.name, folder, subset, WAV) for folder in folders]
     if strict:
@@ -233,40 +229,6 @@ def split_tracks(root: str | os.PathLike, split: str, strict: bool = True) -> li
     if not chosen:
         raise DataError(f"{root}: the '{split}' split has no tracks")
     return chosen
-
-
-# --------------------------------------------------------------------------- ffmpeg
-
-
-def ffmpeg_problem() -> str | None:
-    """Why ``.stem.mp4`` files cannot be decoded here, or None when ffmpeg and ffprobe are on PATH."""
-    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
-    if missing:
-        return f"{' and '.join(missing)} not found on PATH"
-    return None
-
-
-def require_ffmpeg(path: str | os.PathLike) -> None:
-    """Raise AudioError naming `path` when the ``.stem.mp4`` decoder cannot run."""
-    problem = ffmpeg_problem()
-    if problem is not None:
-        raise AudioError(f"{path}: reading MUSDB18 .stem.mp4 files needs ffmpeg ({problem}); {FFMPEG_HINT}")
-
-
-def _stempeg(path: Path):
-    """Import stempeg (it raises at import without ffmpeg), mapping failures to AudioError."""
-    require_ffmpeg(path)
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # stempeg imports the deprecated pkg_resources
-            import stempeg
-    except Exception as error:  # RuntimeError from stempeg.cmds, ImportError
-        raise AudioError(
-            f"{path}: cannot load the .stem.mp4 decoder stempeg ({one_line(error, 200)}); {FFMPEG_HINT}"
-        ) from None
-    return stempeg
 
 
 # --------------------------------------------------------------------------- reading
@@ -324,20 +286,14 @@ def _iter_wav(track: Track, sources: tuple[str, ...], keep: Keep) -> Iterator[_S
         del audio
 
 
-def _stem_info(track: Track, stempeg):
-    """Probe a .stem.mp4 (ffprobe) and check it holds the five MUSDB streams; returns stempeg.Info."""
+def _stem_info(track: Track) -> audio_io.StemInfo:
+    """Probe a .stem.mp4 (ffprobe) and check it holds the five MUSDB streams."""
     path = track.path
+    audio_io.require_ffmpeg(path)
     if not path.is_file():
         raise DataError(f"{path}: .stem.mp4 file of track '{track.name}' does not exist")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
-    try:
-        info = stempeg.Info(str(path))
-    except Exception as error:
-        raise AudioError(
-            f"{path}: not a readable .stem.mp4 (truncated or corrupt; ffprobe: {_ffmpeg_error(error)})"
-        ) from None
-    n = info.nb_audio_streams
+    info = audio_io.stem_info(path)
+    n = info.streams
     if n < len(SOURCES):
         missing = sorted((s for s in SOURCES if STEM_INDEX[s] >= n), key=STEM_INDEX.get)
         raise DataError(
@@ -348,8 +304,7 @@ def _stem_info(track: Track, stempeg):
 
 
 def _iter_stem(track: Track, sources: tuple[str, ...], keep: Keep) -> Iterator[_Stream]:
-    stempeg = _stempeg(track.path)
-    info = _stem_info(track, stempeg)
+    info = _stem_info(track)
     # Cross-stream checks first, from the header: stempeg itself would refuse streams with
     # different channel counts and silently resample streams with a different rate.
     all_sources = tuple(SOURCES)
@@ -357,43 +312,11 @@ def _iter_stem(track: Track, sources: tuple[str, ...], keep: Keep) -> Iterator[_
         track, "channels", {s: info.channels(STEM_INDEX[s]) for s in all_sources}, _describe_channels
     )
     _check_consistent(track, "rate", {s: info.sample_rate(STEM_INDEX[s]) for s in all_sources}, _describe_rate)
-    stream_ids = info.audio_stream_idx()
     # One stream at a time (one ffmpeg process each): only one stream is held at its own rate.
     for source in sources:
-        index = STEM_INDEX[source]
-        where = track.describe(source)
-        rate = info.sample_rate(index)
-        try:
-            audio, _ = stempeg.read_stems(
-                str(track.path),
-                stem_id=stream_ids[index],
-                always_3d=True,
-                dtype=np.float32,
-                info=info,
-                multiprocess=False,
-            )
-        except Exception as error:
-            raise AudioError(f"{where}: cannot decode ({_ffmpeg_error(error)})") from None
-        audio = np.ascontiguousarray(audio[0], dtype=np.float32)  # (samples, channels)
-        declared = _declared_samples(info, index)
-        if declared > 0:
-            # AAC decodes to whole 1024-sample frames; the header holds the true length.
-            tolerance = max(4 * 1024, declared // 200)
-            if audio.shape[0] < declared - tolerance:
-                raise AudioError(
-                    f"{where}: truncated audio stream (header declares {declared} samples, decoded {audio.shape[0]})"
-                )
-            audio = audio[:declared]
-        yield _stream(source, where, audio, rate, keep)
+        audio, rate = audio_io.load_stem(track.path, STEM_INDEX[source], info=info, label=source)
+        yield _stream(source, track.describe(source), audio, rate, keep)
         del audio
-
-
-def _declared_samples(info, index: int) -> int:
-    """Samples a stream's header declares (0 when unknown)."""
-    try:
-        return int(round(float(info.duration(index)) * info.sample_rate(index)))
-    except (KeyError, TypeError, ValueError):
-        return 0
 
 
 def _iter_streams(track: Track, sources: tuple[str, ...], keep: Keep) -> Iterator[_Stream]:
@@ -501,16 +424,3 @@ def validate_track(track: Track) -> None:
     """
     streams = list(_iter_streams(track, SOURCES, keep=None))
     _check_streams(track, streams)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _ffmpeg_error(error: Exception) -> str:
-    """The last useful stderr line of an ffmpeg-python error, else the error text."""
-    stderr = getattr(error, "stderr", None)
-    if isinstance(stderr, bytes):
-        lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-        if lines:
-            return one_line(lines[-1], 200)
-    return one_line(error, 200)
