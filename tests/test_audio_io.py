@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -369,10 +371,16 @@ def test_non_finite_samples(backend, tmp_path, bad):
     _assert_audio_error(path, "NaN or infinite")
 
 
-def test_backend_chosen_inside_a_traced_function_is_still_tfio(monkeypatch):
+# The first audio_backend() call may come from inside a tf.function or a tf.data map: the
+# tensorflow-io probe must still run eagerly there and choose what it chooses outside.
+
+
+def test_backend_chosen_inside_a_traced_function_is_the_eager_choice(monkeypatch):
     import tensorflow as tf
 
-    monkeypatch.delenv("MSS_TF_AUDIO_BACKEND", raising=False)
+    monkeypatch.delenv(audio_io.BACKEND_ENV, raising=False)
+    audio_io.reset_backend()
+    eager = audio_io.audio_backend()
     audio_io.reset_backend()
     seen = []
 
@@ -383,4 +391,27 @@ def test_backend_chosen_inside_a_traced_function_is_still_tfio(monkeypatch):
 
     traced(tf.constant(1.0))
     audio_io.reset_backend()
-    assert seen == ["tensorflow-io"]
+    assert seen == [eager]
+
+
+def test_tfio_probe_runs_eagerly_inside_a_traced_function(monkeypatch):
+    # A stand-in tensorflow-io whose decoder works only eagerly, so this holds whether or not
+    # the real package loads here.
+    import tensorflow as tf
+
+    def decode_wav(wav, dtype):
+        if not tf.executing_eagerly():
+            raise RuntimeError("decode_wav called while tracing a graph")
+        return tf.zeros((4, 1), dtype)
+
+    fake = types.SimpleNamespace(audio=types.SimpleNamespace(decode_wav=decode_wav))
+    monkeypatch.setitem(sys.modules, "tensorflow_io", fake)
+    problems = []
+
+    @tf.function
+    def traced(x):
+        problems.append(audio_io._tfio_problem())
+        return x
+
+    traced(tf.constant(1.0))
+    assert problems == [None]
