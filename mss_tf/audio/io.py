@@ -1,6 +1,6 @@
 """The one audio file adapter: read, write, downmix and resample waveforms.
 
-Every other module reads and writes audio through this file, so swapping the
+Every other module of mss_tf reads and writes audio through this file, so swapping the
 decoder touches nothing else (as Spleeter's ``audio/adapter.py``). Two backends
 decode single-stream files:
 
@@ -12,7 +12,8 @@ decode single-stream files:
 The backend is chosen once per process: tensorflow-io when its ops load, else
 soundfile. ``MSS_TF_AUDIO_BACKEND=fallback`` (or ``soundfile``) forces soundfile;
 ``MSS_TF_AUDIO_BACKEND=tfio`` forces tensorflow-io and fails loudly if it cannot
-load. Every ``tensorflow_io`` import lives in this module, inside functions.
+load. Every ``tensorflow_io`` import for files lives in this module, inside
+functions (the SpecAugment masks have their own adapter, ``mss_tf.audio.specaugment``).
 
 Both backends return the same thing: float32 ``(samples, channels)`` in
 [-1, 1] for integer files, and the same typed errors (``AudioError``, one line,
