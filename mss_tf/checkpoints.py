@@ -2,9 +2,12 @@
 
 Checkpoints track dictionaries of variables rather than the model object: Keras 3 layers held in
 Python lists (encoder/decoder stacks, BSRNN modules) are invisible to `tf.train.Checkpoint`'s
-object graph, which would silently save and restore only part of the model. Keras variable paths
-are not stable keys either (auto-named layers get `_1`, `_2` suffixes per process); the order of
-`model.weights` is fixed by the architecture, and a restore checks shapes.
+object graph, which would silently save and restore only part of the model. Each weight is keyed
+by its path of attribute names from the model (``band_sequence/3/band_rnn/norm/gamma``): stable
+across processes, unlike Keras' auto-generated layer names (``conv2d_1``), and unlike a position
+in ``model.weights``, a reordered model cannot restore swapped weights of equal shapes (a module's
+time and band BLSTMs) without an error. Checkpoints written before paths were used key weights
+by position (``w00000``); they are recognised and still load.
 """
 
 from __future__ import annotations
@@ -20,9 +23,54 @@ CHECKPOINTS = "checkpoints"  # the latest training states of a run (rolling)
 BEST = "best"  # the training state with the best validation loss
 
 
-def model_variables(model: keras.Model) -> dict[str, tf.Variable]:
-    """Every weight of a built model, keyed by its position in `model.weights`."""
-    return {f"w{i:05d}": v for i, v in enumerate(model.weights)}
+PATHS = "path"  # weights keyed by attribute path (checkpoints written since the cleanup)
+POSITIONS = "position"  # weights keyed by position in model.weights (older checkpoints)
+
+
+def weight_paths(model: keras.Model) -> dict[int, str]:
+    """``id(variable) -> "attribute/path/name"`` for every variable a model owns.
+
+    Walks the public attributes that hold layers (or lists of layers), in assignment order; a
+    variable reachable twice keeps its first path. Keras' private attributes are not followed.
+    """
+    paths: dict[int, str] = {}
+
+    def walk(layer: keras.layers.Layer, prefix: tuple[str, ...], seen: set[int]) -> None:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        for variable in [*layer._trainable_variables, *layer._non_trainable_variables]:
+            paths.setdefault(id(variable), "/".join((*prefix, variable.name)))
+        for name, value in vars(layer).items():
+            if name.startswith("_"):
+                continue
+            if isinstance(value, keras.layers.Layer):
+                walk(value, (*prefix, name), seen)
+            elif isinstance(value, (list, tuple)):
+                for index, item in enumerate(value):
+                    if isinstance(item, keras.layers.Layer):
+                        walk(item, (*prefix, name, str(index)), seen)
+
+    walk(model, (), set())
+    return paths
+
+
+def model_variables(model: keras.Model, layout: str = PATHS) -> dict[str, tf.Variable]:
+    """Every weight of a built model, keyed by its attribute path (or, for a checkpoint of the
+    older layout, by its position in `model.weights`)."""
+    if layout == POSITIONS:
+        return {f"w{i:05d}": v for i, v in enumerate(model.weights)}
+    paths = weight_paths(model)
+    keyed: dict[str, tf.Variable] = {}
+    for variable in model.weights:
+        key = paths.get(id(variable))
+        if key is None or key in keyed:
+            raise CheckpointError(
+                f"{type(model).__name__}: weight {variable.path} is not held by a public layer attribute "
+                "(or shares its path with another), so it has no stable checkpoint key"
+            )
+        keyed[key] = variable
+    return keyed
 
 
 def rng_variables(model: keras.Model) -> dict[str, tf.Variable]:
@@ -31,22 +79,49 @@ def rng_variables(model: keras.Model) -> dict[str, tf.Variable]:
     return {f"r{i:05d}": v for i, v in enumerate(v for v in model.variables if id(v) not in weights)}
 
 
+def _checkpoint_key(name: str, key: str) -> str:
+    """The name under which `tf.train.Checkpoint(name={key: variable})` stores the variable
+    (TensorFlow escapes "." as ".." and "/" as ".S" in object names)."""
+    return f"{name}/{key.replace('.', '..').replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def checkpoint_layout(checkpoint: str) -> str:
+    """PATHS or POSITIONS: how the saved model weights are keyed in `checkpoint`."""
+    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    return POSITIONS if _checkpoint_key("model", "w00000") in shapes else PATHS
+
+
+def check_weights(checkpoint: str, variables: dict[str, tf.Variable], what: str) -> None:
+    """Raise a one-line CheckpointError unless `checkpoint` holds every variable with its shape."""
+    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    missing, mismatched = [], []
+    for key, variable in variables.items():
+        saved = shapes.get(_checkpoint_key("model", key))
+        if saved is None:
+            missing.append(key)
+        elif tuple(saved) != tuple(variable.shape):
+            mismatched.append(f"{key} {tuple(saved)} in the checkpoint, {tuple(variable.shape)} in the model")
+    if missing or mismatched:
+        found = [f"{len(missing)} of {len(variables)} weights missing (first: {missing[0]})"] if missing else []
+        found += [f"{len(mismatched)} with another shape (first: {mismatched[0]})"] if mismatched else []
+        raise CheckpointError(f"{checkpoint}: does not hold {what}: {'; '.join(found)}")
+
+
 def restore_weights(model: keras.Model, run_dir: str | Path, which: str = "best") -> str:
     """Load trained weights from a run directory ("best", else the latest checkpoint).
 
-    The model must be built; every one of its variables must be found in the checkpoint.
+    The model must be built; every one of its weights must be found in the checkpoint, under its
+    path (or position, for older checkpoints) and with its shape.
     """
     run_dir = Path(run_dir)
     candidates = [run_dir / BEST, run_dir / CHECKPOINTS] if which == "best" else [run_dir / CHECKPOINTS]
     for folder in candidates:
         latest = tf.train.latest_checkpoint(str(folder))
         if latest:
-            try:
-                status = tf.train.Checkpoint(model=model_variables(model)).restore(latest)
-                status.assert_existing_objects_matched()
-            except (AssertionError, ValueError) as exc:
-                raise CheckpointError(f"{latest}: checkpoint does not hold this model's weights ({str(exc)[:200]})") from None
-            status.expect_partial()
+            variables = model_variables(model, checkpoint_layout(latest))
+            check_weights(latest, variables, f"this model's weights ({type(model).__name__})")
+            status = tf.train.Checkpoint(model=variables).restore(latest)
+            status.assert_existing_objects_matched().expect_partial()
             return latest
     raise CheckpointError(f"{run_dir}: run directory has no checkpoints")
 

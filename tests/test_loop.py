@@ -169,7 +169,7 @@ def test_early_stopping_best_checkpoint_and_lr_schedule(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "best")).endswith("ckpt-4")
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-8")
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "best")))
-    assert reader.get_tensor("model/w00001/.ATTRIBUTES/VARIABLE_VALUE") == pytest.approx(0.6)
+    assert reader.get_tensor("model/scale/.ATTRIBUTES/VARIABLE_VALUE") == pytest.approx(0.6)
     # TensorBoard has the step scalars and the epoch media
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

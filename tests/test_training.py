@@ -10,7 +10,7 @@ from mss_tf.config import TrainConfig
 from mss_tf.errors import CheckpointError, ConfigError
 from mss_tf.inference import Separator
 from mss_tf.models.registry import build_model
-from mss_tf.checkpoints import restore_weights
+from mss_tf.checkpoints import model_variables, restore_weights
 from mss_tf.training.run import train_run
 
 
@@ -47,9 +47,10 @@ def test_train_run_writes_run_dir_and_resumes(tone_musdb, tmp_path, monkeypatch)
     # every weight of the trained model comes back from the checkpoint, identically each time
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "best")))
     separator = Separator.from_run(run)
-    for i, variable in enumerate(separator.model.weights):
-        key = f"model/w{i:05d}/.ATTRIBUTES/VARIABLE_VALUE"
+    for path, variable in model_variables(separator.model).items():
+        key = f"model/{path.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
         np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(key))
+    assert len(model_variables(separator.model)) == len(separator.model.weights)
     mix = tf.random.stateless_normal([1, 20, 513, 2], seed=[0, 1])
     again = Separator.from_run(run)
     np.testing.assert_array_equal(separator.model(mix, training=False), again.model(mix, training=False))

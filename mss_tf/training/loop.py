@@ -42,7 +42,9 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
-from mss_tf.checkpoints import BEST, CHECKPOINTS, model_variables, restore_weights, rng_variables
+from mss_tf.checkpoints import (
+    BEST, CHECKPOINTS, PATHS, check_weights, checkpoint_layout, model_variables, restore_weights, rng_variables,
+)
 from mss_tf.config import TrainConfig
 from mss_tf.data.pipeline import distribute
 from mss_tf.errors import CheckpointError, TrainingError
@@ -209,8 +211,11 @@ class Trainer:
                 self.model(tf.zeros([1, *mixture.shape[1:]], tf.float32), training=False)
             self.optimizer.build(self.model.trainable_variables)
         if self.checkpoint is None:
+            # a run resumed from a checkpoint of the older, positional layout keeps that layout
+            latest = tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS))
+            self.weight_layout = checkpoint_layout(latest) if latest else PATHS
             self.checkpoint = tf.train.Checkpoint(
-                model=model_variables(self.model), model_rng=rng_variables(self.model), optimizer=self.optimizer,
+                model=model_variables(self.model, self.weight_layout), model_rng=rng_variables(self.model), optimizer=self.optimizer,
                 global_step=self.global_step, epoch=self.epoch, best_loss=self.best_loss,
                 stale_epochs=self.stale_epochs, low_energy_epochs=self.low_energy_epochs,
                 nonfinite_total=self.nonfinite_total, nonfinite_streak=self.nonfinite_streak,
@@ -227,6 +232,8 @@ class Trainer:
         assert self.checkpoint is not None, "call _build first"
         latest = tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS))
         if latest:
+            check_weights(latest, model_variables(self.model, self.weight_layout),
+                          f"the weights of a {self.config.model} run with this configuration")
             try:
                 status = self.checkpoint.restore(latest)
                 status.assert_existing_objects_matched()
