@@ -122,42 +122,60 @@ def main(argv: list[str] | None = None) -> int:
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.update({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                   "minutes_per_model": None if args.budget_steps else minutes})
-    state.setdefault("train_seconds", {})
-    started = time.monotonic()
+    # per step of the study ("<run>/train", "<run>/evaluate", ...): the command it ran and its wall
+    # time. A finished run is reused only if it was made by the same commands (same budget, data,
+    # seed and evaluation), so a changed budget or a stale study.json never mixes into the report.
+    steps = state.setdefault("steps", {})
+
+    def done(name: str, commands: dict[str, list[str]]) -> bool:
+        return (runs / name / "results.json").is_file() and all(
+            steps.get(f"{name}/{key}", {}).get("command") == command for key, command in commands.items())
+
+    def record(key: str, command: list[str], log) -> None:  # noqa: ANN001
+        steps[key] = {"command": command, "seconds": _run(command, log)}
+        atomic_write(state_path, json.dumps(state, indent=2))
+
     with open(out / "study.log", "a") as log:
         for index, job in enumerate(jobs, 1):
             run = runs / job["dir"]
-            if (run / "results.json").is_file():
-                print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: done earlier", flush=True)
-                continue
-            print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: training", flush=True)
-            command = ["train.py", "--model", job["preset"], "--run-dir", str(run), "--seed", str(job["seed"]),
-                       "--quiet", *data]
+            train = ["train.py", "--model", job["preset"], "--run-dir", str(run), "--seed", str(job["seed"]),
+                     "--quiet", *data]
             for key, value in job["model_args"].items():
-                command += ["--model-arg", f"{key}={json.dumps(value)}"]
+                train += ["--model-arg", f"{key}={json.dumps(value)}"]
             if job["neural"]:
                 if args.budget_steps:  # the same number of steps for every model
                     per_epoch = min(STEPS_PER_EPOCH, args.budget_steps)
-                    command += ["--steps-per-epoch", str(per_epoch), "--epochs", str(math.ceil(args.budget_steps / per_epoch))]
+                    train += ["--steps-per-epoch", str(per_epoch), "--epochs", str(math.ceil(args.budget_steps / per_epoch))]
                 else:
-                    command += ["--steps-per-epoch", str(STEPS_PER_EPOCH), "--epochs", "100000",
-                                "--max-minutes", f"{minutes:.3f}"]
-                command += ["--patience", "100000"]  # the budget ends the training, not early stopping
-            if run.exists():  # an interrupted training: start it again from scratch, budgets stay equal
+                    train += ["--steps-per-epoch", str(STEPS_PER_EPOCH), "--epochs", "100000",
+                              "--max-minutes", f"{minutes:.3f}"]
+                train += ["--patience", "100000"]  # the budget ends the training, not early stopping
+            evaluate = ["evaluate.py", "--run", str(run), "--label", job["label"], *evaluation]
+            if done(job["dir"], {"train": train, "evaluate": evaluate}):
+                print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: done earlier", flush=True)
+                continue
+            print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: training", flush=True)
+            if run.exists():  # interrupted, or made by other commands: train again from scratch
                 shutil.rmtree(run)
-            state["train_seconds"][job["dir"]] = _run(command, log)
-            atomic_write(state_path, json.dumps(state, indent=2))
+            record(f"{job['dir']}/train", train, log)
             print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: evaluating", flush=True)
-            _run(["evaluate.py", "--run", str(run), "--label", job["label"], *evaluation], log)
+            record(f"{job['dir']}/evaluate", evaluate, log)
         for name, extra in ((ORACLE, ["--oracle", "irm2", "--preset", "unet", "--label", "oracle IRM2 (U-Net STFT)"]),
                             (MIXTURE, ["--mixture", "--label", "mixture"])):
-            if not (runs / name / "results.json").is_file():
+            command = ["evaluate.py", *extra, "--out", str(runs / name), *data, *evaluation]
+            if not done(name, {"evaluate": command}):
                 print(f"{name}: evaluating", flush=True)
-                _run(["evaluate.py", *extra, "--out", str(runs / name), *data, *evaluation], log)
+                shutil.rmtree(runs / name, ignore_errors=True)
+                record(f"{name}/evaluate", command, log)
         first = [runs / j["dir"] for j in jobs if j["seed"] == 0]
-        _run(["evaluate.py", "--compare", *map(str, first), str(runs / ORACLE), str(runs / MIXTURE), "--out", str(out)],
-             log)
-    state["study_seconds"] = state.get("study_seconds", 0.0) + time.monotonic() - started
+        record("compare", ["evaluate.py", "--compare", *map(str, first), str(runs / ORACLE), str(runs / MIXTURE),
+                           "--out", str(out)], log)
+    # the whole study: the time of every step whose output is in this report
+    current = {f"{j['dir']}/{k}" for j in jobs for k in ("train", "evaluate")}
+    current |= {f"{ORACLE}/evaluate", f"{MIXTURE}/evaluate", "compare"}
+    state["steps"] = {k: v for k, v in steps.items() if k in current}
+    state["study_seconds"] = sum(v["seconds"] for v in state["steps"].values())
+    state.pop("train_seconds", None)  # the layout before per-step records
     atomic_write(state_path, json.dumps(state, indent=2))
     from mss_tf.study_report import readme_body, replace_block, write_report
 

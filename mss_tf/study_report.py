@@ -64,7 +64,7 @@ def model_rows(out: Path, jobs: list[dict[str, Any]], state: dict[str, Any], tar
         mine = [j for j in jobs if j["label"] == label]
         results = [load_results(out / "runs" / j["dir"]) for j in mine]
         steps = [(_records(out / "runs" / j["dir"]) or [{}])[-1].get("step") for j in mine]
-        train_minutes = [state.get("train_seconds", {}).get(j["dir"], np.nan) / 60 for j in mine]
+        train_minutes = [state["steps"].get(f"{j['dir']}/train", {}).get("seconds", np.nan) / 60 for j in mine]
         row = [label, f"{results[0]['params']:,}", str(len(mine)),
                "-" if steps[0] is None else f"{int(np.mean(steps)):,}", f"{np.nanmean(train_minutes):.1f}",
                f"{np.mean([r['rtf'] for r in results]):.3f}"]

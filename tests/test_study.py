@@ -68,6 +68,20 @@ def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path)
     again = run_study(*command, env_extra=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done earlier") == 4 and "training" not in again.stdout.split("# Study")[0]
+    # another budget is another study: the runs are trained again, stale times leave the report
+    state = json.loads((out / "study.json").read_text())
+    state["steps"]["gone-seed0/train"] = {"command": ["train.py"], "seconds": 6e6}
+    (out / "study.json").write_text(json.dumps(state))
+    other = ["--models", "unet-tiny", "--budget-steps", "4", "--seeds", "1", *command[7:]]
+    third = run_study(*other, env_extra=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "unet-tiny seed 0: training" in third.stdout and "done earlier" not in third.stdout
+    records = [json.loads(line) for line in (out / "runs" / "unet-tiny-seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 4
+    state = json.loads((out / "study.json").read_text())
+    assert "gone-seed0/train" not in state["steps"] and "unet-tiny-seed1/train" not in state["steps"]
+    assert state["study_seconds"] == pytest.approx(sum(step["seconds"] for step in state["steps"].values()))
+    assert state["study_seconds"] < 900
 
 
 def test_bad_study_arguments_are_one_line_errors(tmp_path):
