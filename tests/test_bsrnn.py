@@ -10,10 +10,9 @@ from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.errors import ConfigError
 from mss_tf.losses import bsrnn_paper, get_loss, mag_phase_l1
 from mss_tf.models.bands import BAND_SCHEMES, band_edges_hz, band_widths
-from mss_tf.models.bsrnn import (
-    BSRNN, BandSplit, BidirectionalLSTM, MaskEstimator, ResidualRNN, SqueezeExcitation, _band_layout,
-    resolve_lstm_implementation,
-)
+from mss_tf.models.bsrnn import BSRNN, BandSplit, MaskEstimator, ResidualRNN, SqueezeExcitation
+from mss_tf.models.lstm import BidirectionalLSTM, resolve_lstm_implementation
+from mss_tf.models.per_band import BandLayout
 from mss_tf.models.registry import build_model, get_preset
 from tests.conftest import REPO
 
@@ -452,49 +451,70 @@ def test_fused_path_matches_keras_path_on_perturbed_weights(squeeze_excitation):
 
 
 @pytest.mark.parametrize("scheme", ["v7", "bass", "drums", "coarse"])
-def test_band_runs_tile_the_bands_with_little_padding(scheme):
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_band_runs_tile_the_bands_with_little_padding(scheme, chunks):
     widths = band_widths(scheme, 44100, 2048)
-    groups, unpad_index, total = _band_layout(widths, 2)
-    assert total == 2 * BINS
-    assert groups[0][0] == 0 and groups[-1][1] == len(widths)
-    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))  # consecutive runs, every band once
-    padded = np.concatenate([pad.ravel() for _, _, pad in groups])
-    np.testing.assert_array_equal(padded[unpad_index], np.arange(total))  # unpad inverts the padding
+    layout = BandLayout([2 * chunks * w for w in widths], chunks)
+    total = layout.total
+    assert total == 2 * chunks * BINS
+    runs = layout.runs
+    assert runs[0][0] == 0 and runs[-1][1] == len(widths)
+    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))  # consecutive runs, every band once
+    padded = np.concatenate([pad.ravel() for _, _, pad in runs])
+    np.testing.assert_array_equal(padded[layout.unpad_index], np.arange(total))  # unpad inverts the padding
     assert np.sum(padded < total) == total  # every value once; the rest is the zero slot
-    assert len(groups) <= 6 and padded.size <= 1.05 * total  # one layout for all 41 v7 bands: 3.8 x
+    assert len(runs) <= 6 and padded.size <= 1.05 * total  # one layout for all 41 v7 bands: 3.8 x
+    for first, stop, pad in runs:  # a band's chunks hold its values in order, each padded on its own
+        for j, size in enumerate(layout.sizes[first:stop]):
+            values = pad[j].reshape(chunks, -1)[:, : size // chunks]
+            np.testing.assert_array_equal(values.ravel(), sum(layout.sizes[: first + j]) + np.arange(size))
 
 
-@pytest.mark.parametrize("scheme", ["v7", "drums"])
-def test_per_band_layers_match_a_loop_over_bands(scheme):
-    """Band split and mask estimation, computed in runs of similar bands, against the paper's
-    per-band reading: band k's values -> its own LayerNorm -> its own Dense; band k's features
-    -> LayerNorm -> Dense + tanh -> Dense -> GLU (value * sigmoid(gate))."""
+def _chain(layers, x, seed):
+    """Build `layers` as a chain on x with perturbed weights; returns the chain's output."""
+    for i, layer in enumerate(layers):
+        layer.build(x.shape)
+        _perturb(layer, seed=10 * seed + i)
+        x = layer(x)
+    return x
+
+
+@pytest.mark.parametrize("scheme,channels", [("v7", 1), ("drums", 2), ("coarse", 2)])
+def test_band_split_and_mask_estimator_match_one_dense_per_band(scheme, channels):
+    """The paper's per-band reading with plain Keras layers, one set per band: band k's values
+    (its bins' channel x real/imag values, as BSRNN lays out the spectrum) -> LayerNormalization
+    -> Dense(N); band k's features -> LayerNormalization -> Dense(hidden, tanh) -> Dense(2 x its
+    values) -> GLU. Their weights, written into ours at each band's place (rows of the band
+    split's kernel, [value | gate] columns of the mask's), must give the same outputs."""
     widths = band_widths(scheme, 44100, 2048)
-    k, n, h, eps = len(widths), 6, 10, 1e-5
-    split, head = BandSplit(widths, n), MaskEstimator(widths, n, h)
-    split.build(None)
-    head.build(None)
-    _perturb(split, seed=1)
-    _perturb(head, seed=2)
-    spectrum = tf.random.stateless_normal([2, 3, 2 * BINS], seed=[1, 2])
-    features = tf.random.stateless_normal([2, 3, k, n], seed=[3, 4])
-    got_split, got_mask = split(spectrum).numpy(), head(features).numpy()
-    x, f = spectrum.numpy(), features.numpy()
-    norm = lambda v, gamma, beta: (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + eps) * gamma + beta
-    sigmoid = lambda v: 1 / (1 + np.exp(-v))
+    k, n, h, per_bin = len(widths), 6, 10, 2 * channels
+    spectrum = tf.random.stateless_normal([2, 3, BINS, channels, 2], seed=[1, 2])  # (B, T, F, C, 2)
+    features = tf.random.stateless_normal([2, 3, k, n], seed=[3, 4])  # (B, T, K, N)
+    split_layers, mask_layers, split_out, mask_out = [], [], [], []
     start = 0
     for band, width in enumerate(widths):
-        values = slice(start, start + 2 * width)
-        expected = norm(x[..., values], split.gamma.numpy()[values], split.beta.numpy()[values])
-        expected = expected @ split.kernel.numpy()[values] + split.bias.numpy()[band]
-        np.testing.assert_allclose(got_split[:, :, band], expected, atol=1e-4, err_msg=f"band split, band {band}")
-        hidden = norm(f[:, :, band], head.gamma.numpy()[band], head.beta.numpy()[band])
-        hidden = np.tanh(hidden @ head.hidden_kernel.numpy()[band] + head.hidden_bias.numpy()[band])
-        columns = slice(2 * start, 2 * start + 4 * width)  # [value | gate] of this band
-        out = hidden @ head.glu_kernel.numpy()[:, columns] + head.glu_bias.numpy()[columns]
-        expected = out[..., : 2 * width] * sigmoid(out[..., 2 * width :])
-        np.testing.assert_allclose(got_mask[..., values], expected, atol=1e-4, err_msg=f"mask, band {band}")
-        start += 2 * width
+        values = tf.reshape(spectrum[:, :, start : start + width], [2, 3, width * per_bin])
+        split_layers.append((keras.layers.LayerNormalization(epsilon=1e-5), keras.layers.Dense(n)))
+        split_out.append(_chain(split_layers[-1], values, seed=2 * band))  # (B, T, N)
+        mask_layers.append((keras.layers.LayerNormalization(epsilon=1e-5), keras.layers.Dense(h, activation="tanh"),
+                            keras.layers.Dense(2 * width * per_bin)))
+        value, gate = np.split(_chain(mask_layers[-1], features[:, :, band], seed=2 * band + 1).numpy(), 2, axis=-1)
+        mask_out.append(value / (1 + np.exp(-gate)))  # GLU, (B, T, values)
+        start += width
+    split, head = BandSplit(widths, n, per_bin), MaskEstimator(widths, n, h, per_bin)
+    split.build(None)
+    head.build(None)
+    norms, denses = zip(*split_layers)
+    split.set_weights([np.concatenate([m.gamma.numpy() for m in norms]), np.concatenate([m.beta.numpy() for m in norms]),
+                       np.concatenate([d.kernel.numpy() for d in denses]), np.stack([d.bias.numpy() for d in denses])])
+    norms, hidden, glu = zip(*mask_layers)
+    head.set_weights([np.stack([m.gamma.numpy() for m in norms]), np.stack([m.beta.numpy() for m in norms]),
+                      np.stack([d.kernel.numpy() for d in hidden]), np.stack([d.bias.numpy() for d in hidden]),
+                      np.concatenate([d.kernel.numpy() for d in glu], axis=1), np.concatenate([d.bias.numpy() for d in glu])])
+    got = split(tf.reshape(spectrum, [2, 3, -1])).numpy()  # (B, T, K, N)
+    np.testing.assert_allclose(got, np.stack(split_out, axis=2), atol=1e-4)
+    got = head(features).numpy()  # (B, T, F * C * 2), in the spectrum's value order
+    np.testing.assert_allclose(got, np.concatenate(mask_out, axis=-1), atol=1e-4)
 
 
 def test_variable_layout_is_unchanged():
@@ -515,11 +535,11 @@ def test_variable_layout_is_unchanged():
     head = lambda target: [
         (f"mask_{target}/norm_gamma", (12, 8)), (f"mask_{target}/norm_beta", (12, 8)),
         (f"mask_{target}/hidden_kernel", (12, 8, 32)), (f"mask_{target}/hidden_bias", (12, 32)),
-        (f"mask_{target}/glu_kernel", (32, 4100)), (f"mask_{target}/glu_bias", (4100,)),
+        (f"mask_{target}/glu/kernel", (32, 4100)), (f"mask_{target}/glu/bias", (4100,)),
     ]
     expected = [
         ("band_split/norm_gamma", (2050,)), ("band_split/norm_beta", (2050,)),
-        ("band_split/kernel", (2050, 8)), ("band_split/bias", (12, 8)),
+        ("band_split/dense/kernel", (2050, 8)), ("band_split/dense/bias", (12, 8)),
         *block("band_sequence_0/time_rnn"), *block("band_sequence_0/band_rnn"), *head("vocals"), *head("bass"),
     ]
     assert got == expected
