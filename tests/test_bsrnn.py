@@ -13,7 +13,9 @@ from mss_tf.models.bands import BAND_SCHEMES, band_edges_hz, band_widths
 from mss_tf.models.bsrnn import BSRNN, BandSplit, MaskEstimator, ResidualRNN, SqueezeExcitation
 from mss_tf.models.lstm import BidirectionalLSTM, resolve_lstm_implementation
 from mss_tf.models.per_band import BandLayout
-from mss_tf.models.registry import build_model, get_preset
+from mss_tf.config import TrainConfig
+from mss_tf.models.registry import build_model, get_preset, model_parameters
+from mss_tf.training.loop import Trainer
 from tests.conftest import REPO
 
 BINS = 1025
@@ -119,19 +121,47 @@ def test_several_targets_and_stereo_shapes():
     assert stereo.band_split.features_per_bin == 4
 
 
-def test_mask_is_complex_and_multiplies_the_mixture():
-    model = _small()
-    mix = _mixture(9)
-    out = model(mix, training=False).numpy()[:, 0]
-    mix = mix.numpy()
-    mix_c = mix[..., 0] + 1j * mix[..., 1]
-    mask = (out[..., 0] + 1j * out[..., 1]) / mix_c
-    # a real mask would keep the mixture phase; the estimated mask has an imaginary part
-    assert np.mean(np.abs(mask.imag)) > 1e-2 * np.mean(np.abs(mask.real))
-    flat_mask = model.mask_estimators[0](model.band_sequence[0](model.band_split(tf.reshape(mix, [2, 9, -1]))))
-    expected = flat_mask.numpy().reshape(2, 9, BINS, 2)
-    np.testing.assert_allclose(mask.real, expected[..., 0], rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(mask.imag, expected[..., 1], rtol=1e-3, atol=1e-4)
+def _set_constant_mask(head, mask):
+    """Make a mask head output `mask` (F, C, 2) whatever its input: zero GLU kernel, the mask as
+    the value bias and a saturated gate. Band k's GLU outputs are [value | gate], each in the
+    band's (bin, channel, real/imag) order, at columns 2 * (first value of band k)."""
+    values = mask.reshape(-1)
+    kernel, bias = np.zeros(head.glu.kernel.shape, np.float32), np.zeros(head.glu.bias.shape, np.float32)
+    start = 0
+    for size in head.band_sizes:
+        bias[2 * start : 2 * start + size] = values[start : start + size]
+        bias[2 * start + size : 2 * (start + size)] = 40.0  # sigmoid(40) == 1 in float32
+        start += size
+    head.glu.kernel.assign(kernel)
+    head.glu.bias.assign(bias)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_estimate_is_the_complex_mask_times_the_mixture(channels):
+    """With every head forced to a known mask (an identity mask for the first target, a random
+    complex one for the second), the estimates must be the mixture and the complex product
+    mask x mixture per bin and channel, computed here in NumPy."""
+    model = _small(targets=["vocals", "bass"], channels=channels)
+    stereo = channels == 2
+    mix = _mixture(5, channels=2 if stereo else None)
+    out = model(mix, training=False).numpy()
+    # an untrained head's mask is complex: the estimate does not keep the mixture's phase
+    mix_c = mix.numpy()[..., 0] + 1j * mix.numpy()[..., 1]
+    ratio = (out[:, 0, ..., 0] + 1j * out[:, 0, ..., 1]) / mix_c
+    assert np.mean(np.abs(ratio.imag)) > 1e-2 * np.mean(np.abs(ratio.real))
+    rng = np.random.default_rng(0)
+    identity = np.zeros((BINS, channels, 2), np.float32)
+    identity[..., 0] = 1.0
+    mask = rng.uniform(-2, 2, (BINS, channels, 2)).astype(np.float32)
+    _set_constant_mask(model.mask_estimators[0], identity)
+    _set_constant_mask(model.mask_estimators[1], mask)
+    out = model(mix, training=False).numpy()
+    np.testing.assert_allclose(out[:, 0], mix.numpy(), atol=1e-6)
+    mask_c = mask[..., 0] + 1j * mask[..., 1]  # (F, C)
+    mask_c = mask_c.T[:, np.newaxis] if stereo else mask_c[:, 0]  # (C, 1, F) or (F,)
+    expected = mask_c * mix_c  # (B, [C,] T, F)
+    np.testing.assert_allclose(out[:, 1, ..., 0], expected.real, atol=1e-5)
+    np.testing.assert_allclose(out[:, 1, ..., 1], expected.imag, atol=1e-5)
 
 
 def _parameter_counts(names):
@@ -139,7 +169,7 @@ def _parameter_counts(names):
     for name in names:
         model = build_model(name)
         model.build((None, None, BINS, 2))
-        counts[name] = model.count_params()
+        counts[name] = model_parameters(model)
         print(f"{name}: {counts[name]:,} parameters")
     return counts
 
@@ -298,14 +328,13 @@ def test_blstm_layer_fused_call_matches_keras_call():
 
 
 def test_auto_lstm_implementation_is_fused_on_cpu_and_keras_with_a_gpu(monkeypatch):
-    assert resolve_lstm_implementation("auto") == "fused"  # this machine has no GPU
-    assert resolve_lstm_implementation("keras") == "keras"
     model = build_model("bsrnn-tiny")
     assert model.lstm_implementation == "auto"
     blstm = model.band_sequence[0].time_rnn.blstm
-    assert blstm.runs_fused
-    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["/GPU:0"] if kind == "GPU" else [])
-    assert resolve_lstm_implementation("auto") == "keras" and not blstm.runs_fused
+    for gpus, expected in [([], "fused"), (["/GPU:0"], "keras")]:
+        monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None, gpus=gpus: gpus if kind == "GPU" else [])
+        assert resolve_lstm_implementation("auto") == expected and blstm.runs_fused == (expected == "fused")
+        assert resolve_lstm_implementation("keras") == "keras" and resolve_lstm_implementation("fused") == "fused"
 
 
 @pytest.mark.parametrize("implementation", ["keras", "fused"])
@@ -378,28 +407,18 @@ def test_mixed_precision_outputs_float32():
 
 
 def test_tiny_preset_learns_a_fixed_batch():
-    tf.random.set_seed(0)
     keras.utils.set_random_seed(0)
-    model = build_model("bsrnn-tiny")
+    config = TrainConfig(model="bsrnn-tiny", batch_size=2, learning_rate=3e-3, loss="mag_phase_l1").resolve()
+    trainer = Trainer(build_model("bsrnn-tiny"), config)  # the step train.py runs, without a run directory
     mix = _mixture(8, batch=2, seed=5)
     low_pass = tf.cast(tf.range(BINS) < 120, tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis]
     target = (mix * low_pass)[:, tf.newaxis]  # (2, 1, 8, 1025, 2): the bass of the mixture
-    optimizer = keras.optimizers.Adam(3e-3)
-    loss_fn = get_loss("mag_phase_l1", alpha=0.5)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(target, model(mix, training=True))
-        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, model.trainable_variables), 5.0)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    losses = [float(step())]
+    losses = [float(trainer.train_step(mix, target)[0])]
     while len(losses) < 150 and losses[-1] >= 0.4 * losses[0]:
-        losses.append(float(step()))
+        losses.append(float(trainer.train_step(mix, target)[0]))
     print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} in {len(losses) - 1} steps")
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+    assert int(trainer.global_step.numpy()) == len(losses)
 
 
 def test_bad_options_raise():
@@ -572,7 +591,7 @@ def test_paper_size_forward_pass(preset):
     model = build_model(preset)
     out = model(_mixture(16, batch=1), training=False)
     assert out.shape == (1, 1, 16, BINS, 2) and np.all(np.isfinite(out.numpy()))
-    print(f"{preset}: {model.count_params():,} parameters")
+    print(f"{preset}: {model_parameters(model):,} parameters")
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ from mss_tf.models.search import HyperParameter, scaled_choices
 
 SE_PLACEMENTS = ("blstm", "module")
 
+
 class _PerBandLayer(keras.layers.Layer):
     """Shared set-up of the layers with weights of their own for every band (band split, mask
     estimation): the band widths, N, the values per bin and the LayerNorm epsilon. Inputs stay
@@ -456,7 +457,8 @@ class BSRNN(keras.Model):
             for a single target: v7 for vocals/other, bass, drums), or a list of
             [upper edge Hz, bandwidth Hz] rules.
         sample_rate: STFT sample rate (to turn the Hz rules into bins).
-        n_fft: STFT size; the input must have n_fft/2 + 1 bins.
+        n_fft: STFT size; the input must have n_fft/2 + 1 bins. (A preset's model takes both from
+            its SpectrogramConfig: `mss_tf.models.registry.build_model`.)
         feature_dim: N (paper: 128).
         num_modules: band and sequence modules (paper: 12).
         lstm_hidden: BLSTM hidden size per direction; None -> 2N.
