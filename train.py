@@ -130,7 +130,7 @@ def main() -> int:
     args = parse_args()
     from mss_tf.config import TrainConfig
     from mss_tf.errors import ConfigError
-    from mss_tf.models.registry import PRESETS, build_model, get_preset, is_neural
+    from mss_tf.models.registry import PRESETS, build_model, get_preset, is_neural, model_parameters
 
     if args.list:
         from mss_tf.models.registry import count_parameters
@@ -186,12 +186,12 @@ def main() -> int:
     if args.summary:
         import tensorflow as tf
 
-        model = build_model(config.model, **config.model_kwargs)
+        model = build_model(config.model, stft=config.spectrogram, **config.model_kwargs)
         spec = config.spectrogram
         if is_neural(config.model):
             model(tf.zeros([1, config.train_frames(), spec.n_bins, 2]))
             model.summary()
-            print(f"{config.model}: {model.count_params():,} parameters")
+            print(f"{config.model}: {model_parameters(model):,} parameters")
         else:
             model.summary()
             print(f"{config.model}: {spec.n_bins * model.n_components:,} dictionary entries (fitted, not trained)")

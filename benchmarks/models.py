@@ -33,8 +33,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
-from mss_tf.losses import get_loss  # noqa: E402
-from mss_tf.models.registry import build_model, get_preset  # noqa: E402
+from mss_tf.config import TrainConfig  # noqa: E402
+from mss_tf.models.registry import build_model, get_preset, model_parameters  # noqa: E402
+from mss_tf.training.loop import Trainer  # noqa: E402
 
 PAPER_PRESETS = ["bsrnn", "bsrnn-se"]
 TINY_PRESETS = ["bsrnn-tiny", "bsrnn-se-tiny", "unet", "unet-tiny"]
@@ -71,18 +72,11 @@ def forward_fn(model: keras.Model, jit: bool) -> Callable[[tf.Tensor], tf.Tensor
     return tf.function(lambda x: model(x, training=False), jit_compile=jit, reduce_retracing=True)
 
 
-def train_step_fn(model: keras.Model, preset: str, jit: bool) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    loss_fn = get_loss(get_preset(preset).training.loss, alpha=0.5, stft=get_preset(preset).stft)
-    optimizer = keras.optimizers.Adam(1e-3)
-
-    def step(mixture: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            loss = loss_fn(targets, model(mixture, training=True))
-        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, model.trainable_variables), 5.0)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    return tf.function(step, jit_compile=jit)
+def train_step_fn(model: keras.Model, preset: str, batch: int) -> Callable[[tf.Tensor, tf.Tensor], Any]:
+    """The step `train.py` trains with (`Trainer.train_step`: the preset's loss, weight decay and
+    clipping, the non-finite guard, Adam), at the preset's training defaults and this batch."""
+    config = TrainConfig(model=preset, batch_size=batch).resolve()
+    return Trainer(model, config).train_step
 
 
 def mixture(preset: str, seconds: float, batch: int) -> tf.Tensor:
@@ -450,16 +444,16 @@ def main() -> None:
                 cell["gflop_per_s"] = round(flops["total_gflop"] / median, 1)
             row["forward"].append(cell)
             print(preset, cell, flush=True)
-        row["params"] = model.count_params()
+        row["params"] = model_parameters(model)
         training = get_preset(preset).training
         x = mixture(preset, training.train_seconds, 2)
         targets = tf.tile(x[:, tf.newaxis], [1, len(model.targets), 1, 1, 1]) * 0.5
-        step = train_step_fn(model, preset, jit=False)
+        step = train_step_fn(model, preset, batch=2)
         first, median = timed(lambda: step(x, targets), 1 if preset in PAPER_PRESETS else args.repeats)
         row["train_step"] = {"seconds": training.train_seconds, "batch": 2, "first_call_s": round(first, 3), "time_s": round(median, 3)}
         print(preset, "train step", row["train_step"], flush=True)
         results["presets"].append(row)
-        del model, step
+        model = step = None  # free this preset before the next
 
     if results["presets"]:  # keep the preset table even if the comparison below fails
         write_json("models", results)

@@ -9,7 +9,7 @@ from typing import Any
 
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import CheckpointError, ConfigError
-from mss_tf.models.registry import get_preset
+from mss_tf.models.registry import check_model_kwargs, get_preset
 from mss_tf.utils import atomic_write
 
 CONFIG_FILE = "config.json"
@@ -96,6 +96,8 @@ class TrainConfig:
                 setattr(self, field.name, getattr(preset.training, field.name))
         if self.stft is None:
             self.stft = preset.stft.to_dict()
+        # the model's STFT arguments come from `stft`: model_kwargs never repeat them
+        self.model_kwargs = check_model_kwargs(preset, self.model_kwargs, self.spectrogram)
         if self.targets is None:
             self.targets = list(self.model_kwargs.get("targets", preset.kwargs.get("targets")))
         self.model_kwargs = {**self.model_kwargs, "targets": self.targets}

@@ -39,7 +39,7 @@ from mss_tf import __version__
 from mss_tf.audio.spectrogram import SpectrogramConfig, istft, stft
 from mss_tf.config import TrainConfig
 from mss_tf.errors import CheckpointError, ConfigError
-from mss_tf.models.registry import model_parameters
+from mss_tf.models.registry import count_values, model_parameters
 from mss_tf.inference import Separator, WaveformSeparator, crossfade_window, overlap_add
 
 FORMAT = "mss-tf-saved-model"
@@ -280,7 +280,7 @@ class SavedModelSeparator(WaveformSeparator):
         if "params" in self.metadata:
             return int(self.metadata["params"])
         variables = getattr(self.model, "model_variables", None) or getattr(self.model, "variables", [])
-        return int(sum(int(np.prod(v.shape)) for v in variables))
+        return count_values(variables)
 
     def separate_model_rate(self, waves: np.ndarray) -> np.ndarray:
         """(channels, samples) at the model rate -> (targets, channels, samples): one graph call

@@ -471,7 +471,7 @@ class Separator(WaveformSeparator):
             model = NMFSeparator.load(run_dir)
         else:
             with precision_scope(precision):
-                model = build_model(config.model, **config.model_kwargs)
+                model = build_model(config.model, stft=spec, **config.model_kwargs)
             model(tf.zeros([1, spec.n_frames(spec.hop * 8), spec.n_bins, 2]), training=False)
             restore_weights(model, run_dir, which)
         return cls(model, spec, config.targets or [], name=config.model, **kwargs)

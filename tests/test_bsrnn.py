@@ -10,11 +10,12 @@ from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.errors import ConfigError
 from mss_tf.losses import bsrnn_paper, get_loss, mag_phase_l1
 from mss_tf.models.bands import BAND_SCHEMES, band_edges_hz, band_widths
-from mss_tf.models.bsrnn import (
-    BSRNN, BandSplit, BidirectionalLSTM, MaskEstimator, ResidualRNN, SqueezeExcitation, _band_layout,
-    resolve_lstm_implementation,
-)
-from mss_tf.models.registry import build_model, get_preset
+from mss_tf.models.bsrnn import BSRNN, BandSplit, MaskEstimator, ResidualRNN, SqueezeExcitation
+from mss_tf.models.lstm import BidirectionalLSTM, resolve_lstm_implementation
+from mss_tf.models.per_band import BandLayout
+from mss_tf.config import TrainConfig
+from mss_tf.models.registry import build_model, get_preset, model_parameters
+from mss_tf.training.loop import Trainer
 from tests.conftest import REPO
 
 BINS = 1025
@@ -120,19 +121,47 @@ def test_several_targets_and_stereo_shapes():
     assert stereo.band_split.features_per_bin == 4
 
 
-def test_mask_is_complex_and_multiplies_the_mixture():
-    model = _small()
-    mix = _mixture(9)
-    out = model(mix, training=False).numpy()[:, 0]
-    mix = mix.numpy()
-    mix_c = mix[..., 0] + 1j * mix[..., 1]
-    mask = (out[..., 0] + 1j * out[..., 1]) / mix_c
-    # a real mask would keep the mixture phase; the estimated mask has an imaginary part
-    assert np.mean(np.abs(mask.imag)) > 1e-2 * np.mean(np.abs(mask.real))
-    flat_mask = model.mask_estimators[0](model.band_sequence[0](model.band_split(tf.reshape(mix, [2, 9, -1]))))
-    expected = flat_mask.numpy().reshape(2, 9, BINS, 2)
-    np.testing.assert_allclose(mask.real, expected[..., 0], rtol=1e-3, atol=1e-4)
-    np.testing.assert_allclose(mask.imag, expected[..., 1], rtol=1e-3, atol=1e-4)
+def _set_constant_mask(head, mask):
+    """Make a mask head output `mask` (F, C, 2) whatever its input: zero GLU kernel, the mask as
+    the value bias and a saturated gate. Band k's GLU outputs are [value | gate], each in the
+    band's (bin, channel, real/imag) order, at columns 2 * (first value of band k)."""
+    values = mask.reshape(-1)
+    kernel, bias = np.zeros(head.glu.kernel.shape, np.float32), np.zeros(head.glu.bias.shape, np.float32)
+    start = 0
+    for size in head.band_sizes:
+        bias[2 * start : 2 * start + size] = values[start : start + size]
+        bias[2 * start + size : 2 * (start + size)] = 40.0  # sigmoid(40) == 1 in float32
+        start += size
+    head.glu.kernel.assign(kernel)
+    head.glu.bias.assign(bias)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_estimate_is_the_complex_mask_times_the_mixture(channels):
+    """With every head forced to a known mask (an identity mask for the first target, a random
+    complex one for the second), the estimates must be the mixture and the complex product
+    mask x mixture per bin and channel, computed here in NumPy."""
+    model = _small(targets=["vocals", "bass"], channels=channels)
+    stereo = channels == 2
+    mix = _mixture(5, channels=2 if stereo else None)
+    out = model(mix, training=False).numpy()
+    # an untrained head's mask is complex: the estimate does not keep the mixture's phase
+    mix_c = mix.numpy()[..., 0] + 1j * mix.numpy()[..., 1]
+    ratio = (out[:, 0, ..., 0] + 1j * out[:, 0, ..., 1]) / mix_c
+    assert np.mean(np.abs(ratio.imag)) > 1e-2 * np.mean(np.abs(ratio.real))
+    rng = np.random.default_rng(0)
+    identity = np.zeros((BINS, channels, 2), np.float32)
+    identity[..., 0] = 1.0
+    mask = rng.uniform(-2, 2, (BINS, channels, 2)).astype(np.float32)
+    _set_constant_mask(model.mask_estimators[0], identity)
+    _set_constant_mask(model.mask_estimators[1], mask)
+    out = model(mix, training=False).numpy()
+    np.testing.assert_allclose(out[:, 0], mix.numpy(), atol=1e-6)
+    mask_c = mask[..., 0] + 1j * mask[..., 1]  # (F, C)
+    mask_c = mask_c.T[:, np.newaxis] if stereo else mask_c[:, 0]  # (C, 1, F) or (F,)
+    expected = mask_c * mix_c  # (B, [C,] T, F)
+    np.testing.assert_allclose(out[:, 1, ..., 0], expected.real, atol=1e-5)
+    np.testing.assert_allclose(out[:, 1, ..., 1], expected.imag, atol=1e-5)
 
 
 def _parameter_counts(names):
@@ -140,7 +169,7 @@ def _parameter_counts(names):
     for name in names:
         model = build_model(name)
         model.build((None, None, BINS, 2))
-        counts[name] = model.count_params()
+        counts[name] = model_parameters(model)
         print(f"{name}: {counts[name]:,} parameters")
     return counts
 
@@ -299,14 +328,13 @@ def test_blstm_layer_fused_call_matches_keras_call():
 
 
 def test_auto_lstm_implementation_is_fused_on_cpu_and_keras_with_a_gpu(monkeypatch):
-    assert resolve_lstm_implementation("auto") == "fused"  # this machine has no GPU
-    assert resolve_lstm_implementation("keras") == "keras"
     model = build_model("bsrnn-tiny")
     assert model.lstm_implementation == "auto"
     blstm = model.band_sequence[0].time_rnn.blstm
-    assert blstm.runs_fused
-    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["/GPU:0"] if kind == "GPU" else [])
-    assert resolve_lstm_implementation("auto") == "keras" and not blstm.runs_fused
+    for gpus, expected in [([], "fused"), (["/GPU:0"], "keras")]:
+        monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None, gpus=gpus: gpus if kind == "GPU" else [])
+        assert resolve_lstm_implementation("auto") == expected and blstm.runs_fused == (expected == "fused")
+        assert resolve_lstm_implementation("keras") == "keras" and resolve_lstm_implementation("fused") == "fused"
 
 
 @pytest.mark.parametrize("implementation", ["keras", "fused"])
@@ -379,28 +407,18 @@ def test_mixed_precision_outputs_float32():
 
 
 def test_tiny_preset_learns_a_fixed_batch():
-    tf.random.set_seed(0)
     keras.utils.set_random_seed(0)
-    model = build_model("bsrnn-tiny")
+    config = TrainConfig(model="bsrnn-tiny", batch_size=2, learning_rate=3e-3, loss="mag_phase_l1").resolve()
+    trainer = Trainer(build_model("bsrnn-tiny"), config)  # the step train.py runs, without a run directory
     mix = _mixture(8, batch=2, seed=5)
     low_pass = tf.cast(tf.range(BINS) < 120, tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis]
     target = (mix * low_pass)[:, tf.newaxis]  # (2, 1, 8, 1025, 2): the bass of the mixture
-    optimizer = keras.optimizers.Adam(3e-3)
-    loss_fn = get_loss("mag_phase_l1", alpha=0.5)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(target, model(mix, training=True))
-        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, model.trainable_variables), 5.0)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    losses = [float(step())]
+    losses = [float(trainer.train_step(mix, target)[0])]
     while len(losses) < 150 and losses[-1] >= 0.4 * losses[0]:
-        losses.append(float(step()))
+        losses.append(float(trainer.train_step(mix, target)[0]))
     print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} in {len(losses) - 1} steps")
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+    assert int(trainer.global_step.numpy()) == len(losses)
 
 
 def test_bad_options_raise():
@@ -452,49 +470,70 @@ def test_fused_path_matches_keras_path_on_perturbed_weights(squeeze_excitation):
 
 
 @pytest.mark.parametrize("scheme", ["v7", "bass", "drums", "coarse"])
-def test_band_runs_tile_the_bands_with_little_padding(scheme):
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_band_runs_tile_the_bands_with_little_padding(scheme, chunks):
     widths = band_widths(scheme, 44100, 2048)
-    groups, unpad_index, total = _band_layout(widths, 2)
-    assert total == 2 * BINS
-    assert groups[0][0] == 0 and groups[-1][1] == len(widths)
-    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))  # consecutive runs, every band once
-    padded = np.concatenate([pad.ravel() for _, _, pad in groups])
-    np.testing.assert_array_equal(padded[unpad_index], np.arange(total))  # unpad inverts the padding
+    layout = BandLayout([2 * chunks * w for w in widths], chunks)
+    total = layout.total
+    assert total == 2 * chunks * BINS
+    runs = layout.runs
+    assert runs[0][0] == 0 and runs[-1][1] == len(widths)
+    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))  # consecutive runs, every band once
+    padded = np.concatenate([pad.ravel() for _, _, pad in runs])
+    np.testing.assert_array_equal(padded[layout.unpad_index], np.arange(total))  # unpad inverts the padding
     assert np.sum(padded < total) == total  # every value once; the rest is the zero slot
-    assert len(groups) <= 6 and padded.size <= 1.05 * total  # one layout for all 41 v7 bands: 3.8 x
+    assert len(runs) <= 6 and padded.size <= 1.05 * total  # one layout for all 41 v7 bands: 3.8 x
+    for first, stop, pad in runs:  # a band's chunks hold its values in order, each padded on its own
+        for j, size in enumerate(layout.sizes[first:stop]):
+            values = pad[j].reshape(chunks, -1)[:, : size // chunks]
+            np.testing.assert_array_equal(values.ravel(), sum(layout.sizes[: first + j]) + np.arange(size))
 
 
-@pytest.mark.parametrize("scheme", ["v7", "drums"])
-def test_per_band_layers_match_a_loop_over_bands(scheme):
-    """Band split and mask estimation, computed in runs of similar bands, against the paper's
-    per-band reading: band k's values -> its own LayerNorm -> its own Dense; band k's features
-    -> LayerNorm -> Dense + tanh -> Dense -> GLU (value * sigmoid(gate))."""
+def _chain(layers, x, seed):
+    """Build `layers` as a chain on x with perturbed weights; returns the chain's output."""
+    for i, layer in enumerate(layers):
+        layer.build(x.shape)
+        _perturb(layer, seed=10 * seed + i)
+        x = layer(x)
+    return x
+
+
+@pytest.mark.parametrize("scheme,channels", [("v7", 1), ("drums", 2), ("coarse", 2)])
+def test_band_split_and_mask_estimator_match_one_dense_per_band(scheme, channels):
+    """The paper's per-band reading with plain Keras layers, one set per band: band k's values
+    (its bins' channel x real/imag values, as BSRNN lays out the spectrum) -> LayerNormalization
+    -> Dense(N); band k's features -> LayerNormalization -> Dense(hidden, tanh) -> Dense(2 x its
+    values) -> GLU. Their weights, written into ours at each band's place (rows of the band
+    split's kernel, [value | gate] columns of the mask's), must give the same outputs."""
     widths = band_widths(scheme, 44100, 2048)
-    k, n, h, eps = len(widths), 6, 10, 1e-5
-    split, head = BandSplit(widths, n), MaskEstimator(widths, n, h)
-    split.build(None)
-    head.build(None)
-    _perturb(split, seed=1)
-    _perturb(head, seed=2)
-    spectrum = tf.random.stateless_normal([2, 3, 2 * BINS], seed=[1, 2])
-    features = tf.random.stateless_normal([2, 3, k, n], seed=[3, 4])
-    got_split, got_mask = split(spectrum).numpy(), head(features).numpy()
-    x, f = spectrum.numpy(), features.numpy()
-    norm = lambda v, gamma, beta: (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + eps) * gamma + beta
-    sigmoid = lambda v: 1 / (1 + np.exp(-v))
+    k, n, h, per_bin = len(widths), 6, 10, 2 * channels
+    spectrum = tf.random.stateless_normal([2, 3, BINS, channels, 2], seed=[1, 2])  # (B, T, F, C, 2)
+    features = tf.random.stateless_normal([2, 3, k, n], seed=[3, 4])  # (B, T, K, N)
+    split_layers, mask_layers, split_out, mask_out = [], [], [], []
     start = 0
     for band, width in enumerate(widths):
-        values = slice(start, start + 2 * width)
-        expected = norm(x[..., values], split.gamma.numpy()[values], split.beta.numpy()[values])
-        expected = expected @ split.kernel.numpy()[values] + split.bias.numpy()[band]
-        np.testing.assert_allclose(got_split[:, :, band], expected, atol=1e-4, err_msg=f"band split, band {band}")
-        hidden = norm(f[:, :, band], head.gamma.numpy()[band], head.beta.numpy()[band])
-        hidden = np.tanh(hidden @ head.hidden_kernel.numpy()[band] + head.hidden_bias.numpy()[band])
-        columns = slice(2 * start, 2 * start + 4 * width)  # [value | gate] of this band
-        out = hidden @ head.glu_kernel.numpy()[:, columns] + head.glu_bias.numpy()[columns]
-        expected = out[..., : 2 * width] * sigmoid(out[..., 2 * width :])
-        np.testing.assert_allclose(got_mask[..., values], expected, atol=1e-4, err_msg=f"mask, band {band}")
-        start += 2 * width
+        values = tf.reshape(spectrum[:, :, start : start + width], [2, 3, width * per_bin])
+        split_layers.append((keras.layers.LayerNormalization(epsilon=1e-5), keras.layers.Dense(n)))
+        split_out.append(_chain(split_layers[-1], values, seed=2 * band))  # (B, T, N)
+        mask_layers.append((keras.layers.LayerNormalization(epsilon=1e-5), keras.layers.Dense(h, activation="tanh"),
+                            keras.layers.Dense(2 * width * per_bin)))
+        value, gate = np.split(_chain(mask_layers[-1], features[:, :, band], seed=2 * band + 1).numpy(), 2, axis=-1)
+        mask_out.append(value / (1 + np.exp(-gate)))  # GLU, (B, T, values)
+        start += width
+    split, head = BandSplit(widths, n, per_bin), MaskEstimator(widths, n, h, per_bin)
+    split.build(None)
+    head.build(None)
+    norms, denses = zip(*split_layers)
+    split.set_weights([np.concatenate([m.gamma.numpy() for m in norms]), np.concatenate([m.beta.numpy() for m in norms]),
+                       np.concatenate([d.kernel.numpy() for d in denses]), np.stack([d.bias.numpy() for d in denses])])
+    norms, hidden, glu = zip(*mask_layers)
+    head.set_weights([np.stack([m.gamma.numpy() for m in norms]), np.stack([m.beta.numpy() for m in norms]),
+                      np.stack([d.kernel.numpy() for d in hidden]), np.stack([d.bias.numpy() for d in hidden]),
+                      np.concatenate([d.kernel.numpy() for d in glu], axis=1), np.concatenate([d.bias.numpy() for d in glu])])
+    got = split(tf.reshape(spectrum, [2, 3, -1])).numpy()  # (B, T, K, N)
+    np.testing.assert_allclose(got, np.stack(split_out, axis=2), atol=1e-4)
+    got = head(features).numpy()  # (B, T, F * C * 2), in the spectrum's value order
+    np.testing.assert_allclose(got, np.concatenate(mask_out, axis=-1), atol=1e-4)
 
 
 def test_variable_layout_is_unchanged():
@@ -515,11 +554,11 @@ def test_variable_layout_is_unchanged():
     head = lambda target: [
         (f"mask_{target}/norm_gamma", (12, 8)), (f"mask_{target}/norm_beta", (12, 8)),
         (f"mask_{target}/hidden_kernel", (12, 8, 32)), (f"mask_{target}/hidden_bias", (12, 32)),
-        (f"mask_{target}/glu_kernel", (32, 4100)), (f"mask_{target}/glu_bias", (4100,)),
+        (f"mask_{target}/glu/kernel", (32, 4100)), (f"mask_{target}/glu/bias", (4100,)),
     ]
     expected = [
         ("band_split/norm_gamma", (2050,)), ("band_split/norm_beta", (2050,)),
-        ("band_split/kernel", (2050, 8)), ("band_split/bias", (12, 8)),
+        ("band_split/dense/kernel", (2050, 8)), ("band_split/dense/bias", (12, 8)),
         *block("band_sequence_0/time_rnn"), *block("band_sequence_0/band_rnn"), *head("vocals"), *head("bass"),
     ]
     assert got == expected
@@ -552,7 +591,7 @@ def test_paper_size_forward_pass(preset):
     model = build_model(preset)
     out = model(_mixture(16, batch=1), training=False)
     assert out.shape == (1, 1, 16, BINS, 2) and np.all(np.isfinite(out.numpy()))
-    print(f"{preset}: {model.count_params():,} parameters")
+    print(f"{preset}: {model_parameters(model):,} parameters")
 
 
 @pytest.mark.slow

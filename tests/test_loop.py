@@ -34,7 +34,7 @@ def _batches(count=8, batch=4, frames=12, seed=0, targets=1):
 
 def _config(**kw):
     base = dict(model="bsrnn-tiny", epochs=1, steps_per_epoch=4, batch_size=4, targets=["vocals"], stft=STFT.to_dict(),
-                model_kwargs={"sample_rate": STFT.sample_rate, "n_fft": STFT.n_fft}, seed=0, summary_every=1)
+                seed=0, summary_every=1)
     base.update(kw)
     return TrainConfig(**base).resolve()
 
@@ -43,7 +43,7 @@ def _trainer(tmp_path, precision="float32", **kw):
     config = _config(precision=precision, **kw)
     keras.utils.set_random_seed(0)
     with precision_scope(precision):
-        model = build_model("bsrnn-tiny", **config.model_kwargs)
+        model = build_model("bsrnn-tiny", stft=config.spectrogram, **config.model_kwargs)
     trainer = Trainer(model, config, tmp_path)
     mixture, _ = next(iter(_batches()))
     trainer._build(mixture)
@@ -101,7 +101,7 @@ def test_a_nonfinite_batch_is_skipped_and_a_streak_stops_the_run(tmp_path):
     config = _config(epochs=2, steps_per_epoch=30, max_nonfinite=5, summary_every=50)
     nan_data = _batches().map(lambda m, t: (m * np.nan, t)).repeat()
     with pytest.raises(TrainingError, match="non-finite loss or gradient"):
-        Trainer(build_model("bsrnn-tiny", **config.model_kwargs), config, tmp_path / "nan").fit(
+        Trainer(build_model("bsrnn-tiny", stft=config.spectrogram, **config.model_kwargs), config, tmp_path / "nan").fit(
             nan_data, progress=False, log=lambda line: None)
     assert not (tmp_path / "nan" / "checkpoints").exists()
 
@@ -196,7 +196,7 @@ def test_mirrored_strategy_over_two_cpus_follows_the_default_strategy(tmp_path):
             config = _config(clip_norm=1e-4)  # clipping on: it must see the whole batch's norm
             keras.utils.set_random_seed(0)
             with strategy.scope():
-                model = build_model("bsrnn-tiny", **config.model_kwargs)
+                model = build_model("bsrnn-tiny", stft=config.spectrogram, **config.model_kwargs)
             trainer = Trainer(model, config, {str(tmp_path)!r} + name, strategy)
             trainer._build(next(iter(_batches()))[0])
             run = [trainer._train_step(m, t) for m, t in distribute(_batches(count=6), strategy)]
@@ -205,7 +205,7 @@ def test_mirrored_strategy_over_two_cpus_follows_the_default_strategy(tmp_path):
             assert strategy.num_replicas_in_sync == (2 if name == "mirrored" else 1)
         # the whole loop (validation, checkpoints, summaries) under the mirrored strategy
         with strategy.scope():
-            fresh = build_model("bsrnn-tiny", **config.model_kwargs)
+            fresh = build_model("bsrnn-tiny", stft=config.spectrogram, **config.model_kwargs)
         history = Trainer(fresh, config, {str(tmp_path)!r} + name + "-fit", strategy).fit(
             _batches().repeat(), _batches(count=2), progress=False, log=lambda line: None)
         assert history[-1]["step"] == 4 and set(history[-1]["valid_usdr"]) == {{"vocals"}}
@@ -240,7 +240,7 @@ def test_two_workers_on_localhost_train_together_to_identical_weights(tmp_path):
         config = _config(strategy="multiworker", epochs=2, steps_per_epoch=3)
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = build_model("bsrnn-tiny", **config.model_kwargs)
+            model = build_model("bsrnn-tiny", stft=config.spectrogram, **config.model_kwargs)
         history = Trainer(model, config, {str(tmp_path / "run")!r}, strategy).fit(
             _batches(count=6, seed=int(os.environ["SEED"])).repeat(), progress=False, log=print)
         np.savez({str(tmp_path)!r} + "/w" + os.environ["INDEX"] + ".npz", *[v.numpy() for v in model.trainable_variables])

@@ -5,17 +5,16 @@ Tensor layout (the suite's convention, see unet.py): the mixture STFT comes in a
 (batch, frames, bins, 2) [real, imag] and the estimates go out as (batch, targets, frames,
 bins, 2) float32. With `channels=2` the input is (batch, 2, frames, bins, 2) and the output
 (batch, targets, 2, frames, bins, 2). Inside, features are (B, T, K, N): batch, frames,
-subbands, feature dim. Names of the blocks follow figure 1 of the paper:
+subbands, feature dim. The blocks follow figure 1 of the paper, in this file's order:
 
     mixture -> BandSplit -> 12 x BandSequenceModule (time BLSTM, band BLSTM) -> MaskEstimator
-            -> complex mask x mixture
+            -> complex mask x mixture                                           (BSRNN)
 
 Every per-band operation (band-split LayerNorm + Dense, mask-estimation LayerNorm + MLP) runs
-on a few runs of bands of similar width at once (v7: 5 runs for 41 bands): each run's bands
-are gathered into a layout zero-padded to its widest band and the per-band weights, stored
-exactly (no padding in the parameter count), into a padded kernel for one batched matmul per
-run. The BLSTMs run on all bands (time path) or all frames (band path) as one batched
-sequence call; there is no Python loop over bands.
+on a few runs of bands of similar width at once (v7: 5 runs for 41 bands; the Dense layers
+whose one side has the band's width are `mss_tf.models.per_band.PerBandDense`). The BLSTMs
+(`mss_tf.models.lstm.BidirectionalLSTM`) run on all bands (time path) or all frames (band
+path) as one batched sequence call; there is no Python loop over bands.
 
 Speed on CPU (benchmarks/models.py): the forward pass is almost all BLSTM recurrence (the
 fused path runs each direction as one `BlockLSTM` op); the two directions of a block are
@@ -34,57 +33,11 @@ import tensorflow as tf
 
 from mss_tf.errors import ConfigError
 from mss_tf.models.bands import band_widths, resolve_scheme
+from mss_tf.models.lstm import LSTM_IMPLEMENTATIONS, BidirectionalLSTM
+from mss_tf.models.per_band import BandLayout, PerBandDense
 from mss_tf.models.search import HyperParameter, scaled_choices
 
-LSTM_IMPLEMENTATIONS = ("auto", "keras", "fused")
 SE_PLACEMENTS = ("blstm", "module")
-_BLOCK_LSTM_GATES = (0, 2, 1, 3)  # Keras gate blocks (i, f, c, o) in BlockLSTM's order (i, c, f, o)
-
-
-def _band_groups(sizes: Sequence[int], ratio: float = 1.5) -> list[tuple[int, int]]:
-    """Runs of consecutive bands of similar size, as (first, stop) band indices: a run ends where
-    the next band would make its largest size exceed `ratio` x its smallest. Each run is padded
-    to its own widest band only (v7: 5 runs, 2100 padded values for 2050, where one layout
-    padded to the widest band of all would hold 7872)."""
-    groups, first = [], 0
-    for k in range(1, len(sizes) + 1):
-        if k == len(sizes) or max(sizes[first : k + 1]) > ratio * min(sizes[first : k + 1]):
-            groups.append((first, k))
-            first = k
-    return groups
-
-
-def _band_layout(
-    widths: Sequence[int], features_per_bin: int,
-) -> tuple[list[tuple[int, int, np.ndarray]], np.ndarray, int]:
-    """Index maps between the flat band-ordered feature vector and a zero-padded layout per run
-    of similar bands (`_band_groups`).
-
-    Returns (groups, unpad_index, total): for each run, (first band, stop band, pad_index) where
-    `pad_index[j, d]` (shape (bands, D_run)) is the flat position of feature d of band first + j,
-    or `total` (a zero appended at the end) past that band's width; `unpad_index[i]` is the
-    position of flat feature i in the concatenation of the runs' flattened (bands * D_run) layouts.
-    """
-    sizes = [w * features_per_bin for w in widths]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-    total = sum(sizes)
-    unpad_index = np.zeros(total, dtype=np.int32)
-    groups, offset = [], 0
-    for first, stop in _band_groups(sizes):
-        d_run = max(sizes[first:stop])
-        pad_index = np.full((stop - first, d_run), total, dtype=np.int32)
-        for j, k in enumerate(range(first, stop)):
-            pad_index[j, : sizes[k]] = starts[k] + np.arange(sizes[k])
-            unpad_index[starts[k] : starts[k] + sizes[k]] = offset + j * d_run + np.arange(sizes[k])
-        groups.append((first, stop, pad_index))
-        offset += (stop - first) * d_run
-    return groups, unpad_index, total
-
-
-def _glorot_blocks(shapes: Sequence[tuple[int, int]], axis: int, dtype: Any = None) -> tf.Tensor:
-    """Per-band Dense kernels, each Glorot-initialised for its own fan-in/fan-out, joined on `axis`."""
-    blocks = [keras.initializers.GlorotUniform()(shape) for shape in shapes]
-    return tf.cast(tf.concat(blocks, axis=axis), dtype or "float32")
 
 
 class _PerBandLayer(keras.layers.Layer):
@@ -118,9 +71,9 @@ class _PerBandLayer(keras.layers.Layer):
 class BandSplit(_PerBandLayer):
     """Band split module: per band, LayerNorm over its 2*C*width values, then Dense to N.
 
-    Each band has its own LayerNorm (gain and bias per value) and its own Dense layer, as in
-    the paper. The bands are computed in runs of similar width (`_band_groups`), one einsum per
-    run over a layout zero-padded to the run's widest band; the weights are stored exactly.
+    Each band has its own LayerNorm (gain and bias per value) and its own Dense layer
+    (`PerBandDense`), as in the paper. The bands are computed in runs of similar width
+    (`BandLayout`), each run gathered into a layout zero-padded to its widest band.
 
     Args:
         band_widths: bins per band; they tile the spectrum in order.
@@ -134,45 +87,204 @@ class BandSplit(_PerBandLayer):
         epsilon: float = 1e-5, **kwargs: Any,
     ) -> None:
         super().__init__(band_widths, feature_dim, features_per_bin, epsilon, **kwargs)
-        groups, _, self.total = _band_layout(self.band_widths, self.features_per_bin)
+        self.layout = BandLayout(self.band_sizes)
+        self.total = self.layout.total
         sizes = np.array(self.band_sizes, np.float32)
-        # per run of bands: (first, stop, pad_index (K_run, D_run), valid (K_run, D_run), sizes (K_run, 1))
-        self.groups = [
-            (first, stop, tf.constant(pad), tf.constant((pad < self.total).astype(np.float32)),
-             tf.constant(sizes[first:stop, None]))
-            for first, stop, pad in groups
+        # per run of bands: (pad_index (K_r, D_r), valid (K_r, D_r), sizes (K_r, 1))
+        self.runs = [
+            (tf.constant(pad), tf.constant((pad < self.total).astype(np.float32)), tf.constant(sizes[first:stop, None]))
+            for first, stop, pad in self.layout.runs
         ]
+        self.dense = PerBandDense(self.band_sizes, self.feature_dim, varying="inputs", name="dense")
 
     def build(self, input_shape: Any) -> None:
-        k, n = len(self.band_widths), self.feature_dim
         self.gamma = self.add_weight(name="norm_gamma", shape=(self.total,), initializer="ones")
         self.beta = self.add_weight(name="norm_beta", shape=(self.total,), initializer="zeros")
-        # rows of band k's Dense are kernel[start_k : start_k + 2*C*w_k]; init as Dense(fan_in=2Cw_k)
-        self.kernel = self.add_weight(name="kernel", shape=(self.total, n), initializer=self._kernel_init)
-        self.bias = self.add_weight(name="bias", shape=(k, n), initializer="zeros")
-
-    def _kernel_init(self, shape: Any, dtype: Any = None) -> tf.Tensor:
-        return _glorot_blocks([(size, self.feature_dim) for size in self.band_sizes], axis=0, dtype=dtype)
+        self.dense.build()  # band k's Dense: kernel rows [start_k : start_k + 2*C*w_k], Glorot for fan-in 2*C*w_k
 
     def call(self, spectrum: tf.Tensor) -> tf.Tensor:
         """spectrum: (B, T, F*C*2) float32, bins in order, each bin's (channel, real/imag) values."""
         spectrum = tf.cast(spectrum, tf.float32)
         spectrum = tf.pad(spectrum, [[0, 0], [0, 0], [0, 1]])  # (B, T, F*C*2 + 1), a zero for padding
-        dtype = self.compute_dtype
-        # (total + 1, ...) per-value weights, a zero row last (gathered past each band's width)
-        gamma, beta, kernel = (tf.concat([w, tf.zeros_like(w[:1])], axis=0) for w in (self.gamma, self.beta, self.kernel))
-        bias = tf.cast(self.bias, dtype)
-        features = []
-        for first, stop, pad_index, valid, sizes in self.groups:  # runs of similar bands, K_r of them, D_r wide
+        # (total + 1,) per-value gains and biases, a zero last (gathered past each band's width)
+        gamma, beta = (tf.concat([w, tf.zeros_like(w[:1])], axis=0) for w in (self.gamma, self.beta))
+        runs = []
+        for pad_index, valid, sizes in self.runs:  # runs of similar bands, K_r of them, D_r wide
             x = tf.gather(spectrum, pad_index, axis=-1)  # (B, T, K_r, D_r)
             mean = tf.reduce_sum(x, axis=-1, keepdims=True) / sizes  # (B, T, K_r, 1)
             centred = (x - mean) * valid  # (B, T, K_r, D_r)
             variance = tf.reduce_sum(tf.square(centred), axis=-1, keepdims=True) / sizes  # (B, T, K_r, 1)
             x = centred * tf.math.rsqrt(variance + self.epsilon)
-            x = x * tf.gather(gamma, pad_index) + tf.gather(beta, pad_index)  # (B, T, K_r, D_r), zero past each band
-            z = tf.einsum("btkd,kdn->btkn", tf.cast(x, dtype), tf.cast(tf.gather(kernel, pad_index), dtype))  # (B, T, K_r, N)
-            features.append(z + bias[first:stop])
-        return tf.concat(features, axis=2) if len(features) > 1 else features[0]  # (B, T, K, N)
+            runs.append(x * tf.gather(gamma, pad_index) + tf.gather(beta, pad_index))  # zero past each band
+        return self.dense(runs)  # (B, T, K, N)
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class BandSequenceModule(keras.layers.Layer):
+    """Band and sequence modelling module: a residual time-axis BLSTM block, then a band-axis one.
+
+    Args: as ResidualRNN (without axis).
+    """
+
+    def __init__(
+        self, feature_dim: int, hidden_dim: int, squeeze_excitation: bool = False, se_reduction: int = 16,
+        lstm_implementation: str = "auto", se_placement: str = "blstm", **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if se_placement not in SE_PLACEMENTS:
+            raise ConfigError(f"se_placement must be one of {', '.join(SE_PLACEMENTS)}, got {se_placement!r}")
+        self.feature_dim = int(feature_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.squeeze_excitation = bool(squeeze_excitation)
+        self.se_reduction = int(se_reduction)
+        self.lstm_implementation = lstm_implementation
+        self.se_placement = se_placement
+        common = dict(se_reduction=se_reduction, lstm_implementation=lstm_implementation)
+        # "blstm": an SE block after each BLSTM; "module": one after each (time, band) pair
+        time_se = self.squeeze_excitation and se_placement == "blstm"
+        self.time_rnn = ResidualRNN(feature_dim, hidden_dim, axis="time", name="time_rnn", squeeze_excitation=time_se,
+                                    **common)
+        self.band_rnn = ResidualRNN(feature_dim, hidden_dim, axis="band", name="band_rnn",
+                                    squeeze_excitation=self.squeeze_excitation, **common)
+
+    def build(self, input_shape: Any) -> None:
+        self.time_rnn.build(input_shape)
+        self.band_rnn.build(input_shape)
+
+    def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
+        x = self.time_rnn(x, valid_frames=valid_frames)  # (B, T, K, N)
+        return self.band_rnn(x, valid_frames=valid_frames)  # (B, T, K, N)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "feature_dim": self.feature_dim,
+            "hidden_dim": self.hidden_dim,
+            "squeeze_excitation": self.squeeze_excitation,
+            "se_reduction": self.se_reduction,
+            "lstm_implementation": self.lstm_implementation,
+            "se_placement": self.se_placement,
+        }
+
+
+@keras.saving.register_keras_serializable(package="mss_tf")
+class ResidualRNN(keras.layers.Layer):
+    """One residual BLSTM block of the band and sequence module, along time or along bands.
+
+    x + [SE](Dense_N(BLSTM_2N(Norm(x)))), with the BLSTM run over time on the B*K band
+    sequences for `axis="time"` (shared across bands) or over bands on the B*T frame sequences
+    for `axis="band"` (shared across frames).
+
+    Norm is GroupNorm(1, N) applied at each (frame, band) position, i.e. a LayerNorm over the
+    N features with a per-feature gain and bias: it never pools over time, so the model is
+    not tied to the training chunk length. (The PyTorch reference applies GroupNorm(1, N) to
+    a (batch, N, steps) tensor, which also pools over the sequence; we deliberately do not.)
+
+    Layout: the sequence is built time-major directly, (T, B*K, N) or (K, B*T, N), which is
+    what the fused kernel wants (for B = 1 the time-path transpose only moves a size-1 axis).
+    The fused path (`_fused_call`) computes the same function in fewer passes over the
+    activations: the norm's gain and bias are folded into the BLSTM's input weights and the
+    projection is applied to each direction separately (`BidirectionalLSTM.project`), and the
+    residual sum is one add.
+
+    `call(x, valid_frames)` hands `valid_frames` (int (B,), frames holding signal) to the SE
+    squeeze only; the BLSTM runs over every frame, so along time its backward direction starts
+    in any padding at the end of the chunk.
+
+    Args:
+        feature_dim: N.
+        hidden_dim: BLSTM hidden size per direction (paper: 2N).
+        axis: "time" or "band".
+        squeeze_excitation: add an SE block after the BLSTM's projection, before the residual sum.
+        se_reduction: SE reduction r.
+        lstm_implementation: see BidirectionalLSTM.
+        epsilon: normalisation epsilon.
+    """
+
+    def __init__(
+        self, feature_dim: int, hidden_dim: int, axis: str = "time", squeeze_excitation: bool = False,
+        se_reduction: int = 16, lstm_implementation: str = "auto", epsilon: float = 1e-5, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if axis not in ("time", "band"):
+            raise ConfigError(f"ResidualRNN axis must be 'time' or 'band', got {axis!r}")
+        self.feature_dim = int(feature_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.axis = axis
+        self.squeeze_excitation = bool(squeeze_excitation)
+        self.se_reduction = int(se_reduction)
+        self.lstm_implementation = lstm_implementation
+        self.epsilon = float(epsilon)
+        self.norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="norm")
+        self.blstm = BidirectionalLSTM(self.hidden_dim, lstm_implementation, name="blstm")
+        self.projection = keras.layers.Dense(self.feature_dim, name="projection")
+        self.se = (
+            SqueezeExcitation(self.feature_dim, self.se_reduction, name="se") if self.squeeze_excitation else None
+        )
+        # (B, T, K, N) <-> time-major sequence layout of this axis
+        self._perm = [1, 0, 2, 3] if axis == "time" else [2, 0, 1, 3]
+        self._inverse = [1, 0, 2, 3] if axis == "time" else [1, 2, 0, 3]
+
+    def build(self, input_shape: Any) -> None:
+        n = self.feature_dim
+        self.norm.build((None, None, n))
+        self.blstm.build((None, None, n))
+        self.projection.build((None, None, 2 * self.hidden_dim))
+        if self.se is not None:
+            self.se.build((None, None, None, n))
+
+    def _fused_call(self, x: tf.Tensor, valid_frames: tf.Tensor | None) -> tf.Tensor:
+        """The fused path of `call`, the same computation in fewer passes over the activations:
+        the norm's gain and bias are folded into the BLSTM's input weights, the projection is
+        applied to each direction separately (`BidirectionalLSTM.project`) and, without SE, the
+        residual sum is one 3-way add in the sequence layout."""
+        n = self.feature_dim
+        sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
+        seq_shape = tf.shape(sequence)
+        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (S, M, N): (T, B*K, N) or (K, B*T, N)
+        values = tf.cast(seq, tf.float32)
+        mean = tf.reduce_mean(values, axis=-1, keepdims=True)  # (S, M, 1)
+        centred = values - mean
+        variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)  # (S, M, 1)
+        normed = centred * tf.math.rsqrt(variance + self.norm.epsilon)  # (S, M, N), gain and bias still to apply
+        y_forward, y_backward = self.blstm.project(
+            normed, self.projection, scale=tf.cast(self.norm.gamma, tf.float32), shift=tf.cast(self.norm.beta, tf.float32),
+        )  # (S, M, N) each, their sum the projection of the BLSTM output
+        if self.se is None:
+            out = tf.add_n([seq, tf.cast(y_forward, x.dtype), tf.cast(y_backward, x.dtype)])  # x + y, (S, M, N)
+            out = tf.transpose(tf.reshape(out, seq_shape), self._inverse)  # (B, T, K, N)
+            out.set_shape(x.shape)
+            return out
+        y = tf.transpose(tf.reshape(y_forward + y_backward, seq_shape), self._inverse)  # (B, T, K, N)
+        y.set_shape(x.shape)
+        return x + tf.cast(self.se(y, valid_frames=valid_frames), x.dtype)  # (B, T, K, N)
+
+    def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
+        """x: (B, T, K, N); valid_frames: int (B,) frames holding signal, for the SE squeeze."""
+        if self.blstm.runs_fused:
+            return self._fused_call(x, valid_frames)
+        n = self.feature_dim
+        sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
+        seq_shape = tf.shape(sequence)
+        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (T, B*K, N) or (K, B*T, N), time-major
+        y = self.projection(self.blstm(self.norm(seq)))  # (S, M, 2H) -> (S, M, N)
+        y = tf.transpose(tf.reshape(y, seq_shape), self._inverse)  # (B, T, K, N)
+        y.set_shape(x.shape)
+        if self.se is not None:
+            y = self.se(y, valid_frames=valid_frames)  # (B, T, K, N)
+        return x + tf.cast(y, x.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "feature_dim": self.feature_dim,
+            "hidden_dim": self.hidden_dim,
+            "axis": self.axis,
+            "squeeze_excitation": self.squeeze_excitation,
+            "se_reduction": self.se_reduction,
+            "lstm_implementation": self.lstm_implementation,
+            "epsilon": self.epsilon,
+        }
 
 
 @keras.saving.register_keras_serializable(package="mss_tf")
@@ -237,302 +349,16 @@ class SqueezeExcitation(keras.layers.Layer):
         return {**super().get_config(), "channels": self.channels, "reduction": self.reduction}
 
 
-def resolve_lstm_implementation(implementation: str) -> str:
-    """"auto" -> "fused" when TensorFlow sees no GPU (there the fused kernel is faster than the
-    Keras LSTM and needs far less training memory; benchmarks/RESULTS.md), else "keras" (cuDNN
-    on a GPU); other values unchanged."""
-    if implementation != "auto":
-        return implementation
-    return "keras" if tf.config.list_logical_devices("GPU") else "fused"
-
-
-@keras.saving.register_keras_serializable(package="mss_tf")
-class BidirectionalLSTM(keras.layers.Layer):
-    """Bidirectional LSTM over a time-major (steps, batch, features) sequence.
-
-    The weights always live in a `keras.layers.Bidirectional(LSTM)` (Keras layout, gate order
-    i, f, c, o), so checkpoints do not depend on how the layer is run:
-
-      * `"keras"` runs that layer (cuDNN on a GPU, XLA-compilable);
-      * `"fused"` runs the same weights through TensorFlow's fused LSTM kernel `BlockLSTM` (one
-        op per direction for the whole sequence; computed in float32, not XLA-compilable);
-      * `"auto"` (default) picks "fused" when TensorFlow sees no GPU, else "keras".
-
-    `call` returns (steps, batch, 2 * units); `directions` returns the forward states and the
-    backward states in reversed time order, so a following projection can avoid the concat.
-
-    Args:
-        units: hidden size per direction.
-        implementation: "auto", "keras" or "fused".
-    """
-
-    def __init__(self, units: int, implementation: str = "auto", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if implementation not in LSTM_IMPLEMENTATIONS:
-            raise ConfigError(f"lstm implementation must be one of {LSTM_IMPLEMENTATIONS}, got {implementation!r}")
-        self.units = int(units)
-        self.implementation = implementation
-        self.rnn = keras.layers.Bidirectional(keras.layers.LSTM(self.units, return_sequences=True), name="blstm")
-
-    @property
-    def runs_fused(self) -> bool:
-        return resolve_lstm_implementation(self.implementation) == "fused"
-
-    def build(self, input_shape: Any) -> None:
-        self.rnn.build((None, None, input_shape[-1]))
-
-    def _fused_weights(
-        self, cell: Any, scale: tf.Tensor | None = None, shift: tf.Tensor | None = None,
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """`BlockLSTM`'s (w, b) for one direction's cell: w = [kernel; recurrent_kernel] (features
-        + units, 4 * units) and the bias, float32, gate blocks reordered from Keras' (i, f, c, o)
-        to BlockLSTM's (i, c, f, o).
-
-        scale, shift: (features,) float32, an affine map of the input folded into the weights: the
-        LSTM of x * scale + shift is the LSTM of x with kernel rows scaled by `scale` and
-        `shift @ kernel` added to the bias (a LayerNorm's gain and bias).
-        """
-        u = self.units
-        kernel = tf.cast(cell.kernel, tf.float32)  # (features, 4U)
-        bias = tf.cast(cell.bias, tf.float32)  # (4U,)
-        if shift is not None:
-            bias = bias + tf.linalg.matvec(kernel, shift, transpose_a=True)  # + shift @ kernel
-        if scale is not None:
-            kernel = kernel * scale[:, tf.newaxis]
-        w = tf.concat([kernel, tf.cast(cell.recurrent_kernel, tf.float32)], axis=0)  # (features + U, 4U)
-        w = tf.reshape(tf.gather(tf.reshape(w, [-1, 4, u]), _BLOCK_LSTM_GATES, axis=1), [-1, 4 * u])
-        b = tf.reshape(tf.gather(tf.reshape(bias, [4, u]), _BLOCK_LSTM_GATES), [4 * u])
-        return w, b
-
-    def _fused_direction(
-        self, cell: Any, x: tf.Tensor, scale: tf.Tensor | None = None, shift: tf.Tensor | None = None,
-    ) -> tf.Tensor:
-        """x: (steps, batch, features) float32 -> hidden states (steps, batch, units).
-
-        Runs `BlockLSTM` (V1) with forget_bias 0 and no clipping, which computes exactly the Keras
-        LSTM (of x * scale + shift, see `_fused_weights`). Not `BlockLSTMV2`: its forward pass
-        matches, but its registered gradient is wrong in TensorFlow 2.16 (tests/test_bsrnn.py
-        checks our gradients against the Keras LSTM's).
-        """
-        w, b = self._fused_weights(cell, scale, shift)
-        zeros = tf.zeros([tf.shape(x)[1], self.units], tf.float32)
-        peephole = tf.zeros([self.units], tf.float32)
-        outputs = tf.raw_ops.BlockLSTM(
-            seq_len_max=tf.cast(tf.shape(x)[0], tf.int64), x=x, cs_prev=zeros, h_prev=zeros, w=w,
-            wci=peephole, wcf=peephole, wco=peephole, b=b, forget_bias=0.0, cell_clip=-1.0, use_peephole=False,
-        )
-        return outputs[6]  # h for every step
-
-    def directions(
-        self, x: tf.Tensor, scale: tf.Tensor | None = None, shift: tf.Tensor | None = None,
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Fused path: x (steps, batch, features) -> (forward states, backward states in reversed
-        time), each (steps, batch, units) float32. With `scale`/`shift` ((features,) each) the
-        BLSTM runs on x * scale + shift, folded into its input weights (no pass over x)."""
-        x = tf.cast(x, tf.float32)
-        forward = self._fused_direction(self.rnn.forward_layer.cell, x, scale, shift)
-        backward = self._fused_direction(self.rnn.backward_layer.cell, tf.reverse(x, [0]), scale, shift)
-        return forward, backward
-
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        """x: (steps, batch, features) -> (steps, batch, 2 * units)."""
-        if not self.runs_fused:
-            return tf.transpose(self.rnn(tf.transpose(x, [1, 0, 2])), [1, 0, 2])
-        forward, backward = self.directions(x)
-        return tf.cast(tf.concat([forward, tf.reverse(backward, [0])], axis=-1), x.dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "units": self.units, "implementation": self.implementation}
-
-
-@keras.saving.register_keras_serializable(package="mss_tf")
-class ResidualRNN(keras.layers.Layer):
-    """One residual BLSTM block of the band and sequence module, along time or along bands.
-
-    x + [SE](Dense_N(BLSTM_2N(Norm(x)))), with the BLSTM run over time on the B*K band
-    sequences for `axis="time"` (shared across bands) or over bands on the B*T frame sequences
-    for `axis="band"` (shared across frames).
-
-    Norm is GroupNorm(1, N) applied at each (frame, band) position, i.e. a LayerNorm over the
-    N features with a per-feature gain and bias: it never pools over time, so the model is
-    not tied to the training chunk length. (The PyTorch reference applies GroupNorm(1, N) to
-    a (batch, N, steps) tensor, which also pools over the sequence; we deliberately do not.)
-
-    Layout: the sequence is built time-major directly, (T, B*K, N) or (K, B*T, N), which is
-    what the fused kernel wants (for B = 1 the time-path transpose only moves a size-1 axis).
-    The fused path (`_fused_call`) computes the same function in fewer passes over the
-    activations: the norm's gain and bias are folded into the BLSTM's input weights, the
-    projection is applied to each direction separately (W = [W_fwd; W_bwd]) so the two
-    directions' states are never concatenated and the backward reversal is done on N rather
-    than 2H features, and the residual sum is one add.
-
-    `call(x, valid_frames)` hands `valid_frames` (int (B,), frames holding signal) to the SE
-    squeeze only; the BLSTM runs over every frame, so along time its backward direction starts
-    in any padding at the end of the chunk.
-
-    Args:
-        feature_dim: N.
-        hidden_dim: BLSTM hidden size per direction (paper: 2N).
-        axis: "time" or "band".
-        squeeze_excitation: add an SE block after the BLSTM's projection, before the residual sum.
-        se_reduction: SE reduction r.
-        lstm_implementation: see BidirectionalLSTM.
-        epsilon: normalisation epsilon.
-    """
-
-    def __init__(
-        self, feature_dim: int, hidden_dim: int, axis: str = "time", squeeze_excitation: bool = False,
-        se_reduction: int = 16, lstm_implementation: str = "auto", epsilon: float = 1e-5, **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        if axis not in ("time", "band"):
-            raise ConfigError(f"ResidualRNN axis must be 'time' or 'band', got {axis!r}")
-        self.feature_dim = int(feature_dim)
-        self.hidden_dim = int(hidden_dim)
-        self.axis = axis
-        self.squeeze_excitation = bool(squeeze_excitation)
-        self.se_reduction = int(se_reduction)
-        self.lstm_implementation = lstm_implementation
-        self.epsilon = float(epsilon)
-        self.norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="norm")
-        self.blstm = BidirectionalLSTM(self.hidden_dim, lstm_implementation, name="blstm")
-        self.projection = keras.layers.Dense(self.feature_dim, name="projection")
-        self.se = (
-            SqueezeExcitation(self.feature_dim, self.se_reduction, name="se") if self.squeeze_excitation else None
-        )
-        # (B, T, K, N) <-> time-major sequence layout of this axis
-        self._perm = [1, 0, 2, 3] if axis == "time" else [2, 0, 1, 3]
-        self._inverse = [1, 0, 2, 3] if axis == "time" else [1, 2, 0, 3]
-
-    def build(self, input_shape: Any) -> None:
-        n = self.feature_dim
-        self.norm.build((None, None, n))
-        self.blstm.build((None, None, n))
-        self.projection.build((None, None, 2 * self.hidden_dim))
-        if self.se is not None:
-            self.se.build((None, None, None, n))
-
-    def _fused_call(self, x: tf.Tensor, valid_frames: tf.Tensor | None) -> tf.Tensor:
-        """The fused path of `call`, the same computation in fewer passes over the activations:
-        the norm's gain and bias are folded into the BLSTM's input weights, the projection is
-        applied to each direction separately (W = [W_fwd; W_bwd]: no concat, the backward
-        reversal on N rather than 2H features, the bias fused into the forward matmul) and,
-        without SE, the residual sum is one 3-way add in the sequence layout."""
-        n, h = self.feature_dim, self.hidden_dim
-        dtype = self.compute_dtype
-        sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
-        seq_shape = tf.shape(sequence)
-        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (S, M, N): (T, B*K, N) or (K, B*T, N)
-        values = tf.cast(seq, tf.float32)
-        mean = tf.reduce_mean(values, axis=-1, keepdims=True)  # (S, M, 1)
-        centred = values - mean
-        variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)  # (S, M, 1)
-        normed = centred * tf.math.rsqrt(variance + self.norm.epsilon)  # (S, M, N), gain and bias still to apply
-        forward, backward = self.blstm.directions(
-            normed, scale=tf.cast(self.norm.gamma, tf.float32), shift=tf.cast(self.norm.beta, tf.float32),
-        )  # (S, M, H) each, backward in reversed order
-        kernel = tf.cast(self.projection.kernel, dtype)  # (2H, N)
-        y_forward = tf.nn.bias_add(
-            tf.matmul(tf.cast(tf.reshape(forward, [-1, h]), dtype), kernel[:h]), tf.cast(self.projection.bias, dtype),
-        )  # (S*M, N)
-        y_backward = tf.matmul(tf.cast(tf.reshape(backward, [-1, h]), dtype), kernel[h:])  # (S*M, N)
-        y_forward = tf.reshape(y_forward, [seq_shape[0], -1, n])  # (S, M, N)
-        y_backward = tf.reverse(tf.reshape(y_backward, [seq_shape[0], -1, n]), [0])  # (S, M, N), back in order
-        if self.se is None:
-            out = tf.add_n([seq, tf.cast(y_forward, x.dtype), tf.cast(y_backward, x.dtype)])  # x + y, (S, M, N)
-            out = tf.transpose(tf.reshape(out, seq_shape), self._inverse)  # (B, T, K, N)
-            out.set_shape(x.shape)
-            return out
-        y = tf.transpose(tf.reshape(y_forward + y_backward, seq_shape), self._inverse)  # (B, T, K, N)
-        y.set_shape(x.shape)
-        return x + tf.cast(self.se(y, valid_frames=valid_frames), x.dtype)  # (B, T, K, N)
-
-    def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
-        """x: (B, T, K, N); valid_frames: int (B,) frames holding signal, for the SE squeeze."""
-        if self.blstm.runs_fused:
-            return self._fused_call(x, valid_frames)
-        n = self.feature_dim
-        sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
-        seq_shape = tf.shape(sequence)
-        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (T, B*K, N) or (K, B*T, N), time-major
-        y = self.projection(self.blstm(self.norm(seq)))  # (S, M, 2H) -> (S, M, N)
-        y = tf.transpose(tf.reshape(y, seq_shape), self._inverse)  # (B, T, K, N)
-        y.set_shape(x.shape)
-        if self.se is not None:
-            y = self.se(y, valid_frames=valid_frames)  # (B, T, K, N)
-        return x + tf.cast(y, x.dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "feature_dim": self.feature_dim,
-            "hidden_dim": self.hidden_dim,
-            "axis": self.axis,
-            "squeeze_excitation": self.squeeze_excitation,
-            "se_reduction": self.se_reduction,
-            "lstm_implementation": self.lstm_implementation,
-            "epsilon": self.epsilon,
-        }
-
-
-@keras.saving.register_keras_serializable(package="mss_tf")
-class BandSequenceModule(keras.layers.Layer):
-    """Band and sequence modelling module: a residual time-axis BLSTM block, then a band-axis one.
-
-    Args: as ResidualRNN (without axis).
-    """
-
-    def __init__(
-        self, feature_dim: int, hidden_dim: int, squeeze_excitation: bool = False, se_reduction: int = 16,
-        lstm_implementation: str = "auto", se_placement: str = "blstm", **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        if se_placement not in SE_PLACEMENTS:
-            raise ConfigError(f"se_placement must be one of {', '.join(SE_PLACEMENTS)}, got {se_placement!r}")
-        self.feature_dim = int(feature_dim)
-        self.hidden_dim = int(hidden_dim)
-        self.squeeze_excitation = bool(squeeze_excitation)
-        self.se_reduction = int(se_reduction)
-        self.lstm_implementation = lstm_implementation
-        self.se_placement = se_placement
-        common = dict(se_reduction=se_reduction, lstm_implementation=lstm_implementation)
-        # "blstm": an SE block after each BLSTM; "module": one after each (time, band) pair
-        time_se = self.squeeze_excitation and se_placement == "blstm"
-        self.time_rnn = ResidualRNN(feature_dim, hidden_dim, axis="time", name="time_rnn", squeeze_excitation=time_se,
-                                    **common)
-        self.band_rnn = ResidualRNN(feature_dim, hidden_dim, axis="band", name="band_rnn",
-                                    squeeze_excitation=self.squeeze_excitation, **common)
-
-    def build(self, input_shape: Any) -> None:
-        self.time_rnn.build(input_shape)
-        self.band_rnn.build(input_shape)
-
-    def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
-        x = self.time_rnn(x, valid_frames=valid_frames)  # (B, T, K, N)
-        return self.band_rnn(x, valid_frames=valid_frames)  # (B, T, K, N)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "feature_dim": self.feature_dim,
-            "hidden_dim": self.hidden_dim,
-            "squeeze_excitation": self.squeeze_excitation,
-            "se_reduction": self.se_reduction,
-            "lstm_implementation": self.lstm_implementation,
-            "se_placement": self.se_placement,
-        }
-
-
 @keras.saving.register_keras_serializable(package="mss_tf")
 class MaskEstimator(_PerBandLayer):
     """Mask estimation module of one target: per band LayerNorm(N) -> Dense(hidden) + tanh ->
     Dense(2 * 2*C*width) + GLU, giving the real and imaginary mask of every bin of the band.
 
     Each band has its own LayerNorm and MLP. The bands are computed band-major, in runs of
-    similar width (`_band_groups`): one batched matmul per run and layer, the second Dense over
-    a layout zero-padded to the run's widest band (its weights stored exactly). GLU:
-    value * sigmoid(gate), the value being the first half of the band's Dense output, as
-    torch.nn.GLU.
+    similar width (`BandLayout`): one batched matmul per run and layer, the second Dense a
+    `PerBandDense` whose outputs, [value (D_k) | gate (D_k)] per band, are each zero-padded to
+    the run's widest band. GLU: value * sigmoid(gate), the value being the first half of the
+    band's Dense output, as torch.nn.GLU.
 
     Args:
         band_widths: bins per band.
@@ -548,19 +374,11 @@ class MaskEstimator(_PerBandLayer):
     ) -> None:
         super().__init__(band_widths, feature_dim, features_per_bin, epsilon, **kwargs)
         self.hidden_dim = int(hidden_dim)
-        groups, unpad_index, self.total = _band_layout(self.band_widths, self.features_per_bin)
-        self.unpad_index = tf.constant(unpad_index)
-        # band k's Dense output columns are [value (D_k) | gate (D_k)] at kernel[:, 2*start_k : 2*(start_k+D_k)];
-        # per run of bands, glu_index (K_r, 2, D_r) holds those columns, 2*total (a zero column) past each band
-        starts = np.concatenate([[0], np.cumsum(self.band_sizes)[:-1]]).astype(int)
-        self.groups = []
-        for first, stop, pad_index in groups:
-            glu_index = np.full((stop - first, 2, pad_index.shape[1]), 2 * self.total, np.int32)
-            for j, k in enumerate(range(first, stop)):
-                size = self.band_sizes[k]
-                glu_index[j, 0, :size] = 2 * starts[k] + np.arange(size)
-                glu_index[j, 1, :size] = 2 * starts[k] + size + np.arange(size)
-            self.groups.append((first, stop, tf.constant(glu_index)))
+        self.layout = BandLayout(self.band_sizes)
+        self.total = self.layout.total
+        self.unpad_index = tf.constant(self.layout.unpad_index)
+        self.glu = PerBandDense([2 * size for size in self.band_sizes], self.hidden_dim, varying="outputs", chunks=2,
+                                name="glu")
 
     def build(self, input_shape: Any) -> None:
         k, n, h = len(self.band_widths), self.feature_dim, self.hidden_dim
@@ -571,11 +389,7 @@ class MaskEstimator(_PerBandLayer):
             initializer=lambda shape, dtype=None: tf.stack([keras.initializers.GlorotUniform()((n, h)) for _ in range(k)]),
         )
         self.hidden_bias = self.add_weight(name="hidden_bias", shape=(k, h), initializer="zeros")
-        self.glu_kernel = self.add_weight(name="glu_kernel", shape=(h, 2 * self.total), initializer=self._glu_init)
-        self.glu_bias = self.add_weight(name="glu_bias", shape=(2 * self.total,), initializer="zeros")
-
-    def _glu_init(self, shape: Any, dtype: Any = None) -> tf.Tensor:
-        return _glorot_blocks([(self.hidden_dim, 2 * size) for size in self.band_sizes], axis=1, dtype=dtype)
+        self.glu.build()  # band k's Dense: kernel columns [2*start_k : 2*(start_k + 2*C*w_k)], [value | gate]
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """x: (B, T, K, N) -> mask (B, T, F*C*2) float32 in the band split's value order."""
@@ -589,16 +403,13 @@ class MaskEstimator(_PerBandLayer):
         x = tf.reshape(tf.transpose(tf.cast(x, dtype), [2, 0, 1, 3]), [shape[2], -1, self.feature_dim])  # (K, B*T, N)
         hidden_kernel = tf.cast(self.hidden_kernel, dtype)  # (K, N, 4N)
         hidden_bias = tf.cast(self.hidden_bias, dtype)[:, tf.newaxis]  # (K, 1, 4N)
-        kernel = tf.transpose(tf.concat([self.glu_kernel, tf.zeros_like(self.glu_kernel[:, :1])], axis=1))  # (2*total + 1, 4N)
-        bias = tf.concat([self.glu_bias, tf.zeros_like(self.glu_bias[:1])], axis=0)  # (2*total + 1,)
+        hidden = []
+        for first, stop, _ in self.layout.runs:  # runs of similar bands, K_r of them, D_r values wide
+            h = tf.matmul(x[first:stop], hidden_kernel[first:stop])  # (K_r, B*T, 4N)
+            hidden.append(tf.tanh(h + hidden_bias[first:stop]))
         masks = []
-        for first, stop, glu_index in self.groups:  # runs of similar bands, K_r of them, D_r values wide
-            hidden = tf.matmul(x[first:stop], hidden_kernel[first:stop])  # (K_r, B*T, 4N)
-            hidden = tf.tanh(hidden + hidden_bias[first:stop])
-            index = tf.reshape(glu_index, [stop - first, -1])  # (K_r, 2*D_r): [value | gate] columns
-            out = tf.matmul(hidden, tf.cast(tf.gather(kernel, index), dtype), transpose_b=True)  # (K_r, B*T, 2*D_r)
-            out = tf.cast(out + tf.cast(tf.gather(bias, index), dtype)[:, tf.newaxis], tf.float32)
-            value, gate = tf.split(out, 2, axis=-1)  # (K_r, B*T, D_r) each
+        for out in self.glu(hidden):  # (K_r, B*T, 2*D_r): [value | gate], each zero-padded to D_r
+            value, gate = tf.split(tf.cast(out, tf.float32), 2, axis=-1)  # (K_r, B*T, D_r) each
             mask = tf.transpose(value * tf.sigmoid(gate), [1, 0, 2])  # (B*T, K_r, D_r), GLU
             masks.append(tf.reshape(mask, [shape[0], shape[1], -1]))  # (B, T, K_r*D_r)
         mask = tf.concat(masks, axis=-1) if len(masks) > 1 else masks[0]  # (B, T, sum of K_r*D_r)
@@ -646,7 +457,8 @@ class BSRNN(keras.Model):
             for a single target: v7 for vocals/other, bass, drums), or a list of
             [upper edge Hz, bandwidth Hz] rules.
         sample_rate: STFT sample rate (to turn the Hz rules into bins).
-        n_fft: STFT size; the input must have n_fft/2 + 1 bins.
+        n_fft: STFT size; the input must have n_fft/2 + 1 bins. (A preset's model takes both from
+            its SpectrogramConfig: `mss_tf.models.registry.build_model`.)
         feature_dim: N (paper: 128).
         num_modules: band and sequence modules (paper: 12).
         lstm_hidden: BLSTM hidden size per direction; None -> 2N.

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
-from typing import Any, Callable, Iterator
+import inspect
+import numbers
+import types
+import typing
+from typing import Any, Callable, Iterable, Iterator, Union
 
 import keras
 import numpy as np
@@ -62,6 +67,9 @@ class Preset:
 
 
 MODEL_CLASSES: dict[str, Callable[..., Any]] = {"UNet": UNet, "BSRNN": BSRNN, "NMFSeparator": NMFSeparator}
+# Constructor arguments a model class takes from the STFT it runs at (BSRNN: its band edges in
+# bins): `build_model` fills them from the SpectrogramConfig; they are not model arguments.
+STFT_ARGUMENTS: dict[str, tuple[str, ...]] = {"BSRNN": ("sample_rate", "n_fft")}
 
 PRESETS: dict[str, Preset] = {
     "unet": Preset(
@@ -93,10 +101,7 @@ PRESETS: dict[str, Preset] = {
 
 # Paper size (Luo & Yu 2023): N = 128, 12 modules, BLSTM hidden 2N, mask MLP 4N, one target per
 # model with the paper's band scheme for it ("auto": V7 for vocals/other, bass, drums).
-_BSRNN_PAPER = {
-    "targets": ["vocals"], "band_scheme": "auto", "sample_rate": BSRNN_STFT.sample_rate,
-    "n_fft": BSRNN_STFT.n_fft, "feature_dim": 128, "num_modules": 12,
-}
+_BSRNN_PAPER = {"targets": ["vocals"], "band_scheme": "auto", "feature_dim": 128, "num_modules": 12}
 # Same code at CPU-demo size: N = 16, 2 modules, the coarse 12-band scheme.
 _BSRNN_TINY = {**_BSRNN_PAPER, "band_scheme": "coarse", "feature_dim": 16, "num_modules": 2}
 # The paper's schedule: Adam 1e-3 x 0.98 every 2 epochs, batch 2, clipping at 5, epochs of
@@ -110,10 +115,7 @@ _BSRNN_TINY_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=1.0, e
 # complex masks, BLSTM hidden 2N, mask MLP 4N) at the U-Net's 16 kHz STFT with N = 32, 4 modules,
 # all four targets and 3 s crops, so that it learns within minutes on 2 CPU cores (the tiny
 # presets are sized for unit tests and plateau; benchmarks/RESULTS.md, "Separation quality").
-_BSRNN_SMALL = {
-    **_BSRNN_PAPER, "targets": list(TARGETS), "sample_rate": UNET_STFT.sample_rate, "n_fft": UNET_STFT.n_fft,
-    "feature_dim": 32, "num_modules": 4,
-}
+_BSRNN_SMALL = {**_BSRNN_PAPER, "targets": list(TARGETS), "feature_dim": 32, "num_modules": 4}
 _BSRNN_SMALL_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=3.0, epochs=10, steps_per_epoch=100)
 
 
@@ -153,12 +155,100 @@ def get_preset(name: str) -> Preset:
         raise ConfigError(f"unknown model {name!r} (choose from {', '.join(sorted(PRESETS))})") from None
 
 
-def build_model(preset: Preset | str, **overrides: Any) -> keras.Model:
-    """Instantiate the model of a preset, with keyword overrides of its architecture arguments."""
+def build_model(preset: Preset | str, stft: SpectrogramConfig | None = None, **overrides: Any) -> keras.Model:
+    """Instantiate the model of a preset, with keyword overrides of its architecture arguments
+    (checked by `check_model_kwargs`), at the STFT `stft` (default: the preset's; a run's is
+    `TrainConfig.spectrogram`), which sets the model's STFT arguments (BSRNN's band edges)."""
     if isinstance(preset, str):
         preset = get_preset(preset)
-    kwargs = {**preset.kwargs, **overrides}
+    stft = stft or preset.stft
+    kwargs = check_model_kwargs(preset, {**preset.kwargs, **overrides}, stft)
+    kwargs.update(_stft_values(preset, stft))
     return MODEL_CLASSES[preset.model](**kwargs, name=preset.name.replace("-", "_"))
+
+
+def _stft_values(preset: Preset, stft: SpectrogramConfig) -> dict[str, int]:
+    return {name: int(getattr(stft, name)) for name in STFT_ARGUMENTS.get(preset.model, ())}
+
+
+def model_arguments(preset: Preset | str) -> dict[str, Any]:
+    """The architecture arguments a preset's model class takes, by name, with their type hints
+    (those set from the STFT and Keras' `name` excluded)."""
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    cls = MODEL_CLASSES[preset.model]
+    hints = typing.get_type_hints(cls.__init__)
+    skip = {"self", "name", *STFT_ARGUMENTS.get(preset.model, ())}
+    return {
+        name: hints.get(name, Any) for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if name not in skip and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    }
+
+
+def check_model_kwargs(preset: Preset | str, kwargs: dict[str, Any], stft: SpectrogramConfig | None = None) -> dict[str, Any]:
+    """Architecture arguments for a preset's model, checked before any work: an unknown name, a
+    value of the wrong type, or an STFT argument (BSRNN's sample_rate, n_fft) other than the STFT's
+    (`stft`, default the preset's) is a one-line ConfigError naming the preset and the argument.
+    Returns the arguments without the STFT ones (those equal to the STFT's, as old run configs
+    hold them, are dropped: `build_model` sets them from the STFT)."""
+    if isinstance(preset, str):
+        preset = get_preset(preset)
+    stft = stft or preset.stft
+    known = model_arguments(preset)
+    stft_values = _stft_values(preset, stft)
+    checked = {}
+    for key, value in kwargs.items():
+        if key in stft_values:
+            if value != stft_values[key]:
+                raise ConfigError(
+                    f"{preset.name}: model argument {key}={value!r} contradicts the STFT's {key} {stft_values[key]}; "
+                    f"a {preset.model} takes {', '.join(stft_values)} from its STFT config (drop the argument)"
+                )
+            continue
+        if key not in known:
+            raise ConfigError(f"{preset.name}: unknown model argument {key!r} (known: {', '.join(sorted(known))})")
+        if not _matches(value, known[key]):
+            raise ConfigError(f"{preset.name}: model argument {key!r} must be {_describe(known[key])}, got {value!r}")
+        checked[key] = value
+    return checked
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON-like value fits a type hint (hints this check does not know pass)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (collections.abc.Sequence, list, tuple):
+        return isinstance(value, (list, tuple)) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin in (collections.abc.Mapping, dict):
+        return isinstance(value, dict) and (not args or all(_matches(k, args[0]) and _matches(v, args[1])
+                                                            for k, v in value.items()))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if hint is type(None):
+        return "null"
+    if origin in (collections.abc.Sequence, list, tuple):
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if origin in (collections.abc.Mapping, dict):
+        return f"an object of {_describe(args[1])}" if args else "an object"
+    return getattr(hint, "__name__", str(hint))
 
 
 def count_parameters(preset: Preset | str) -> int:
@@ -176,10 +266,16 @@ def count_parameters(preset: Preset | str) -> int:
 
 def model_parameters(model: Any) -> int:
     """What a built separator learns: trainable weights of a neural model (BatchNorm statistics
-    excluded, as in `train.py --list`), dictionary entries of a fitted NMF."""
+    excluded, as in `train.py --list`), dictionary entries of a fitted NMF. The one parameter
+    count of the suite (`train.py --list` and `--summary`, results.json, exports, benchmarks)."""
     if not model.trainable_variables and hasattr(model, "count_params"):
         return int(model.count_params())  # NMF: fitted, not trained
-    return int(sum(int(np.prod(v.shape)) for v in model.trainable_variables))
+    return count_values(model.trainable_variables)
+
+
+def count_values(variables: Iterable[Any]) -> int:
+    """Values held by these variables (or arrays); `model_parameters` counts with it."""
+    return int(sum(int(np.prod(v.shape)) for v in variables))
 
 
 def is_neural(preset: Preset | str) -> bool:

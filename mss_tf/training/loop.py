@@ -78,15 +78,17 @@ class Trainer:
     """Trains a separator on `(mixture, targets)` batches (see the module doc).
 
     The model (and so its variables) must have been created under `strategy.scope()`.
+    `run_dir` holds the checkpoints, metrics and logs of `fit`; without one, the Trainer only
+    runs `train_step` (benchmarks, tests).
     """
 
     def __init__(
-        self, model: keras.Model, config: TrainConfig, run_dir: str | Path,
+        self, model: keras.Model, config: TrainConfig, run_dir: str | Path | None = None,
         strategy: tf.distribute.Strategy | None = None,
     ) -> None:
         self.model = model
         self.config = config
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         check_batch(self.strategy, int(config.batch_size))  # type: ignore[arg-type]
@@ -124,6 +126,22 @@ class Trainer:
         self._valid_step = tf.function(self._valid_step_fn, reduce_retracing=True)
 
     # ------------------------------------------------------------------ the step
+
+    def train_step(self, mixture: Any, targets: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One training step, the one `fit` runs, on a global batch: forward and backward pass,
+        coupled weight decay, the gradient all-reduce, global-norm clipping, the non-finite guard
+        and Adam's update (at the optimizer's current learning rate). Creates the model's and the
+        optimizer's variables on the first call. Returns (loss, gradient norm, finite).
+
+        `mixture` (B, [C,] T, F, 2) and `targets` (B, S, [C,] T, F, 2) are tensors; under a
+        strategy with several replicas, per-replica values (`mss_tf.data.pipeline.distribute`).
+        """
+        if not self.optimizer.built:
+            sample = mixture
+            if isinstance(mixture, tf.distribute.DistributedValues):
+                sample = self.strategy.experimental_local_results(mixture)[0]
+            self._build_variables(sample)
+        return self._train_step(mixture, targets)
 
     def _gradients(self, mixture: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
         """This replica's mean loss over its examples and the gradients of its share of the objective."""
@@ -204,12 +222,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
-    def _build(self, mixture: tf.Tensor) -> None:
-        """Create model and optimizer variables so a checkpoint restores into them."""
+    def _build_variables(self, mixture: tf.Tensor) -> None:
+        """Create the model's and the optimizer's variables (a batch shows the input shape)."""
         with self.strategy.scope():
             if not self.model.built:
                 self.model(tf.zeros([1, *mixture.shape[1:]], tf.float32), training=False)
             self.optimizer.build(self.model.trainable_variables)
+
+    def _build(self, mixture: tf.Tensor) -> None:
+        """Create model and optimizer variables so a checkpoint restores into them."""
+        if self.run_dir is None:
+            raise TrainingError("a Trainer without a run directory only runs train_step; fit needs run_dir")
+        self._build_variables(mixture)
         if self.checkpoint is None:
             # a run resumed from a checkpoint of the older, positional layout keeps that layout
             latest = tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS))

@@ -121,7 +121,7 @@ def train_run(
         # XLA cannot compile the fused BlockLSTM kernel; the Keras LSTM has the same weights
         config.model_kwargs.setdefault("lstm_implementation", "keras")
     with strategy.scope(), precision_scope(config.precision):
-        model = build_model(config.model, **config.model_kwargs)
+        model = build_model(config.model, stft=config.spectrogram, **config.model_kwargs)
     trainer = Trainer(model, config, run_dir, strategy)
     chief = is_chief(strategy)
     log = RunLog(run_dir, echo) if chief else echo

@@ -125,7 +125,7 @@ class LoopHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters) -> Any:
         config = self.trial_config(hp)
         with precision_scope(config.precision):
-            model = build_model(config.model, **config.model_kwargs)
+            model = build_model(config.model, stft=config.spectrogram, **config.model_kwargs)
         spec = config.spectrogram
         model(tf.zeros([1, config.train_frames(), spec.n_bins, 2]), training=False)  # create the weights
         return model
