@@ -380,3 +380,15 @@ def test_online_config_round_trip_and_validation():
         online.OnlineAugmentConfig(remix_group=1)
     with pytest.raises(ConfigError):
         online.OnlineAugmentConfig.from_dict({"mask": True})
+
+
+def test_fit_length_cuts_or_pads_the_time_axis():
+    from mss_tf.audio.waveform import fit_length
+
+    audio = np.arange(1, 13, dtype=np.float32).reshape(6, 2)  # (samples, channels)
+    np.testing.assert_array_equal(fit_length(audio, 4), audio[:4])
+    padded = fit_length(audio, 8)
+    np.testing.assert_array_equal(padded[:6], audio)
+    assert padded.shape == (8, 2) and not padded[6:].any()
+    np.testing.assert_array_equal(fit_length(audio.T, 3, axis=1), audio.T[:, :3])
+    assert fit_length(audio.T, 9, axis=1).shape == (2, 9)

@@ -42,6 +42,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mss_tf.audio.waveform import fit_length
 from mss_tf.errors import ConfigError, DataError
 
 __all__ = ["AugmentConfig", "augment_crop", "augmented_copies", "source_length", "stable_key"]
@@ -210,8 +211,9 @@ def augment_crop(
                 pitch_shift_in_semitones=0.0 if pitch is None else pitch,
                 high_quality=config.high_quality,
             )
-        audio, padded = _fit_length(np.asarray(audio, dtype=np.float32), length)
-        params["padded"] = max(params["padded"], padded)
+        audio = np.asarray(audio, dtype=np.float32)  # (channels, samples)
+        params["padded"] = max(params["padded"], length - audio.shape[1])
+        audio = fit_length(audio, length, axis=1)
         plugins = []
         if compressor is not None:
             plugins.append(pedalboard.Compressor(**compressor))
@@ -311,11 +313,3 @@ def _draw_stem_effects(rng: np.random.Generator, config: AugmentConfig) -> tuple
         compressor if comp_coin < config.compressor_p else None,
         reverb if reverb_coin < config.reverb_p else None,
     )
-
-
-def _fit_length(audio: np.ndarray, length: int) -> tuple[np.ndarray, int]:
-    """(channels, samples) cut to `length` from the start, or zero-padded at the end."""
-    n = audio.shape[1]
-    if n >= length:
-        return audio[:, :length], 0
-    return np.pad(audio, ((0, 0), (0, length - n))), length - n
