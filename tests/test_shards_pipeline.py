@@ -1,4 +1,6 @@
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -72,8 +74,21 @@ def test_pipeline_batches_crops_and_targets(tone_musdb, tmp_path):
     ds = make_dataset(out / "train", STFT, ["vocals", "bass"], config, training=True, seed=1)
     mixture, targets = next(iter(ds))
     assert mixture.shape == (4, 20, 513, 2) and targets.shape == (4, 2, 20, 513, 2)
-    # random gain per stem, mixture recomputed as the sum of the (gained) stems
-    assert not np.allclose(mixture.numpy(), 0)
+    # random gain per stem: against the same stream without augmentation (same crops), each stem
+    # is scaled by one gain in [-6, 6] dB, gains differ between stems and examples, and the
+    # mixture is the sum of the gained stems
+    stems4 = ["vocals", "drums", "bass", "other"]
+    gain = dataclasses.replace(OnlineAugmentConfig.none(), gain=True, gain_db=6.0)
+    gain_only = PipelineConfig(batch_size=6, train_frames=20, augment=gain)
+    plain = dataclasses.replace(gain_only, augment=None)
+    gained_mix, gained = (x.numpy() for x in next(iter(make_dataset(out / "train", STFT, stems4, gain_only, seed=1))))
+    _, original = (x.numpy() for x in next(iter(make_dataset(out / "train", STFT, stems4, plain, seed=1))))
+    gains = np.sum(gained * original, axis=(2, 3, 4)) / np.sum(original**2, axis=(2, 3, 4))  # (6, 4)
+    np.testing.assert_allclose(gained, gains[:, :, None, None, None] * original, atol=1e-5 * np.abs(original).max())
+    db = 20 * np.log10(gains)
+    assert db.min() >= -6.0 - 1e-3 and db.max() <= 6.0 + 1e-3
+    assert np.unique(np.round(db, 3)).size == db.size  # one draw per stem and example
+    np.testing.assert_allclose(gained_mix, gained.sum(axis=1), atol=1e-5 * np.abs(gained_mix).max())
     every = make_dataset(out / "train", STFT, ["vocals", "drums", "bass", "other"],
                          PipelineConfig(batch_size=2, train_frames=20, augment=OnlineAugmentConfig()), seed=3)
     mixture4, stems4 = next(iter(every))
