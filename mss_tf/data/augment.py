@@ -22,8 +22,9 @@ Length: ``stretch_factor`` is pedalboard's *speed* factor (> 1 is faster, i.e. s
 ``samples / factor`` come out). Every output is cut to ``length`` samples (default: the input
 length) from the start, and zero-padded at the end when shorter, so crops stay fixed length.
 To avoid that zero tail on a speed-up, give a longer source excerpt (at least
-:func:`source_length` ``(length, config)`` samples, e.g. the crop plus the audio after it) and
-pass ``length=`` the crop length; ``params["padded"]`` records any padding that happened.
+:func:`source_length` ``(length, config)`` samples, e.g. the crop plus the audio after it, as
+shard preparation does) and pass ``length=`` the crop length; ``params["padded"]`` records any
+padding that happened.
 
 Randomness: every draw comes from the ``numpy.random.Generator`` passed in, always in the same
 order (each probability's coin and each value are drawn whether or not the step is applied, so
