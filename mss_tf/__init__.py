@@ -5,7 +5,8 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-TARGETS = ("vocals", "drums", "bass", "other")
+TARGETS = ("vocals", "drums", "bass", "other")  # the stems, in the order of every shard and output
+SOURCES = ("mixture",) + TARGETS  # the audio files of a MUSDB18-HQ track
 
 # TensorFlow's oneDNN kernels (matmul, einsum, transpose, conv) are on by default only on CPUs
 # with AVX-512 VNNI/AMX; on AVX2 machines they are still faster for our models

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from mss_tf.audio import io as audio_io
 from mss_tf.audio.spectrogram import SpectrogramConfig, istft, stft
+from mss_tf.audio.waveform import fit_length
 from mss_tf import TARGETS
 from mss_tf.config import TrainConfig
 from mss_tf.errors import ConfigError
@@ -532,9 +533,3 @@ def wiener_filter(
         y[block] = norbert.wiener(v[block], x[block].copy(), iterations, use_softmask=False)
     y = np.transpose(y, (3, 2, 0, 1))[: len(estimates)]  # (targets, C, T, F)
     return istft(tf.constant(y), stft_config, n_samples).numpy().astype(np.float32)
-
-
-def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
-    if audio.shape[0] >= n_samples:
-        return audio[:n_samples]
-    return np.pad(audio, [(0, n_samples - audio.shape[0]), (0, 0)])

@@ -175,23 +175,35 @@ def test_through_the_separator(fitted):
     np.testing.assert_allclose(out.sum(axis=0), waves, atol=1e-4)  # masks sum to 1, so do the stems
 
 
-def test_fit_from_shards(tmp_path, test_example):
-    rng = np.random.default_rng(0)
-    with ShardWriter(tmp_path / "shards", STFT, dtype="float32") as writer:
-        for i in range(3):
-            example = synthetic_example(100, rng)
+def test_training_run_fits_from_the_shard_examples(tmp_path):
+    """train.py's NMF path streams the shards' examples into `fit`: the same dictionaries as a fit
+    on those examples in memory, and shards of another STFT are refused."""
+    from mss_tf.config import TrainConfig
+    from mss_tf.training.run import train_run
+
+    examples = train_examples(n=3, frames=100, seed=5)
+    with ShardWriter(tmp_path / "shards" / "train", STFT, dtype="float32") as writer:
+        for i, example in enumerate(examples):
             stems = example["stems"][..., 0] + 1j * example["stems"][..., 1]
             writer.add(stems, stems.sum(axis=0), f"track {i}", 0)
         writer.close()
-    model = NMFSeparator(rank=4, fit_iterations=20, separate_iterations=20, max_frames=200)
-    with pytest.raises(ShardError, match="STFT config"):
-        model.fit_from_shards(tmp_path / "shards", SpectrogramConfig(16000, 1024, 512))
-    model.fit_from_shards(tmp_path / "shards", STFT)
-    assert model.fit_info["stft"] == STFT.to_dict() and model.fit_info["examples"] == 3
-    frames = model.fit_info["frames"]["vocals"]  # non-silent frames streamed, of 300
+    kwargs = {"targets": ["vocals", "bass"], "rank": 4, "fit_iterations": 20, "separate_iterations": 5, "max_frames": 200}
+    config = TrainConfig(model="nmf", model_kwargs=dict(kwargs), stft=STFT.to_dict())
+    train_run(config, tmp_path / "run", None, tmp_path / "shards", progress=False, echo=lambda line: None)
+    trained = NMFSeparator.load(tmp_path / "run")
+    assert trained.fit_info["stft"] == STFT.to_dict() and trained.fit_info["examples"] == 3
+    frames = trained.fit_info["frames"]["vocals"]  # non-silent frames streamed, of 300
     assert frames["used"] == 200 and 250 < frames["active"] <= 300
+    in_memory = NMFSeparator(**kwargs)
+    in_memory.fit(examples, stft=STFT.to_dict())
+    np.testing.assert_array_equal(trained.dictionary, in_memory.dictionary)
+    assert trained.fit_info == json.loads(json.dumps(in_memory.fit_info))
     with pytest.raises(ConfigError, match="fitted on 129.*n_fft"):
-        model(np.zeros((1, 10, 513, 2), np.float32))
+        trained(np.zeros((1, 10, 513, 2), np.float32))
+    other = TrainConfig(model="nmf", model_kwargs=dict(kwargs), stft=SpectrogramConfig(16000, 1024, 512).to_dict())
+    with pytest.raises(ShardError, match="STFT config"):
+        train_run(other, tmp_path / "other", None, tmp_path / "shards", progress=False, echo=lambda line: None)
+    assert not (tmp_path / "other").exists()  # nothing written for a run that cannot start
 
 
 def test_frame_reservoir_is_bounded_and_covers_the_stream():

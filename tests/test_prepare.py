@@ -207,3 +207,26 @@ def test_changed_audio_under_the_same_track_name_is_prepared_again(tone_musdb, t
     assert len(cached) == len(rebuilt) > 0
     for a, b in zip(cached, rebuilt):
         np.testing.assert_array_equal(a, b)
+
+
+def test_sped_up_copies_read_a_longer_excerpt_and_have_no_zero_tail(tmp_path):
+    """A 1.2x speed-up of a 2 s crop consumes 2.4 s of audio: each copy is made from the longer
+    excerpt (ending with the track for the last crop), so the end of the crop is music, not zeros."""
+    import dataclasses
+
+    from mss_tf.data.augment import AugmentConfig
+    from tests.conftest import write_tone_musdb
+
+    root = write_tone_musdb(tmp_path / "musdb", 4.0, n_train=0)  # stationary tones + noise
+    fast = AugmentConfig(pitch_p=0.0, stretch_p=1.0, stretch_factor=(1.2, 1.2), compressor_p=0.0, reverb_p=0.0)
+    config = dataclasses.replace(CONFIG, augment=fast, augment_copies=1)
+    prepare_split(musdb.find_tracks(root, "test"), tmp_path / "s", STFT, config, progress=False)
+    copies = [e for e in iterate_examples(tmp_path / "s") if json.loads(e["augmentation"]) is not None]
+    params = [json.loads(e["augmentation"]) for e in copies]
+    assert [p["time_stretch"] for p in params] == [{"factor": 1.2}] * 3 and [p["padded"] for p in params] == [0] * 3
+    assert [p["source_offset"] for p in params] == [0, 16000, 64000 - params[2]["input_length"]]
+    assert all(p["input_length"] > 1.2 * 32000 for p in params)
+    for copy in copies:
+        energy = np.sum(copy["stems"] ** 2, axis=(2, 3))  # (stems, frames)
+        tail = energy.shape[1] // 10
+        np.testing.assert_allclose(energy[:, -tail:].mean(axis=1), energy[:, :-tail].mean(axis=1), rtol=0.1)

@@ -242,25 +242,28 @@ def test_random_crop_frames_semantics():
     np.testing.assert_array_equal(a, b)
 
 
-def test_random_crop_frames_in_tf_data_matches_the_pipeline_draw():
+def test_random_crop_frames_with_the_pipelines_element_keys():
+    """In tf.data, keyed per element as mss_tf.data.pipeline keys its crops: windows vary between
+    elements, repeat exactly on a second pass, and a stream started at position k draws what the
+    whole stream drew at k (a resumed run sees the crops it would have seen)."""
     import tensorflow as tf
+
+    from mss_tf.data.online import CROP_SALT, element_seeds
 
     stems, mixture = frame_ramp(12)
 
-    def dataset(crop):
-        ds = tf.data.Dataset.from_tensors((stems, mixture)).repeat(8)
-        return [int(m[0, 0, 0]) for _, m in ds.map(crop)]
+    def starts(seed, start=0, n=40):
+        ds = tf.data.Dataset.from_tensors((stems, mixture)).repeat(n)
+        ds = tf.data.Dataset.zip((ds, element_seeds(seed, start, CROP_SALT)))
+        ds = ds.map(lambda example, key: random_crop_frames(*example, 5, key), num_parallel_calls=4, deterministic=True)
+        out = []
+        for s, m in ds:
+            np.testing.assert_array_equal(s[1], 10 * m.numpy())  # stems and mixture cut alike
+            out.append(int(m[0, 0, 0]))
+        return out
 
-    ours = dataset(lambda s, m: random_crop_frames(s, m, tf.constant(5), seed=7))
-
-    def pipeline_crop(s, m):  # the crop mss_tf.data.pipeline does inline
-        n = tf.shape(m)[0]
-        length = tf.minimum(5, n)
-        start = tf.random.uniform([], 0, n - length + 1, dtype=tf.int32, seed=7)
-        return s[:, start : start + length], m[start : start + length]
-
-    tf.random.set_seed(1)
-    a = dataset(lambda s, m: random_crop_frames(s, m, 5, seed=7))
-    tf.random.set_seed(1)
-    b = dataset(pipeline_crop)
-    assert a == b and len(set(a)) > 1 and all(0 <= x <= 7 for x in ours)
+    whole = starts(seed=3)
+    assert set(whole) == set(range(8))  # every start in [0, T - n] drawn, none outside
+    assert starts(seed=3) == whole
+    assert starts(seed=3, start=17, n=23) == whole[17:]
+    assert starts(seed=4) != whole

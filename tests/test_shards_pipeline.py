@@ -1,4 +1,6 @@
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -6,9 +8,9 @@ import tensorflow as tf
 from mss_tf.audio.spectrogram import SpectrogramConfig, istft
 from mss_tf.data import musdb
 from mss_tf.data.online import OnlineAugmentConfig
-from mss_tf.data.pipeline import PipelineConfig, make_dataset
+from mss_tf.data.pipeline import MIN_SHUFFLE, PipelineConfig, make_dataset, shuffle_size
 from mss_tf.data.prepare import CropConfig, PrepareConfig, crop_offsets, prepare_dataset
-from mss_tf.data.shards import MANIFEST, ShardWriter, iterate_examples, read_manifest
+from mss_tf.data.shards import MANIFEST, ShardWriter, example_bytes, iterate_examples, read_manifest, write_manifest
 from mss_tf.errors import DataError, ShardError
 
 STFT = SpectrogramConfig(16000, 1024, 512)
@@ -72,8 +74,21 @@ def test_pipeline_batches_crops_and_targets(tone_musdb, tmp_path):
     ds = make_dataset(out / "train", STFT, ["vocals", "bass"], config, training=True, seed=1)
     mixture, targets = next(iter(ds))
     assert mixture.shape == (4, 20, 513, 2) and targets.shape == (4, 2, 20, 513, 2)
-    # random gain per stem, mixture recomputed as the sum of the (gained) stems
-    assert not np.allclose(mixture.numpy(), 0)
+    # random gain per stem: against the same stream without augmentation (same crops), each stem
+    # is scaled by one gain in [-6, 6] dB, gains differ between stems and examples, and the
+    # mixture is the sum of the gained stems
+    stems4 = ["vocals", "drums", "bass", "other"]
+    gain = dataclasses.replace(OnlineAugmentConfig.none(), gain=True, gain_db=6.0)
+    gain_only = PipelineConfig(batch_size=6, train_frames=20, augment=gain)
+    plain = dataclasses.replace(gain_only, augment=None)
+    gained_mix, gained = (x.numpy() for x in next(iter(make_dataset(out / "train", STFT, stems4, gain_only, seed=1))))
+    _, original = (x.numpy() for x in next(iter(make_dataset(out / "train", STFT, stems4, plain, seed=1))))
+    gains = np.sum(gained * original, axis=(2, 3, 4)) / np.sum(original**2, axis=(2, 3, 4))  # (6, 4)
+    np.testing.assert_allclose(gained, gains[:, :, None, None, None] * original, atol=1e-5 * np.abs(original).max())
+    db = 20 * np.log10(gains)
+    assert db.min() >= -6.0 - 1e-3 and db.max() <= 6.0 + 1e-3
+    assert np.unique(np.round(db, 3)).size == db.size  # one draw per stem and example
+    np.testing.assert_allclose(gained_mix, gained.sum(axis=1), atol=1e-5 * np.abs(gained_mix).max())
     every = make_dataset(out / "train", STFT, ["vocals", "drums", "bass", "other"],
                          PipelineConfig(batch_size=2, train_frames=20, augment=OnlineAugmentConfig()), seed=3)
     mixture4, stems4 = next(iter(every))
@@ -153,3 +168,67 @@ def test_stream_started_at_a_position_continues_the_uninterrupted_stream(tone_mu
     other = next(iter(make_dataset(out / "train", STFT, ["vocals"], config, seed=10)))[0].numpy()
     assert not np.array_equal(other, whole[0])
     assert not np.array_equal(whole[0], whole[n_examples])
+
+
+def test_shuffle_window_is_bounded_by_bytes():
+    """The shuffle holds `shuffle_buffer` examples, fewer when they pass `shuffle_bytes`."""
+    def manifest(stft, seconds, dtype="float16"):
+        return {"stft": stft.to_dict(), "n_frames": [stft.n_frames(int(seconds * stft.sample_rate))],
+                "stems": ["vocals", "drums", "bass", "other"], "dtype": dtype}
+
+    bsrnn = example_bytes(manifest(SpectrogramConfig(44100, 2048, 512), 6.0))
+    unet = example_bytes(manifest(STFT, 6.0))
+    assert bsrnn == 517 * 1025 * 2 * 5 * 2 and unet == 188 * 513 * 2 * 5 * 2  # frames x bins x re/im x 5 x float16
+    assert example_bytes(manifest(STFT, 6.0, "float32")) == 2 * unet
+    config = PipelineConfig()
+    assert config.shuffle_bytes == 512 * 2**20
+    assert shuffle_size(config, bsrnn) == 512 * 2**20 // bsrnn == 50  # was 256 (2.7 GB)
+    assert shuffle_size(config, unet) == config.shuffle_buffer == 256  # 1.8 MiB each: the count binds
+    assert shuffle_size(dataclasses.replace(config, shuffle_bytes=256 * 2**20), bsrnn) == 25
+    assert shuffle_size(config, 2**30) == MIN_SHUFFLE  # however large, some shuffling
+    assert shuffle_size(dataclasses.replace(config, shuffle_buffer=4), 2**30) == 4
+
+
+def tagged_shards(folder, n_tracks=8, per_track=6, frames=4):
+    """Shards as prepare_dataset lays them out (each track's examples in files of its own);
+    stem s of every example of track t holds the value 10 * t + s + 1."""
+    stft = SpectrogramConfig(16000, 32, 16)
+    written, tracks = [], []
+    for t in range(n_tracks):
+        writer = ShardWriter(folder, stft, dtype="float32", prefix=f"{t:04d}-track_{t}")
+        with writer:
+            for k in range(per_track):
+                stems = np.ones((4, frames, stft.n_bins), np.complex64) * (10 * t + np.arange(4) + 1)[:, None, None]
+                writer.add(stems, stems.sum(axis=0), f"track {t}", k)
+            written += writer.finish()
+        tracks.append(f"track {t}")
+    write_manifest(folder, stft, "float32", "", written, n_tracks * per_track, [frames], tracks)
+    return stft
+
+
+def test_training_windows_draw_from_more_than_four_songs(tmp_path):
+    """16 files read in turn (was 4): the first shuffle window, and the remix windows and batches
+    drawn from it, mix every one of 8 tracks, not 4."""
+    stft = tagged_shards(tmp_path / "s")
+    manifest = read_manifest(tmp_path / "s")
+    assert len(manifest["shards"]) == 8
+    # the bytes a record takes on disk are the estimate plus a few bytes of names and framing
+    assert example_bytes(manifest) <= manifest["bytes"] / manifest["n_examples"] < example_bytes(manifest) + 200
+    remix = dataclasses.replace(OnlineAugmentConfig.none(), remix=True, remix_group=8)
+    config = PipelineConfig(batch_size=8, augment=remix, shuffle_buffer=16)
+
+    def tracks_per_batch(config, n_batches=2):
+        ds = make_dataset(tmp_path / "s", stft, ["vocals", "drums", "bass", "other"], config, seed=2)
+        tags = [targets.numpy()[:, :, 0, 0, 0].astype(int) // 10 for _, targets in ds.take(n_batches)]
+        return [set(t.ravel()) for t in tags]  # the tracks each batch's stems come from
+
+    first, second = tracks_per_batch(config)
+    assert len(first) > 4 and len(second) > 4 and first | second == set(range(8))
+    four = tracks_per_batch(dataclasses.replace(config, cycle_length=4))
+    assert len(four[0] | four[1]) == 4  # the former default: one window held four songs
+    # the byte bound sets the window: 24 examples' worth of bytes streams as a 24-example buffer
+    plain = dataclasses.replace(config, augment=None, shuffle_buffer=24)
+    by_bytes = dataclasses.replace(plain, shuffle_buffer=256, shuffle_bytes=24 * example_bytes(manifest))
+    take = lambda c: [m.numpy() for m, _ in make_dataset(tmp_path / "s", stft, ["vocals"], c, seed=2).take(3)]  # noqa: E731
+    np.testing.assert_array_equal(take(by_bytes), take(plain))
+    assert not np.array_equal(take(dataclasses.replace(plain, shuffle_buffer=16)), take(plain))

@@ -22,8 +22,9 @@ Length: ``stretch_factor`` is pedalboard's *speed* factor (> 1 is faster, i.e. s
 ``samples / factor`` come out). Every output is cut to ``length`` samples (default: the input
 length) from the start, and zero-padded at the end when shorter, so crops stay fixed length.
 To avoid that zero tail on a speed-up, give a longer source excerpt (at least
-:func:`source_length` ``(length, config)`` samples, e.g. the crop plus the audio after it) and
-pass ``length=`` the crop length; ``params["padded"]`` records any padding that happened.
+:func:`source_length` ``(length, config)`` samples, e.g. the crop plus the audio after it, as
+shard preparation does) and pass ``length=`` the crop length; ``params["padded"]`` records any
+padding that happened.
 
 Randomness: every draw comes from the ``numpy.random.Generator`` passed in, always in the same
 order (each probability's coin and each value are drawn whether or not the step is applied, so
@@ -42,6 +43,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mss_tf.audio.waveform import fit_length
 from mss_tf.errors import ConfigError, DataError
 
 __all__ = ["AugmentConfig", "augment_crop", "augmented_copies", "source_length", "stable_key"]
@@ -210,8 +212,9 @@ def augment_crop(
                 pitch_shift_in_semitones=0.0 if pitch is None else pitch,
                 high_quality=config.high_quality,
             )
-        audio, padded = _fit_length(np.asarray(audio, dtype=np.float32), length)
-        params["padded"] = max(params["padded"], padded)
+        audio = np.asarray(audio, dtype=np.float32)  # (channels, samples)
+        params["padded"] = max(params["padded"], length - audio.shape[1])
+        audio = fit_length(audio, length, axis=1)
         plugins = []
         if compressor is not None:
             plugins.append(pedalboard.Compressor(**compressor))
@@ -311,11 +314,3 @@ def _draw_stem_effects(rng: np.random.Generator, config: AugmentConfig) -> tuple
         compressor if comp_coin < config.compressor_p else None,
         reverb if reverb_coin < config.reverb_p else None,
     )
-
-
-def _fit_length(audio: np.ndarray, length: int) -> tuple[np.ndarray, int]:
-    """(channels, samples) cut to `length` from the start, or zero-padded at the end."""
-    n = audio.shape[1]
-    if n >= length:
-        return audio[:, :length], 0
-    return np.pad(audio, ((0, 0), (0, length - n))), length - n

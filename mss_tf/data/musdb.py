@@ -31,11 +31,10 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from mss_tf import TARGETS
+from mss_tf import SOURCES, TARGETS
 from mss_tf.audio import io as audio_io
 from mss_tf.errors import AudioError, DataError
 
-SOURCES = ("mixture",) + TARGETS
 SUBSETS = ("train", "test")
 SPLITS = ("train", "valid", "test")
 

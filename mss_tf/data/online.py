@@ -48,8 +48,8 @@ from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 
-from mss_tf import TARGETS
 from mss_tf.audio import specaugment
+from mss_tf.data.shards import STEMS
 from mss_tf.errors import ConfigError
 
 __all__ = [
@@ -64,8 +64,6 @@ __all__ = [
     "spec_masks",
     "stem_dropout",
 ]
-
-STEMS = TARGETS  # shard stem order (mss_tf.data.shards.STEMS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ from mss_tf.data.online import CROP_SALT, SALTS, OnlineAugmentConfig, apply_onli
 from mss_tf.errors import ConfigError, ShardError
 
 PASS_SALT = 7  # the salt of the per-pass file order and shuffle (online.SALTS keeps it apart)
+MIN_SHUFFLE = 16  # examples the shuffle holds however large they are
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,17 +25,31 @@ class PipelineConfig:
     Args:
         batch_size: examples per batch.
         train_frames: random time crop length in STFT frames (None keeps whole examples).
-        shuffle_buffer: examples held for shuffling.
+        shuffle_buffer: at most this many examples are held for shuffling ...
+        shuffle_bytes: ... and at most this many bytes of them (serialised; at least
+            MIN_SHUFFLE examples): 6 s BSRNN examples (44.1 kHz, 1025 bins, float16) are 10.1 MiB
+            each, so the default 512 MiB holds 50 of them; 6 s U-Net examples (1.8 MiB) fill the
+            256 slots. See `shuffle_size`.
         augment: online augmentation of training streams (remix, gain, stem dropout,
             SpecAugment masks); None streams the stored examples unchanged.
-        cycle_length: shard files read in parallel.
+        cycle_length: shard files read at once, one example from each in turn (each track has
+            files of its own, so a shuffle window, and the remix windows drawn from it, mixes
+            this many songs).
     """
 
     batch_size: int = 4
     train_frames: int | None = None
     shuffle_buffer: int = 256
+    shuffle_bytes: int = 512 * 2**20
     augment: OnlineAugmentConfig | None = None
-    cycle_length: int = 4
+    cycle_length: int = 16
+
+
+def shuffle_size(config: PipelineConfig, example_bytes: int) -> int:
+    """Examples in one shuffle window: `config.shuffle_buffer`, fewer when they would exceed
+    `config.shuffle_bytes`, but never fewer than MIN_SHUFFLE (nor than 1)."""
+    by_bytes = int(config.shuffle_bytes) // max(1, int(example_bytes))
+    return max(1, min(int(config.shuffle_buffer), max(MIN_SHUFFLE, by_bytes)))
 
 
 def make_dataset(
@@ -66,9 +81,10 @@ def make_dataset(
     cycle_length = max(1, min(config.cycle_length, len(files)))
 
     def read(names: tf.data.Dataset) -> tf.data.Dataset:
+        # sequential interleave: the parallel one prefetches about 3 records from each of
+        # 3 x cycle_length files (over 1 GB of BSRNN examples at 16 files); parsing is parallel below
         return names.interleave(
-            lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
-            cycle_length=cycle_length, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+            lambda f: tf.data.TFRecordDataset(f, compression_type=compression), cycle_length=cycle_length,
         )
 
     if not training:
@@ -93,10 +109,11 @@ def make_dataset(
         raise ShardError(f"{shard_dir}: the manifest lists no examples")
     file_names = tf.constant(files)
     base = tf.constant(int(seed) * SALTS + PASS_SALT, tf.int64)
+    shuffle_window = shuffle_size(config, shards.example_bytes(manifest))
 
     def one_pass(p: tf.Tensor) -> tf.data.Dataset:
         """Pass p: files in a random order, read interleaved, records permuted within windows of
-        `shuffle_buffer` (stateless keys from (seed, p, window): no shuffle state to carry)."""
+        `shuffle_size` examples (stateless keys from (seed, p, window): no shuffle state to carry)."""
         key = tf.stack([base, p])
         order = tf.argsort(tf.random.stateless_uniform([len(files)], key))
         records = read(tf.data.Dataset.from_tensor_slices(tf.gather(file_names, order)))
@@ -105,7 +122,7 @@ def make_dataset(
             noise = tf.random.stateless_uniform(tf.shape(window), tf.random.experimental.stateless_fold_in(key, window_index))
             return tf.gather(window, tf.argsort(noise))
 
-        return records.batch(config.shuffle_buffer).enumerate().map(permute).unbatch()
+        return records.batch(shuffle_window).enumerate().map(permute).unbatch()
 
     first_pass, skip = divmod(aligned, n_examples)
     ds = one_pass(tf.constant(first_pass, tf.int64)).skip(skip).concatenate(

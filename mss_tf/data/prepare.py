@@ -32,6 +32,11 @@ from mss_tf.utils import atomic_write
 DONE = ".done"
 SETTINGS = "settings.json"
 
+__all__ = [  # the crop helpers are re-exported: shard settings are built from here
+    "CropConfig", "PrepareConfig", "check_shards", "crop_offsets", "prepare_dataset", "prepare_split",
+    "prepare_track", "settings_key", "track_crops",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
@@ -80,10 +85,24 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:40] or "track"
 
 
-def _augmented(crop: dict[str, np.ndarray], rate: int, config: PrepareConfig, crop_id: str):
-    from mss_tf.data.augment import augmented_copies
+def _augmented(audio: dict[str, np.ndarray], offset: int, rate: int, config: PrepareConfig, crop_id: str):
+    """The augmented copies of the crop at `offset` of a track's `audio` (stems, (samples,) each).
 
-    return augmented_copies(crop, rate, config.augment, config.augment_copies, config.seed, crop_id)
+    A time stretch that speeds the crop up consumes more than a crop of audio, so each copy is
+    made from the longer excerpt `augment.source_length` asks for and cut to the crop length:
+    no zero tail. Near the end of the track the excerpt ends with the track and starts earlier
+    than the crop (recorded as "source_offset"); only a track shorter than the excerpt can still
+    be padded (recorded as "padded").
+    """
+    from mss_tf.data.augment import augmented_copies, source_length
+
+    crop = config.crops.crop_samples(rate)
+    n_samples = len(audio[STEMS[0]])
+    need = min(source_length(crop, config.augment), n_samples)
+    start = min(offset, n_samples - need)
+    excerpt = {s: audio[s][start : start + need] for s in STEMS}
+    copies = augmented_copies(excerpt, rate, config.augment, config.augment_copies, config.seed, crop_id, length=crop)
+    return [(stems, {**params, "source_offset": int(start)}) for stems, params in copies]
 
 
 def prepare_track(
@@ -107,7 +126,7 @@ def prepare_track(
                 continue
         versions = [({s: crop[s] for s in STEMS}, None)]
         if config.augment is not None and config.augment_copies > 0:
-            versions += _augmented({s: crop[s] for s in STEMS}, rate, config, f"{track.name}@{offset}")
+            versions += _augmented(audio, offset, rate, config, f"{track.name}@{offset}")
         for stems, applied in versions:
             mixture = stems["mixture"] if "mixture" in stems else crop["mixture"]
             waves.append(np.stack([mixture] + [stems[s] for s in STEMS]).astype(np.float32))

@@ -233,6 +233,14 @@ def read_manifest(
     return manifest
 
 
+def example_bytes(manifest: dict[str, Any]) -> int:
+    """Serialised size of a shard folder's longest example: its stems' and mixture's STFT values
+    (the few bytes of track name, offset and augmentation record aside), whatever the compression."""
+    n_bins = SpectrogramConfig.from_dict(manifest["stft"]).n_bins
+    values = max(manifest["n_frames"]) * n_bins * 2 * (len(manifest["stems"]) + 1)  # real and imaginary
+    return values * np.dtype(DTYPES[manifest["dtype"]]).itemsize
+
+
 def shard_files(shard_dir: str | Path, manifest: dict[str, Any]) -> list[str]:
     return [str(Path(shard_dir) / shard["file"]) for shard in manifest["shards"]]
 

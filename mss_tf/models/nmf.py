@@ -20,6 +20,10 @@ The updates use the majorisation-minimisation exponent gamma(beta) (1/(2-beta) b
 1 on [1, 2], 1/(beta-1) above 2), which makes the objective non-increasing at every step
 for every beta, including Itakura-Saito (beta=0). The objective is D_beta(V + eps | WH + eps);
 the offset keeps every divergence finite on silent bins without breaking that guarantee.
+
+A fitted model is saved as one .npz (`save`/`load`, `nmf.npz` in a run directory). Separation
+is a fixed-count `tf.while_loop` over the dictionary variable, so a run exports to a SavedModel
+like the neural models (`train.py --model nmf --export`, `python -m mss_tf.export RUN OUT`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from mss_tf import TARGETS
-from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import CheckpointError, ConfigError, DataError
 from mss_tf.utils import atomic_path
 
@@ -220,8 +223,8 @@ class FrameReservoir:
 class NMFSeparator:
     """Supervised NMF separator with the call signature of the neural models.
 
-    Not a Keras model: it has no gradient-trained weights. `fit` (or `fit_from_shards`)
-    learns the dictionaries, `save`/`load` keep them in one .npz, and calling the object on a
+    Not a Keras model: it has no gradient-trained weights. `fit`, given an iterable of training
+    examples (as the neural models are given a dataset), learns the dictionaries, `save`/`load` keep them in one .npz, and calling the object on a
     (B, T, F, 2) mixture STFT returns (B, n_targets, T, F, 2) float32, eagerly or inside a
     `tf.function` (the activation solve is a `tf.while_loop`).
 
@@ -350,7 +353,7 @@ class NMFSeparator:
     def _check_fitted(self) -> None:
         if not self._fitted:
             raise ConfigError(
-                f"NMF model {self.name!r} has no dictionaries yet: call fit(...) or fit_from_shards(...), "
+                f"NMF model {self.name!r} has no dictionaries yet: call fit(examples), "
                 f"or load a saved one with NMFSeparator.load(path)"
             )
 
@@ -426,8 +429,8 @@ class NMFSeparator:
 
         Args:
             examples: dicts with "stems" (n_stems, frames, bins, 2) real/imaginary STFTs in the
-                order `stems` (what `mss_tf.data.shards.iterate_examples` yields). Read once,
-                streaming: only a random sample of `max_frames` frames per source is kept.
+                order `stems` (`mss_tf.training.run` streams a shard folder's examples). Read
+                once, streaming: only a random sample of `max_frames` frames per source is kept.
             max_frames: overrides the configured frame budget per source.
             stems: names of the stems in the examples, in order.
             seed: overrides the configured seed.
@@ -508,21 +511,6 @@ class NMFSeparator:
         if not all(math.isfinite(x) for x in history):
             raise DataError(f"NMF fit of {source!r} diverged (non-finite loss); check the data")
         return w.numpy().astype(np.float32), history
-
-    def fit_from_shards(
-        self, shard_dir: str | Path, stft: SpectrogramConfig | None = None, **kwargs: Any
-    ) -> dict[str, list[float]]:
-        """`fit` on every example of a shard folder (other arguments as `fit`).
-
-        `stft`, when given, must match the shards' manifest (ShardError otherwise); the
-        manifest's STFT is recorded in `fit_info["stft"]` either way.
-        """
-        from mss_tf.data import shards
-
-        manifest = shards.read_manifest(shard_dir, stft, targets=self.targets)
-        kwargs.setdefault("stems", manifest["stems"])
-        kwargs.setdefault("stft", manifest["stft"])
-        return self.fit(shards.iterate_examples(shard_dir, manifest), **kwargs)
 
     # ----------------------------------------------------------------------------- separation
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import keras
 import tensorflow as tf
 
+from mss_tf import TARGETS
 from mss_tf.errors import ConfigError
 from mss_tf.models.search import HyperParameter, scaled_choices
 
@@ -89,7 +90,7 @@ class UNet(keras.Model):
 
     def __init__(
         self,
-        targets: Sequence[str] = ("vocals", "drums", "bass", "other"),
+        targets: Sequence[str] = TARGETS,
         filters: Sequence[int] = (8, 16, 32),
         bottleneck_filters: int = 64,
         kernel_size: int = 3,

@@ -15,6 +15,7 @@ from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
+from mss_tf.data.shards import iterate_examples, read_manifest
 from mss_tf.errors import ConfigError
 from mss_tf.models.registry import build_model, get_preset, is_neural, model_parameters
 from mss_tf.training.distribute import check_batch, is_chief, make_strategy, precision_scope
@@ -143,13 +144,17 @@ def train_run(
 
 
 def _fit_nmf(config: TrainConfig, run_dir: Path, shard_dir: Path, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
-    """The NMF baseline learns its dictionaries from the training shards (no gradient loop)."""
+    """The NMF baseline learns its dictionaries from the training shards' examples (no gradient loop)."""
     model = build_model(config.model, **config.model_kwargs)
+    train_dir = shard_dir / "train"
+    manifest = read_manifest(train_dir, config.spectrogram, targets=model.targets)
+    # every stored example once, in file order: the model reads examples, never the shard format
+    examples = iterate_examples(train_dir, manifest)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir, echo)
     config.shards = str(shard_dir)
     config.save(run_dir)
-    history = model.fit_from_shards(shard_dir / "train", config.spectrogram, progress=progress)
+    history = model.fit(examples, stems=manifest["stems"], stft=manifest["stft"], progress=progress)
     model.save(run_dir)
     params = model_parameters(model)
     final = {target: float(losses[-1]) for target, losses in history.items()}
