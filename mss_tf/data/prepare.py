@@ -75,9 +75,17 @@ class PrepareConfig:
         }
 
 
+AUGMENT_EXCERPT_VERSION = 2
+
+
 def settings_key(stft: SpectrogramConfig, config: PrepareConfig) -> str:
     """A short hash of everything that changes a shard folder's content."""
-    blob = json.dumps({"stft": stft.to_dict(), **config.to_dict()}, sort_keys=True)
+    settings = {"stft": stft.to_dict(), **config.to_dict()}
+    if settings["augment"] is not None:
+        # augmented copies are cut from a longer excerpt since the time-stretch fix: folders
+        # written before it hold zero-padded copies and must not be reused
+        settings["augment_excerpt"] = AUGMENT_EXCERPT_VERSION
+    blob = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mss_tf import TARGETS
+from mss_tf import SOURCES, TARGETS
 from mss_tf.data.demo.bass import render_bass
 from mss_tf.data.demo.drums import render_drums
 from mss_tf.data.demo.dsp import Room, room_impulse_response
@@ -13,7 +13,6 @@ from mss_tf.data.demo.other import render_other
 from mss_tf.data.demo.plan import NOTE_NAMES, plan_song
 from mss_tf.data.demo.vocals import render_vocals
 
-SOURCES = ("mixture",) + TARGETS
 # "balanced": every stem plays throughout at +-6 dB around a common level. "sparse": stems
 # 0-20 dB apart (one or two of them 14 dB down), and each stem silent for a stretch of 25-50 %
 # of the song with probability 0.5 (an intro without vocals, a break without bass), which is how
