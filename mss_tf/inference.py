@@ -453,15 +453,17 @@ class Separator(WaveformSeparator):
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, which: str = "best", precision: str = "float32", **kwargs: float
+        cls, run_dir: str | Path, which: str = "best", precision: str = "float32", config: TrainConfig | None = None,
+        **kwargs: float,
     ) -> "Separator":
         """Rebuild the model of a run directory and load its best (or latest) checkpoint.
 
         `precision` is the Keras dtype policy the model runs in (`mixed_bfloat16` computes the
         layers in bfloat16 with float32 weights; STFT, masks and iSTFT stay float32), whatever
         precision the run was trained in: checkpoints hold float32 weights either way.
+        `config` is the run's `TrainConfig.load(run_dir)` when the caller has read it already.
         """
-        config = TrainConfig.load(run_dir)
+        config = config if config is not None else TrainConfig.load(run_dir)
         spec = config.spectrogram
         if kwargs.get("chunk_seconds") is None:
             kwargs["chunk_seconds"] = default_chunk_seconds(config.model)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mss_tf import cli
 from mss_tf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ ORACLE, MIXTURE = "oracle-irm2", "mixture"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mss_tf.study", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m mss_tf.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-minutes", type=float, default=60.0,
                         help="the whole study's time: 70%% goes to training, shared equally by the trained models "
@@ -91,13 +91,13 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     return jobs
 
 
-def _run(command: list[str], log) -> float:  # noqa: ANN001
+def _run(command: list[str], log, verbose: bool = False) -> float:  # noqa: ANN001
     """Run one of the project's CLIs; its output goes to the study log. Returns its wall time."""
     started = time.monotonic()
+    command = [*command, cli.VERBOSE_FLAG] if verbose else command
     log.write(f"$ {' '.join(command)}\n")
     log.flush()
-    result = subprocess.run([sys.executable, *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run([sys.executable, *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise ConfigError(f"{command[0]} failed (exit {result.returncode}); see {log.name}")
     return time.monotonic() - started
@@ -144,18 +144,18 @@ def main(argv: list[str] | None = None) -> int:
                 command += ["--patience", "100000"]  # the budget ends the training, not early stopping
             if run.exists():  # an interrupted training: start it again from scratch, budgets stay equal
                 shutil.rmtree(run)
-            state["train_seconds"][job["dir"]] = _run(command, log)
+            state["train_seconds"][job["dir"]] = _run(command, log, args.verbose)
             state_path.write_text(json.dumps(state, indent=2))
             print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: evaluating", flush=True)
-            _run(["evaluate.py", "--run", str(run), "--label", job["label"], *evaluation], log)
+            _run(["evaluate.py", "--run", str(run), "--label", job["label"], *evaluation], log, args.verbose)
         for name, extra in ((ORACLE, ["--oracle", "irm2", "--preset", "unet", "--label", "oracle IRM2 (U-Net STFT)"]),
                             (MIXTURE, ["--mixture", "--label", "mixture"])):
             if not (runs / name / "results.json").is_file():
                 print(f"{name}: evaluating", flush=True)
-                _run(["evaluate.py", *extra, "--out", str(runs / name), *data, *evaluation], log)
+                _run(["evaluate.py", *extra, "--out", str(runs / name), *data, *evaluation], log, args.verbose)
         first = [runs / j["dir"] for j in jobs if j["seed"] == 0]
         _run(["evaluate.py", "--compare", *map(str, first), str(runs / ORACLE), str(runs / MIXTURE), "--out", str(out)],
-             log)
+             log, args.verbose)
     state["study_seconds"] = state.get("study_seconds", 0.0) + time.monotonic() - started
     state_path.write_text(json.dumps(state, indent=2))
     from mss_tf.study_report import readme_body, replace_block, write_report
@@ -168,6 +168,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mss_tf import cli
-
     cli.run(main)

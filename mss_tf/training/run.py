@@ -9,12 +9,12 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from mss_tf.cli import data_dir
 from mss_tf.config import TrainConfig
 from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
+from mss_tf.data.roots import data_dir
 from mss_tf.errors import ConfigError
 from mss_tf.models.registry import build_model, get_preset, is_neural, model_parameters
 from mss_tf.training.distribute import check_batch, is_chief, make_strategy, precision_scope
