@@ -51,7 +51,11 @@ def test_train_run_writes_run_dir_and_resumes(tone_musdb, tmp_path, monkeypatch)
         key = f"model/w{i:05d}/.ATTRIBUTES/VARIABLE_VALUE"
         np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(key))
     mix = tf.random.stateless_normal([1, 20, 513, 2], seed=[0, 1])
-    again = Separator.from_run(run)
+    # a config the caller has read already (evaluate.py) is used as it is, not read again
+    config = TrainConfig.load(run)
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainConfig, "load", lambda *a: pytest.fail("config.json read a second time"))
+        again = Separator.from_run(run, config=config)
     np.testing.assert_array_equal(separator.model(mix, training=False), again.model(mix, training=False))
     # the same checkpoint run in bfloat16: float32 weights, bfloat16 layers, float32 waveforms out
     bf16 = Separator.from_run(run, precision="mixed_bfloat16")
