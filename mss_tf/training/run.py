@@ -1,4 +1,5 @@
-"""A training run end to end: data root -> cached shards -> datasets -> model -> Trainer."""
+"""A training run end to end: data root -> cached shards -> datasets -> model -> Trainer (or the
+NMF baseline's dictionary fit)."""
 
 from __future__ import annotations
 
