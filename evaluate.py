@@ -23,7 +23,7 @@ from mss_tf import TARGETS, cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", type=Path, help="run directory written by train.py (its best checkpoint; see --which)")
     what.add_argument("--saved-model", type=Path, help="SavedModel written by train.py --export or python -m mss_tf.export")
@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the fast BSSEval v4 (mss_tf.evaluation.bsseval; within 0.05 dB of museval) instead of museval")
     parser.add_argument("--usdr-only", action="store_true", help="skip BSSEval: uSDR, energy and the mixture floor only")
     parser.add_argument("--out", type=Path,
-                        help="folder for results.json and museval/ (default: the run directory; runs/eval-NAME otherwise); "
-                             "with --compare: the folder for the table and plots")
+                        help="folder for results.json and museval/ (default: the run directory; runs/eval-NAME for --saved-model "
+                             "and --oracle; required with --mixture); with --compare: the folder for the table and plots")
     parser.add_argument("--label", help="the name this evaluation goes by in comparisons (default: the preset or method)")
     parser.add_argument("--preset", default="bsrnn", help="with --oracle: the model preset whose STFT the masks use (default bsrnn)")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="with --oracle/--mixture: targets (default all four)")
@@ -66,7 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    """The flags, checked before anything is loaded or built: a bad value is one line and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.compare:
+        if args.out is None:
+            parser.error("--compare needs --out DIR for the table and plots")
+        return args
+    if args.mixture and args.out is None:
+        parser.error("--mixture needs --out DIR for its results (there is no run directory to write into)")
+    if args.tracks and len(args.tracks) == 1 and args.tracks[0].lstrip("-").isdigit() and int(args.tracks[0]) < 1:
+        parser.error(f"--tracks {args.tracks[0]}: need at least one track")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        parser.error(f"--max-seconds must be positive, got {args.max_seconds}")
+    if args.chunk_seconds is not None and not (args.chunk_seconds > 0 and 0 <= args.overlap < args.chunk_seconds):
+        parser.error(f"--chunk-seconds {args.chunk_seconds} / --overlap {args.overlap}: need 0 <= overlap < chunk")
+    if args.wiener < 0:
+        parser.error(f"--wiener must be >= 0, got {args.wiener}")
+    return args
 
 
 def select_tracks(tracks: list, wanted: list[str] | None, root: Path, subset: str) -> list:
@@ -77,9 +96,7 @@ def select_tracks(tracks: list, wanted: list[str] | None, root: Path, subset: st
         raise DataError(f"{root}: no tracks in the {subset} split")
     if not wanted:
         return tracks
-    if len(wanted) == 1 and wanted[0].isdigit():
-        if int(wanted[0]) < 1:
-            raise DataError(f"--tracks {wanted[0]}: need at least one track")
+    if len(wanted) == 1 and wanted[0].isdigit():  # parse_args refuses a count below 1
         return tracks[: int(wanted[0])]
     chosen = []
     for name in wanted:
@@ -93,47 +110,40 @@ def select_tracks(tracks: list, wanted: list[str] | None, root: Path, subset: st
 
 def main() -> int:
     args = parse_args()
-    from mss_tf.errors import ConfigError
-
     if args.compare:
         from mss_tf.evaluation import compare
 
-        if args.out is None:
-            raise ConfigError("--compare needs --out DIR for the table and plots")
         written = compare.write_comparison(args.compare, args.out)
         print(written["markdown"].read_text())
         for kind, path in written.items():
             print(f"{kind}: {path}")
         return 0
-    for name in ("workers",):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.max_seconds is not None and args.max_seconds <= 0:
-        raise ConfigError(f"--max-seconds must be positive, got {args.max_seconds}")
-    if args.chunk_seconds is not None and (args.chunk_seconds <= 0 or not 0 <= args.overlap < args.chunk_seconds):
-        raise ConfigError(f"--chunk-seconds {args.chunk_seconds} / --overlap {args.overlap}: need 0 <= overlap < chunk")
-
     from mss_tf.threads import configure_threads, model_class_at, parse_threads
 
     threads = parse_threads(args.threads)
-    model_dir = args.run if args.run is not None else args.saved_model
-    configure_threads(threads, model_class_at(model_dir) if model_dir is not None else None)  # before TF's first op
+    config = None
+    if args.run is not None:
+        from mss_tf.config import TrainConfig
+        from mss_tf.models.registry import get_preset
+
+        config = TrainConfig.load(args.run)  # read once; Separator.from_run below reuses it
+        model_class = get_preset(config.model).model
+    else:
+        model_class = model_class_at(args.saved_model) if args.saved_model is not None else None
+    configure_threads(threads, model_class)  # before TensorFlow's first op
 
     from mss_tf.data import musdb
+    from mss_tf.data.roots import resolve_data_root
     from mss_tf.evaluation import report
 
-    if args.wiener < 0:
-        raise ConfigError(f"--wiener must be >= 0, got {args.wiener}")
     chunking = {"chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap, "wiener_iterations": args.wiener}
     suffix = f" + MWF{args.wiener}" if args.wiener else ""
     root = None
-    if args.run is not None:
-        from mss_tf.config import TrainConfig
+    if config is not None:
         from mss_tf.inference import Separator
         from mss_tf.models.registry import model_parameters
 
-        config = TrainConfig.load(args.run)
-        separator = Separator.from_run(args.run, which=args.which, precision=args.precision, **chunking)
+        separator = Separator.from_run(args.run, which=args.which, precision=args.precision, config=config, **chunking)
         root = musdb.resolve_root(args.musdb_root) or (Path(config.data_root) if config.data_root else None)
         method, targets, name = separator.separate, separator.targets, config.model + suffix
         params = model_parameters(separator.model)
@@ -160,9 +170,9 @@ def main() -> int:
         def method(audio, rate):  # noqa: ANN001
             return report.mixture_as_estimate(audio, rate, targets)
 
-        out = args.out or Path("runs") / "eval-mixture"
+        out = args.out
     if root is None:
-        root, _ = cli.resolve_data_root(args.musdb_root, print)
+        root, _ = resolve_data_root(args.musdb_root, print)
     tracks = select_tracks(musdb.split_tracks(root, args.subset), args.tracks, root, args.subset)
     bss = "none" if args.usdr_only else ("fast" if args.fast else "museval")
     rows = report.evaluate_tracks(method, tracks, targets, progress=not args.quiet, bss=bss, workers=args.workers,

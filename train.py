@@ -12,7 +12,7 @@ from mss_tf import cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--model", help="preset name: unet, bsrnn, bsrnn-se, nmf, or a -tiny version (see --list)")
     parser.add_argument("--list", action="store_true", help="list the presets with their parameter counts and exit")
     parser.add_argument("--musdb-root", help="MUSDB18-HQ folder (default: $MUSDB_PATH, else the built-in demo set)")
@@ -197,6 +197,7 @@ def main() -> int:
             print(f"{config.model}: {spec.n_bins * model.n_components:,} dictionary entries (fitted, not trained)")
         return 0
 
+    from mss_tf.data.roots import resolve_data_root
     from mss_tf.training.run import new_run_dir, train_run
 
     shards = args.shards
@@ -211,7 +212,7 @@ def main() -> int:
             raise ConfigError(f"{shards}: no such shard folder")
         data_root = None
     else:
-        data_root, _ = cli.resolve_data_root(args.musdb_root, print)
+        data_root, _ = resolve_data_root(args.musdb_root, print)
     run_dir = run_dir or args.run_dir or new_run_dir(config.model)
     result = train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet)
     print(f"run directory: {run_dir}")
@@ -226,6 +227,7 @@ def tune(args: argparse.Namespace, config, options) -> int:
     """train.py --tune: prepare the data once, then search (or continue the search in --run-dir)."""
     import os
 
+    from mss_tf.data.roots import resolve_data_root
     from mss_tf.errors import ConfigError
     from mss_tf.training.run import ensure_shards, make_datasets, new_run_dir, set_seeds
     from mss_tf.training.tuning import is_chief, tune_run
@@ -240,7 +242,7 @@ def tune(args: argparse.Namespace, config, options) -> int:
                               "(python datasets/prepare_musdb.py ...): they must not build shards concurrently")
         if shards is not None and not shards.is_dir():
             raise ConfigError(f"{shards}: no such shard folder")
-        data_root = None if shards is not None else cli.resolve_data_root(args.musdb_root, print)[0]
+        data_root = None if shards is not None else resolve_data_root(args.musdb_root, print)[0]
         shards = ensure_shards(config, data_root, shards, not args.quiet, print)
         config.data_root, config.shards = (str(data_root) if data_root else None), str(shards)
         train_data, valid_ds = make_datasets(config, shards)

@@ -75,7 +75,7 @@ def main() -> None:
         write_section("Losses (benchmarks/losses.py)", markdown(runs, masks, args, info))
         write_readme_block("losses", readme_summary(runs, masks, args, info))
         return
-    from mss_tf.cli import data_dir
+    from mss_tf.data.roots import data_dir
     from mss_tf.data import demo
 
     info = machine()

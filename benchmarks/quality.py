@@ -174,7 +174,7 @@ def markdown(results: list[dict[str, Any]], minutes: float, info: dict[str, Any]
 
 def main() -> None:
     args = parse_args()
-    from mss_tf.cli import data_dir
+    from mss_tf.data.roots import data_dir
     from mss_tf.data import demo
 
     root = args.musdb_root or demo.make_demo_set(data_dir() / "demo-musdb")

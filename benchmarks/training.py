@@ -103,7 +103,7 @@ def loop_speed(preset: str, precision: str, jit: bool, steps: int) -> dict[str, 
 
 def input_wait(preset: str, epochs: int, steps: int) -> dict[str, Any]:
     """`input_wait` of train_run on the demo shards: share of epoch time spent in next(iterator)."""
-    from mss_tf.cli import data_dir
+    from mss_tf.data.roots import data_dir
     from mss_tf.config import TrainConfig
     from mss_tf.data.demo import make_demo_set
     from mss_tf.training.run import train_run
@@ -234,7 +234,7 @@ def bf16_quality(steps: int, work_dir: Path) -> list[dict[str, Any]]:
     """bsrnn-small trained `steps` steps in float32 and in mixed_bfloat16, each evaluated in both."""
     from quality import evaluate_run, train_and_evaluate
 
-    from mss_tf.cli import data_dir
+    from mss_tf.data.roots import data_dir
     from mss_tf.data.demo import make_demo_set
 
     root = make_demo_set(data_dir() / "demo-musdb")

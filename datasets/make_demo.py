@@ -13,14 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mss_tf import cli  # noqa: E402
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one `error: ...` line on stderr and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -41,8 +33,8 @@ def seconds_value(text: str) -> float:
     return value
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = OneLineParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(
         description="Write synthetic songs (drums, bass, other, vocals and their exact sum as mixture) in the "
         "MUSDB18-HQ folder layout: OUT/{train,test}/<track>/{mixture,drums,bass,other,vocals}.wav, stereo "
         "float32 wav. Same flags, same bytes; a complete set with the same flags is reused, not rewritten.",
@@ -62,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="balanced (default): every stem plays throughout at similar levels; sparse: stems up "
                         "to 20 dB apart and silent for stretches, as in real mixes (a harder second set)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.train + args.test == 0:
         parser.error("--train and --test are both 0: the demo set needs at least one track")

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mss_tf import cli  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--check", type=Path, metavar="DIR",
                         help="verify a shard folder (or a folder of split folders) against its manifest and exit")
     parser.add_argument("--musdb-root", help="MUSDB18 (.stem.mp4) or MUSDB18-HQ (wav) folder (default: $MUSDB_PATH)")
@@ -35,7 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep every crop (default: drop crops whose target stems have RMS < 0.005 or < 30%% activity)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main() -> int:

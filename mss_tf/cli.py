@@ -1,16 +1,52 @@
-"""Shared command-line plumbing: one-line errors with exit code 2, the data-root default."""
+"""Shared plumbing of the command-line programs (train.py, evaluate.py, separate.py, datasets/*.py,
+`python -m mss_tf.study`, `python -m mss_tf.export`); the library never imports it.
+
+- `ArgumentParser`: a bad flag is one line, `error: ...`, on stderr and exit code 2 (no usage
+  block); every program gets `--verbose`.
+- Importing this module hides TensorFlow's C++ start-up lines (CUDA/cuDNN/TensorRT probes, CPU
+  feature and oneDNN notes) unless `--verbose` is on the command line, so it must be imported
+  before TensorFlow.
+- `run`: a program's main, whose typed errors (`mss_tf.errors`) become one `error: ...` line
+  and exit code 2.
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from pathlib import Path
-from typing import Callable
+from typing import Callable, MutableMapping, NoReturn, Sequence
 
 from mss_tf.errors import MssError
 
-# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notes) hides the CLIs' own output
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+VERBOSE_FLAG = "--verbose"
+
+
+def quiet_tensorflow(argv: Sequence[str], environ: MutableMapping[str, str] = os.environ) -> None:
+    """Hide TensorFlow's C++ log lines below FATAL unless `--verbose` is in `argv`.
+
+    They are printed from C++ while `import tensorflow` runs, so this must come first; a
+    TF_CPP_MIN_LOG_LEVEL the user set is kept. Python warnings and our own messages still show.
+    """
+    if VERBOSE_FLAG not in argv:
+        environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+quiet_tensorflow(sys.argv[1:])
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one `error: ...` line on stderr and exit code 2, with `--verbose`."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.add_argument(VERBOSE_FLAG, action="store_true",
+                          help="also show TensorFlow's start-up and C++ log lines (hidden by default)")
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def run(main: Callable[[], int | None]) -> None:
@@ -25,27 +61,3 @@ def run(main: Callable[[], int | None]) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
-
-
-def data_dir() -> Path:
-    """Where cached data (demo set, shards) lives: `$MSS_TF_DATA`, default `./data`."""
-    return Path(os.environ.get("MSS_TF_DATA", "data"))
-
-
-def resolve_data_root(musdb_root: str | None, log: Callable[[str], None]) -> tuple[Path, bool]:
-    """The MUSDB root to use and whether it is the built-in demo set (generated and cached)."""
-    from mss_tf.data import musdb
-
-    root = musdb.resolve_root(musdb_root)
-    if root is not None:
-        return root, False
-    from mss_tf.data.demo import make_demo_set
-
-    demo_root = data_dir() / "demo-musdb"
-    banner = "=" * 72
-    log(banner)
-    log("No --musdb-root and no MUSDB_PATH: using the built-in procedural DEMO set")
-    log(f"({demo_root}); results on it say nothing about real music.")
-    log(banner)
-    make_demo_set(demo_root)
-    return demo_root, True

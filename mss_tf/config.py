@@ -9,10 +9,11 @@ from typing import Any
 
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import CheckpointError, ConfigError
-from mss_tf.models.registry import check_model_kwargs, get_preset
+from mss_tf.models.registry import PRECISIONS, check_model_kwargs, get_preset
 from mss_tf.utils import atomic_write
 
 CONFIG_FILE = "config.json"
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # --strategy (mss_tf.training.distribute)
 
 # The JSON types each setting accepts (None is accepted for every setting: the preset's default).
 _NUMBER = (int, float)
@@ -115,8 +116,6 @@ class TrainConfig:
         for name in ("weight_decay", "clip_norm"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        from mss_tf.training.distribute import PRECISIONS, STRATEGIES
-
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r} (choose from {', '.join(STRATEGIES)})")
         if self.precision not in PRECISIONS:

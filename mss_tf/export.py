@@ -32,6 +32,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+if __name__ == "__main__":  # `python -m mss_tf.export`: the CLI plumbing first, so TensorFlow starts quietly
+    from mss_tf import cli
+
 import numpy as np
 import tensorflow as tf
 
@@ -243,8 +246,8 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best", chunk_
         raise CheckpointError(f"{run_dir}: is a SavedModel, not a run directory")
     _check_replaceable(Path(out))
     config = TrainConfig.load(run_dir)
-    separator = Separator.from_run(run_dir, which=which, precision="float32", chunk_seconds=chunk_seconds,
-                                   overlap_seconds=overlap_seconds)
+    separator = Separator.from_run(run_dir, which=which, precision="float32", config=config,
+                                   chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
     extra = {"run_dir": str(run_dir.resolve()), "checkpoint": which, "trained_precision": config.precision}
     return export_separator(separator, out, extra)
 
@@ -329,8 +332,9 @@ def load_saved_model(path: str | Path, wiener_iterations: int = 0) -> SavedModel
     return SavedModelSeparator(path, loaded, metadata, wiener_iterations)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of `python -m mss_tf.export` (which passes `mss_tf.cli.ArgumentParser`: one-line errors)."""
+    parser = parser_class(
         prog="python -m mss_tf.export",
         description="Export a trained run as a float32 SavedModel whose serving_default signature maps a "
         "waveform [channels, samples] at the model's sample rate to stems [targets, channels, samples] "
@@ -351,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> int:
+    parser = build_parser(parser_class)
     args = parser.parse_args(argv)
     if args.info is not None:
         separator = load_saved_model(args.info)
@@ -366,6 +370,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mss_tf import cli
-
-    cli.run(main)
+    cli.run(lambda: main(parser_class=cli.ArgumentParser))

@@ -1,22 +1,15 @@
-"""The one separation path: chunked overlap-add separation of audio of any length.
+"""Separation of audio of any length with a trained run (evaluate.py, separate.py).
 
-One chunking rule and one overlap-add (`OverlapAdd`) serve every caller:
+`Separator.from_run` rebuilds a run's model from its checkpoint. `WaveformSeparator.separate`
+separates a track in memory; `separate_file` streams a file block by block (separate.py), so
+memory is bounded by the chunk, not the song, with the same output. `wiener_filter` is the
+optional multichannel Wiener post-filter. Exports (`mss_tf.export`) run the same chunking in
+their graph.
 
-- `WaveformSeparator.separate(audio, rate)`: in memory (evaluate.py): the whole track is
-  resampled to the model's rate, pushed through `OverlapAdd` at once, and resampled back.
-- `separate_file(separator, path, {target: path})` (separate.py) and `StreamingSeparation`:
-  blocks read from the file, resampled to the model's rate by a streaming soxr resampler,
-  pushed through the same `OverlapAdd`, resampled back and written block by block, so memory
-  is bounded by the chunk, not the song. It gives the in-memory output (the streaming soxr
-  resampler gives `audio_io.resample`'s samples exactly).
-- SavedModels (`mss_tf.export`) run the same rule inside their graph; for streaming,
-  `SavedModelSeparator.separate_batch` calls the graph on one chunk at a time.
-
-Chunks: a track no longer than `chunk` samples (at the model's rate) is one model call at its
-own length; a longer one is cut into chunks starting every `chunk - overlap` samples, the last
-chunk being the track's final `chunk` samples, each separated channel by channel (mono
-signals, `chunks_per_call` chunks per model call), and overlap-added with Hann crossfades
-divided by the summed weights.
+Chunks: a track no longer than one chunk is one model call at its own length; a longer one is
+cut into chunks every `chunk - overlap` samples (the last ending at the track's end), each
+channel separated as a mono signal, and overlap-added with Hann crossfades divided by the
+summed weights.
 """
 
 from __future__ import annotations
@@ -454,15 +447,17 @@ class Separator(WaveformSeparator):
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, which: str = "best", precision: str = "float32", **kwargs: float
+        cls, run_dir: str | Path, which: str = "best", precision: str = "float32", config: TrainConfig | None = None,
+        **kwargs: float,
     ) -> "Separator":
         """Rebuild the model of a run directory and load its best (or latest) checkpoint.
 
         `precision` is the Keras dtype policy the model runs in (`mixed_bfloat16` computes the
         layers in bfloat16 with float32 weights; STFT, masks and iSTFT stay float32), whatever
         precision the run was trained in: checkpoints hold float32 weights either way.
+        `config` is the run's `TrainConfig.load(run_dir)` when the caller has read it already.
         """
-        config = TrainConfig.load(run_dir)
+        config = config if config is not None else TrainConfig.load(run_dir)
         spec = config.spectrogram
         if kwargs.get("chunk_seconds") is None:
             kwargs["chunk_seconds"] = default_chunk_seconds(config.model)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mss_tf import cli
 from mss_tf.errors import ConfigError
 from mss_tf.utils import atomic_write
 
@@ -45,7 +45,7 @@ ORACLE, MIXTURE = "oracle-irm2", "mixture"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mss_tf.study", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m mss_tf.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-minutes", type=float, default=60.0,
                         help="the whole study's time: 70%% goes to training, shared equally by the trained models "
@@ -92,13 +92,13 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     return jobs
 
 
-def _run(command: list[str], log) -> float:  # noqa: ANN001
+def _run(command: list[str], log, verbose: bool = False) -> float:  # noqa: ANN001
     """Run one of the project's CLIs; its output goes to the study log. Returns its wall time."""
     started = time.monotonic()
+    command = [*command, cli.VERBOSE_FLAG] if verbose else command
     log.write(f"$ {' '.join(command)}\n")
     log.flush()
-    result = subprocess.run([sys.executable, *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run([sys.executable, *command], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise ConfigError(f"{command[0]} failed (exit {result.returncode}); see {log.name}")
     return time.monotonic() - started
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             steps.get(f"{name}/{key}", {}).get("command") == command for key, command in commands.items())
 
     def record(key: str, command: list[str], log) -> None:  # noqa: ANN001
-        steps[key] = {"command": command, "seconds": _run(command, log)}
+        steps[key] = {"command": command, "seconds": _run(command, log, args.verbose)}
         atomic_write(state_path, json.dumps(state, indent=2))
 
     with open(out / "study.log", "a") as log:
@@ -187,6 +187,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from mss_tf import cli
-
     cli.run(main)

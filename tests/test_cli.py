@@ -1,20 +1,37 @@
 """Bad input to the CLIs: one line naming the problem and the path, exit code 2, nothing left behind."""
 
+import importlib
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from mss_tf import cli
 from tests.conftest import REPO
+
+# What TensorFlow's C++ side prints at start-up (and later) unless --verbose: every line of its log
+# format (`2026-01-01 00:00:00.000000: I tensorflow/...`), and the bits of the known messages
+TF_NOISE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |cuFFT|cuDNN|cuBLAS|TensorRT|oneDNN|"
+                      r"cpu_feature_guard|rebuild TensorFlow|cuda drivers", re.MULTILINE)
+
+
+def program(script):
+    """The command line of a CLI: `train.py` etc. by path, `mss_tf.study` etc. with `python -m`."""
+    return [sys.executable, "-m", script] if script.startswith("mss_tf.") else [sys.executable, str(REPO / script)]
 
 
 def run_cli(script, *args, env_extra=None, cwd=None, timeout=300):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env_extra or {})}
+    env = {**os.environ, **(env_extra or {})}
     env.pop("MUSDB_PATH", None)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLIs quiet TensorFlow themselves
+    if script.startswith("mss_tf."):  # python -m from any folder
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run(
-        [sys.executable, str(REPO / script), *map(str, args)],
+        [*program(script), *map(str, args)],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
     )
 
@@ -87,38 +104,82 @@ def test_evaluate_missing_run_dir(tmp_path, env):
     assert_one_line_error(result, tmp_path / "nope")
 
 
-def test_help_explains_flags():
-    for script in ("train.py", "evaluate.py", "separate.py", "datasets/make_demo.py"):
-        result = run_cli(script, "--help")
-        assert result.returncode == 0 and "--" in result.stdout
+def _module(script):
+    if script.startswith("mss_tf."):
+        return importlib.import_module(script)
+    spec = importlib.util.spec_from_file_location(f"cli_{script.replace('/', '_')[:-3]}", REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_train_help_documents_every_flag():
-    result = run_cli("train.py", "--help")
-    import re
+def parser_of(script):
+    """The parser the CLI runs with (python -m mss_tf.export passes the one-line parser class)."""
+    module = _module(script)
+    return module.build_parser(cli.ArgumentParser) if script == "mss_tf.export" else module.build_parser()
 
-    flags = set(re.findall(r"(--[a-z][a-z-]+)", result.stdout))
+
+CLIS = ["train.py", "evaluate.py", "separate.py", "datasets/make_demo.py", "datasets/prepare_musdb.py",
+        "mss_tf.study", "mss_tf.export"]
+
+
+@pytest.mark.parametrize("script", CLIS)
+def test_help_explains_every_flag(script):
+    parser = parser_of(script)
+    assert isinstance(parser, cli.ArgumentParser)
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert "--verbose" in [a.option_strings[-1] for a in options]
+    assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
+    result = run_cli(script, "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
+    shown = set(re.findall(r"(--[a-z][a-z-]+)", result.stdout))
+    assert {a.option_strings[-1] for a in options} <= shown
+
+
+def test_train_help_documents_the_contract_flags():
+    flags = {a.option_strings[-1] for a in parser_of("train.py")._actions if a.option_strings}
     for flag in ("--strategy", "--precision", "--deterministic", "--resume", "--config", "--checkpoint-every",
                  "--jit-compile", "--loss", "--alpha", "--lr-decay", "--clip-norm", "--weight-decay", "--targets",
-                 "--patience", "--seed", "--max-minutes", "--steps-per-epoch", "--export"):
+                 "--patience", "--seed", "--max-minutes", "--steps-per-epoch", "--export", "--musdb-root",
+                 "--shards", "--run-dir", "--epochs", "--summary", "--tune", "--max-trials"):
         assert flag in flags, flag
-    # every option has a help text
-    import train
-
-    options = [a for a in train.build_parser()._actions if a.option_strings and a.dest != "help"]
-    assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
 
 
-@pytest.mark.parametrize("script", ["evaluate", "separate"])
-def test_evaluate_and_separate_help_document_every_flag(script):
-    import importlib
+@pytest.mark.parametrize("script, args, needle", [
+    ("train.py", ["--epochs", "abc"], "--epochs"),
+    ("train.py", ["--model", "unet-tiny", "--no-such-flag"], "--no-such-flag"),
+    ("evaluate.py", ["--run"], "--run"),
+    ("evaluate.py", ["--mixture"], "--out"),
+    ("evaluate.py", ["--mixture", "--out", "mix", "--tracks", "0"], "--tracks 0"),
+    ("evaluate.py", ["--run", "no-run", "--tracks", "-3"], "--tracks -3"),
+    ("evaluate.py", ["--run", "no-run", "--workers", "0"], "--workers"),
+    ("separate.py", ["song.wav", "--model", "m", "--out", "o", "--format", "mp3"], "--format"),
+    ("datasets/make_demo.py", ["--out", "demo", "--seed", "-1"], "--seed"),
+    ("datasets/prepare_musdb.py", ["--workers", "many"], "--workers"),
+    ("mss_tf.study", ["--budget-steps", "x"], "--budget-steps"),
+    ("mss_tf.export", ["--which", "worst"], "--which"),  # imports TensorFlow first: still one line
+])
+def test_a_bad_flag_is_one_line_and_exit_code_2_before_any_work(tmp_path, script, args, needle):
+    result = run_cli(script, *args, cwd=tmp_path, env_extra={"MSS_TF_DATA": str(tmp_path / "data")})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []  # no demo set, no run or output folder
 
-    options = [a for a in importlib.import_module(script).build_parser()._actions if a.option_strings and a.dest != "help"]
-    assert len(options) >= 8
-    assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
-    shown = run_cli(f"{script}.py", "--help").stdout
-    for action in options:
-        assert action.option_strings[-1] in shown, action.option_strings
+
+def test_tensorflow_is_quiet_unless_verbose():
+    environ = {}
+    cli.quiet_tensorflow(["--model", "unet"], environ)
+    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    environ = {}
+    cli.quiet_tensorflow(["--model", "unet", "--verbose"], environ)
+    assert environ == {}
+    environ = {"TF_CPP_MIN_LOG_LEVEL": "0"}  # the user's own setting wins
+    cli.quiet_tensorflow([], environ)
+    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "0"}
+    assert TF_NOISE.search("2026-11-27 00:36:43.004660: E external/local_xla/xla/stream_executor/cuda/cuda_fft.cc:479] "
+                           "Unable to register cuFFT factory")
+    assert not TF_NOISE.search("error: --epochs: invalid int value: 'abc'\nepoch 1/2: loss 0.12")
 
 
 def _snapshot(folder):
@@ -147,6 +208,7 @@ def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, e
     result = run_cli("train.py", "--config", config, "--epochs", "1", "--musdb-root", tone_musdb, "--run-dir", run,
                      "--quiet", "--crop-seconds", "2", env_extra=env)
     assert result.returncode == 0, result.stderr
+    assert not TF_NOISE.search(result.stderr), result.stderr  # TensorFlow's start-up lines need --verbose
     saved = json.loads((run / "config.json").read_text())
     assert saved["epochs"] == 1 and saved["steps_per_epoch"] == 2 and saved["lr_decay"] == 0.5  # flag over file
     before = _snapshot(run)

@@ -172,7 +172,7 @@ def test_graph_chunk_starts_match_the_separator(n_samples):
 def run_cli(args: list, capsys) -> tuple[int, str]:
     """`python -m mss_tf.export ARGS` in this process: exit code and stderr."""
     with pytest.raises(SystemExit) as exit_info:
-        cli.run(lambda: main([str(a) for a in args]))
+        cli.run(lambda: main([str(a) for a in args], cli.ArgumentParser))
     return exit_info.value.code, capsys.readouterr().err
 
 

@@ -52,7 +52,11 @@ def test_train_run_writes_run_dir_and_resumes(tone_musdb, tmp_path, monkeypatch)
         np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(key))
     assert len(model_variables(separator.model)) == len(separator.model.weights)
     mix = tf.random.stateless_normal([1, 20, 513, 2], seed=[0, 1])
-    again = Separator.from_run(run)
+    # a config the caller has read already (evaluate.py) is used as it is, not read again
+    config = TrainConfig.load(run)
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainConfig, "load", lambda *a: pytest.fail("config.json read a second time"))
+        again = Separator.from_run(run, config=config)
     np.testing.assert_array_equal(separator.model(mix, training=False), again.model(mix, training=False))
     # the same checkpoint run in bfloat16: float32 weights, bfloat16 layers, float32 waveforms out
     bf16 = Separator.from_run(run, precision="mixed_bfloat16")
@@ -75,18 +79,19 @@ def test_train_run_writes_run_dir_and_resumes(tone_musdb, tmp_path, monkeypatch)
     assert [h["epoch"] for h in result["history"]] == [3]
 
 
-def test_training_reduces_loss_on_a_fixed_batch():
+def test_training_reduces_loss_on_a_fixed_batch(tmp_path):
     from mss_tf.training.loop import Trainer
 
     model = build_model("unet-tiny")
     mixture = tf.random.stateless_uniform([2, 16, 65, 2], seed=[1, 2], minval=-1, maxval=1)
     targets = tf.stack([0.8 * mixture, 0.1 * mixture, 0.05 * mixture, 0.05 * mixture], axis=1)
-    trainer = Trainer(model, _config(learning_rate=1e-2).resolve(), "/tmp/unused-run")
+    trainer = Trainer(model, _config(learning_rate=1e-2).resolve(), tmp_path / "run")
     trainer._build(mixture)
     first = float(trainer._train_step(mixture, targets)[0])
     for _ in range(60):
         last = float(trainer._train_step(mixture, targets)[0])
     assert last < 0.5 * first
+    assert not (tmp_path / "run").exists()  # training steps write nothing; checkpoints and logs come from fit
 
 
 def test_restore_weights_refuses_another_models_checkpoint(tmp_path):

@@ -23,7 +23,8 @@ def usdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     """uSDR in dB: 10 log10(sum s^2 / sum (s - s_hat)^2) over all samples and channels of a track.
 
     This is the "utterance SDR" of the Music Demixing Challenge and of recent papers (BSRNN
-    reports it beside museval's cSDR). A silent estimate scores exactly 0 dB.
+    reports it beside museval's cSDR). A silent estimate scores exactly 0 dB; against a silent
+    reference any sound scores 10 log10(EPS / sum s_hat^2) (finite, far below 0 dB) and silence 0 dB.
     """
     reference = np.asarray(reference, np.float64)
     estimate = np.asarray(estimate, np.float64)

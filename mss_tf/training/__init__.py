@@ -1,1 +1,4 @@
-"""The one shared custom training loop and its checkpoints."""
+"""Training: the one custom training loop (loop), strategies and precision (distribute), a run
+end to end (run), per-target validation health (health), TensorBoard media (summaries) and the
+hyperparameter search (tuning).
+"""

@@ -23,10 +23,11 @@ import os
 
 import tensorflow as tf
 
+from mss_tf.config import STRATEGIES
 from mss_tf.errors import ConfigError
-from mss_tf.models.registry import PRECISIONS, precision_scope  # noqa: F401  (re-exported)
+from mss_tf.models.registry import PRECISIONS, precision_scope
 
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+__all__ = ["PRECISIONS", "STRATEGIES", "check_batch", "is_chief", "make_strategy", "precision_scope", "worker_id"]
 
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:

@@ -1,4 +1,5 @@
-"""A training run end to end: data root -> cached shards -> datasets -> model -> Trainer."""
+"""A training run end to end: data root -> cached shards -> datasets -> model -> Trainer (or the
+NMF baseline's dictionary fit)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from mss_tf.cli import data_dir
 from mss_tf.config import TrainConfig
 from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
+from mss_tf.data.roots import data_dir
 from mss_tf.data.shards import iterate_examples, read_manifest
 from mss_tf.errors import ConfigError
 from mss_tf.models.registry import build_model, get_preset, is_neural, model_parameters
