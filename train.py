@@ -112,11 +112,15 @@ FIXED_ON_RESUME = ("batch_size", "seed", "crop_seconds", "targets")
 def check_resume(config, args: argparse.Namespace, overrides: dict) -> None:
     """A resume continues the run in the directory: a flag that contradicts it is an error."""
     from mss_tf.errors import ConfigError
+    from mss_tf.models.registry import is_neural
 
     if args.model and args.model != config.model:
         raise ConfigError(f"{args.resume}: is a {config.model} run, not {args.model}")
     if args.config:
         raise ConfigError("--config and --resume together: a resumed run keeps its own config.json")
+    if not is_neural(config.model):
+        raise ConfigError(f"{args.resume}: is a {config.model} run, fitted in one go: there is nothing to resume "
+                          "(fit again with --run-dir)")
     if args.model_arg:
         raise ConfigError(f"{args.resume}: --model-arg cannot change the architecture of a run being resumed")
     for key in FIXED_ON_RESUME:

@@ -222,7 +222,7 @@ def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, e
     saved["model_kwargs"]["filters"] = [2, 4, 8]
     (run / "config.json").write_text(json.dumps(saved))
     before = _snapshot(run)
-    assert_one_line_error(run_cli("train.py", "--resume", run, "--epochs", "2", env_extra=env), "does not hold the state")
+    assert_one_line_error(run_cli("train.py", "--resume", run, "--epochs", "2", env_extra=env), "does not hold the weights")
     assert _snapshot(run) == before
     # shards of another STFT than the model's: named, and no run directory is created
     shards = json.loads((run / "config.json").read_text())["shards"]

@@ -7,7 +7,7 @@ import pytest
 
 from mss_tf.data import musdb
 from mss_tf.inference import Separator
-from tests.test_cli import run_cli
+from tests.test_cli import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,10 @@ def test_nmf_baseline_fits_and_evaluates_through_the_clis(tone_musdb, tmp_path):
     assert [t["track"] for t in results["tracks"]] == ["test song"]  # the data it was fitted on, not the demo set
     # the tone stems have distinct spectra: supervised NMF must separate them well
     assert results["average"]["usdr"] > results["baseline"]["average"]["usdr"] + 3.0
+    # a fitted NMF has nothing to resume: refused, the fitted model untouched
+    fitted = (run / "nmf.npz").stat().st_mtime_ns
+    assert_one_line_error(run_cli("train.py", "--resume", run, "--epochs", 3, env_extra=env), "nothing to resume")
+    assert (run / "nmf.npz").stat().st_mtime_ns == fitted
 
 
 def test_bsrnn_se_tiny_trains_and_evaluates_through_the_clis(tone_musdb, tmp_path):
