@@ -49,18 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="bsrnn", help="with --oracle: the model preset whose STFT the masks use (default bsrnn)")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="with --oracle/--mixture: targets (default all four)")
     parser.add_argument("--which", choices=["best", "latest"], default="best", help="with --run: which checkpoint (default best)")
-    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
-                        help="with --run: the Keras dtype policy the model runs in (default float32)")
     parser.add_argument("--chunk-seconds", type=float,
                         help="separation chunk length in seconds (default 10; 5 for BSRNNs, which need more memory per second)")
-    parser.add_argument("--overlap", type=float, default=1.0, help="overlap of consecutive chunks in seconds (default 1)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="with --run/--saved-model: multichannel Wiener post-filter (norbert, N EM iterations) on "
                              "the stereo estimates; results go to RUN/eval-wiener-N unless --out (default 0: off)")
-    parser.add_argument("--threads", default="auto", metavar="auto|default|N",
-                        help="TensorFlow CPU threads for the model: auto (BSRNNs: one intra-op thread per two cores, "
-                             "the two directions of each BLSTM side by side; others: TensorFlow's default), default, "
-                             "or N intra-op threads (default auto)")
+    cli.add_separation_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -37,18 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="write only these stems (default: all the model makes)")
     parser.add_argument("--chunk-seconds", type=float,
                         help="separation chunk length in seconds (default 10; 5 for BSRNNs, which need more memory per second)")
-    parser.add_argument("--overlap", type=float, default=1.0, help="overlap of consecutive chunks in seconds (default 1)")
     parser.add_argument("--chunks-per-call", type=int, default=1, metavar="K",
                         help="chunks separated together in one model call (default 1; more is faster on a GPU, "
                         "costs memory in proportion, same output; a run directory only)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="multichannel Wiener post-filter with N EM iterations on stereo input (default 0: off)")
-    parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
-                        help="Keras dtype policy of a run's model (default float32; SavedModels are float32)")
-    parser.add_argument("--threads", default="auto", metavar="auto|default|N",
-                        help="TensorFlow CPU threads: auto (BSRNNs: one intra-op thread per two cores, so the two "
-                             "directions of each BLSTM run side by side; others: TensorFlow's default), default, or N "
-                             "intra-op threads (default auto)")
+    cli.add_separation_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -4,16 +4,22 @@
   folder and renamed into place once complete, so a crash never leaves a half-written file under
   the final name and a failed write leaves an existing file untouched.
 - ``one_line``: an error text squeezed onto one line of bounded length, for one-line messages.
+- ``dataclass_from_dict``: a settings dataclass from its JSON form, refusing unknown keys.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
-__all__ = ["atomic_path", "atomic_write", "one_line", "temporary_path"]
+from mss_tf.errors import ConfigError
+
+__all__ = ["atomic_path", "atomic_write", "dataclass_from_dict", "one_line", "temporary_path"]
+
+T = TypeVar("T")
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -57,3 +63,15 @@ def one_line(text: object, limit: int = 300) -> str:
     characters (ending in ``...`` when cut)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def dataclass_from_dict(cls: type[T], data: Mapping[str, Any], what: str, tuples: Iterable[str] | None = None) -> T:
+    """``cls(**data)`` for a settings dataclass read back from JSON: an unknown key is a
+    one-line ConfigError naming ``what``; lists become tuples again (for the fields in
+    ``tuples``, or for every field when it is None)."""
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} settings {unknown} (known: {sorted(known)})")
+    convert = known if tuples is None else set(tuples)
+    return cls(**{k: tuple(v) if k in convert and isinstance(v, list) else v for k, v in data.items()})

@@ -43,21 +43,21 @@ def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path)
     root = write_tone_musdb(tmp_path / "musdb", 7.0)
     out = tmp_path / "study"
     env = {"MSS_TF_DATA": str(tmp_path / "data")}
-    command = ["--models", "unet-tiny", "bsrnn-se-tiny", "--budget-steps", "6", "--seeds", "2",
+    command = ["--models", "unet-tiny", "--budget-steps", "6", "--seeds", "2",
                "--musdb-root", root, "--fast", "--max-seconds", "4", "--out", out, "--workers", "1",
                "--readme", tmp_path / "README.md"]
     (tmp_path / "README.md").write_text("# x\n<!-- bench:study -->\nold\n<!-- /bench:study -->\nend\n")
     result = run_study(*command, env_extra=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (out / "REPORT.md").read_text()
-    for needle in ("unet-tiny", "bsrnn-se-tiny", "oracle IRM2", "mixture", "± ", "seeds 0..1",
+    for needle in ("unet-tiny", "oracle IRM2", "mixture", "± ", "seeds 0..1",
                    "6 training steps per model", "training_curves.png", "tradeoff.png"):
         assert needle in report, needle
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and "](study/tradeoff.png)" in readme and readme.endswith("end\n")
     for name in ("tradeoff.png", "sdr_boxplot.png", "training_curves.png", "comparison.md", "study.json"):
         assert (out / name).is_file(), name
-    for run in ("unet-tiny-seed0", "unet-tiny-seed1", "bsrnn-se-tiny-seed0", "bsrnn-se-tiny-seed1"):
+    for run in ("unet-tiny-seed0", "unet-tiny-seed1"):
         records = [json.loads(line) for line in (out / "runs" / run / "metrics.jsonl").read_text().splitlines()]
         assert records[-1]["step"] == 6, run  # the same step budget for every model
         assert json.loads((out / "runs" / run / "config.json").read_text())["seed"] == int(run[-1])
@@ -67,12 +67,12 @@ def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path)
     # the same command again reuses every finished run
     again = run_study(*command, env_extra=env)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("done earlier") == 4 and "training" not in again.stdout.split("# Study")[0]
+    assert again.stdout.count("done earlier") == 2 and "training" not in again.stdout.split("# Study")[0]
     # another budget is another study: the runs are trained again, stale times leave the report
     state = json.loads((out / "study.json").read_text())
     state["steps"]["gone-seed0/train"] = {"command": ["train.py"], "seconds": 6e6}
     (out / "study.json").write_text(json.dumps(state))
-    other = ["--models", "unet-tiny", "--budget-steps", "4", "--seeds", "1", *command[7:]]
+    other = ["--models", "unet-tiny", "--budget-steps", "4", "--seeds", "1", *command[6:]]
     third = run_study(*other, env_extra=env)
     assert third.returncode == 0, third.stderr[-3000:]
     assert "unet-tiny seed 0: training" in third.stdout and "done earlier" not in third.stdout

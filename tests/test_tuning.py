@@ -232,6 +232,7 @@ def test_a_failed_trial_is_recorded_and_the_search_goes_on(data, tmp_path, monke
     assert (tmp_path / "run" / "best_config.json").is_file()
 
 
+@pytest.mark.slow  # 35 s: `make test-slow`
 def test_hyperband_continues_trials_from_their_weights(data, tmp_path):
     _, shards = data
     result = _search("unet-tiny", shards["unet-tiny"], tmp_path / "run", tuner="hyperband", trial_epochs=3)
@@ -242,6 +243,7 @@ def test_hyperband_continues_trials_from_their_weights(data, tmp_path):
     assert all(r["status"] == "COMPLETED" for r in rows) and len(rows) >= 3
 
 
+@pytest.mark.slow  # 45 s of three processes: `make test-slow`
 def test_distributed_search_with_a_chief_and_two_workers(data, tmp_path):
     root, shards = data
     port = _free_ports(1)[0]

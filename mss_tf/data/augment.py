@@ -45,6 +45,7 @@ import numpy as np
 
 from mss_tf.audio.waveform import fit_length
 from mss_tf.errors import ConfigError, DataError
+from mss_tf.utils import dataclass_from_dict
 
 __all__ = ["AugmentConfig", "augment_crop", "augmented_copies", "source_length", "stable_key"]
 
@@ -121,11 +122,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AugmentConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown augmentation settings {unknown} (known: {sorted(known)})")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return dataclass_from_dict(cls, data, "augmentation")
 
 
 def source_length(length: int, config: AugmentConfig) -> int:

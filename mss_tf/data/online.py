@@ -51,6 +51,7 @@ import tensorflow as tf
 from mss_tf.audio import specaugment
 from mss_tf.data.shards import STEMS
 from mss_tf.errors import ConfigError
+from mss_tf.utils import dataclass_from_dict
 
 __all__ = [
     "OnlineAugmentConfig",
@@ -148,14 +149,7 @@ class OnlineAugmentConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "OnlineAugmentConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown online augmentation settings {unknown} (known: {sorted(known)})")
-        data = dict(data)
-        if data.get("dropout_stems") is not None:
-            data["dropout_stems"] = tuple(data["dropout_stems"])
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "online augmentation", tuples=["dropout_stems"])
 
 
 # --------------------------------------------------------------------------- single steps

@@ -29,6 +29,7 @@ import numpy as np
 
 from mss_tf import TARGETS
 from mss_tf.errors import ConfigError, DataError
+from mss_tf.utils import dataclass_from_dict
 
 RULES = ("rms", "activity")
 MODES = ("all", "any")
@@ -86,14 +87,7 @@ class QualityConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "QualityConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown:
-            raise ConfigError(f"QualityConfig: unknown fields {sorted(unknown)}")
-        kwargs = dict(data)
-        if kwargs.get("stems") is not None:
-            kwargs["stems"] = tuple(kwargs["stems"])
-        return cls(**kwargs)
+        return dataclass_from_dict(cls, data, "quality filter", tuples=["stems"])
 
 
 def _is_number(value: Any) -> bool:
