@@ -44,6 +44,7 @@ def _frames(store_json):
             for t in store_json["targets"]}
 
 
+@pytest.mark.slow  # `make test-slow`: kept out of the default run for its time
 def test_score_track_reproduces_museval_eval_mus_track():
     # museval's own MUSDB entry point on a stand-in track object: the same targets, scenarios
     # (vocals/accompaniment, then the four stems) and frame values.
@@ -228,6 +229,7 @@ def test_fast_bsseval_gives_museval_sdr_through_the_evaluation(eval_musdb):
         assert abs(a - b) < 0.05, (target, a, b)
 
 
+@pytest.mark.slow  # `make test-slow`: kept out of the default run for its time
 def test_a_savedmodel_evaluates_like_its_run_and_wiener_goes_beside_it(eval_musdb, tmp_path):
     from mss_tf.export import export_run
     from tests.test_export import fake_run

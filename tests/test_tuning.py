@@ -157,6 +157,7 @@ def test_unet_search_through_the_cli_writes_the_summary_and_the_best_config_trai
     assert_one_line_error(other, str(run / "tuning"), "unet-tiny")
 
 
+@pytest.mark.slow  # `make test-slow`: kept out of the default run for its time
 def test_best_models_load_their_trained_weights(data, tmp_path):
     _, shards = data
     result = _search("bsrnn-se-tiny", shards["bsrnn-se-tiny"], tmp_path / "run", objective="val_loss")
@@ -184,6 +185,7 @@ def test_best_models_load_their_trained_weights(data, tmp_path):
         {k: v for k, v in best_hp.values.items() if k in full["model_kwargs"]}
 
 
+@pytest.mark.slow  # `make test-slow`: kept out of the default run for its time
 def test_an_interrupted_search_continues_with_the_remaining_trials(data, tmp_path, monkeypatch):
     _, shards = data
     run = tmp_path / "run"
