@@ -119,6 +119,19 @@ def parser_of(script):
     return module.build_parser(cli.ArgumentParser) if script == "mss_tf.export" else module.build_parser()
 
 
+def run_main(script, args, monkeypatch, capsys, cwd=None):
+    """A CLI's main run in this process under cli.run, as its `__main__` block does: exit code,
+    stdout and stderr, without a Python and TensorFlow start-up per call."""
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+    main = _module(script).main
+    with pytest.raises(SystemExit) as exited:
+        cli.run(main)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess([script, *args], exited.value.code, captured.out, captured.err)
+
+
 CLIS = ["train.py", "evaluate.py", "separate.py", "datasets/make_demo.py", "datasets/prepare_musdb.py",
         "mss_tf.study", "mss_tf.export"]
 
@@ -130,10 +143,14 @@ def test_help_explains_every_flag(script):
     options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
     assert "--verbose" in [a.option_strings[-1] for a in options]
     assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
-    result = run_cli(script, "--help")
-    assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
-    shown = set(re.findall(r"(--[a-z][a-z-]+)", result.stdout))
+    shown = set(re.findall(r"(--[a-z][a-z-]+)", parser.format_help()))  # what --help prints
     assert {a.option_strings[-1] for a in options} <= shown
+
+
+def test_help_runs_as_a_command():
+    result = run_cli("train.py", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage:"), result.stderr
+    assert "--model" in result.stdout and "--verbose" in result.stdout
 
 
 def test_train_help_documents_the_contract_flags():
@@ -159,8 +176,12 @@ def test_train_help_documents_the_contract_flags():
     ("mss_tf.study", ["--budget-steps", "x"], "--budget-steps"),
     ("mss_tf.export", ["--which", "worst"], "--which"),  # imports TensorFlow first: still one line
 ])
-def test_a_bad_flag_is_one_line_and_exit_code_2_before_any_work(tmp_path, script, args, needle):
-    result = run_cli(script, *args, cwd=tmp_path, env_extra={"MSS_TF_DATA": str(tmp_path / "data")})
+def test_a_bad_flag_is_one_line_and_exit_code_2_before_any_work(tmp_path, monkeypatch, capsys, script, args, needle):
+    monkeypatch.setenv("MSS_TF_DATA", str(tmp_path / "data"))
+    if script == "mss_tf.export":  # its own process: the one case that imports TensorFlow before parsing
+        result = run_cli(script, *args, cwd=tmp_path)
+    else:  # the CLI's main in this process, as `python SCRIPT ARGS` runs it (refused before any work)
+        result = run_main(script, args, monkeypatch, capsys, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr

@@ -19,7 +19,7 @@ from mss_tf.training import loop as loop_module
 from mss_tf.training.run import make_datasets, prepare_config
 from mss_tf.training.tuning import TuneOptions, tune_run
 from tests.conftest import REPO, write_tone_musdb
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_cli import assert_one_line_error, run_cli, run_main
 from tests.test_loop import _free_ports
 
 TINY = ["--trial-epochs", "1", "--trial-steps", "3", "--crop-seconds", "2", "--quiet"]
@@ -101,23 +101,23 @@ def test_chosen_values_reach_the_config_and_the_model():
     assert config.model_kwargs["decoder_dropout"] == 0.1
 
 
-def test_show_search_space_and_bad_input_are_one_line_errors(tmp_path):
-    shown = run_cli("train.py", "--model", "bsrnn-se-tiny", "--show-search-space")
+def test_show_search_space_and_bad_input_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    shown = run_main("train.py", ["--model", "bsrnn-se-tiny", "--show-search-space"], monkeypatch, capsys)
     assert shown.returncode == 0 and "se_reduction" in shown.stdout and "{4, 8, 16}" in shown.stdout
     bad = tmp_path / "space.json"
     bad.write_text(json.dumps({"lerning_rate": {"min": 1e-4}}))
-    assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--tune", "--search-space", bad,
-                                  "--run-dir", tmp_path / "r"), "lerning_rate", str(bad))
+    assert_one_line_error(run_main("train.py", ["--model", "unet-tiny", "--tune", "--search-space", bad,
+                                  "--run-dir", tmp_path / "r"], monkeypatch, capsys), "lerning_rate", str(bad))
     bad.write_text(json.dumps({"loss_alpha": {"min": 0.9, "max": 0.1}}))
-    assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--show-search-space", "--search-space", bad),
+    assert_one_line_error(run_main("train.py", ["--model", "unet-tiny", "--show-search-space", "--search-space", bad], monkeypatch, capsys),
                           "empty range", "loss_alpha")
-    assert_one_line_error(run_cli("train.py", "--model", "nmf", "--tune"), "nmf")
-    assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--tune", "--strategy", "mirrored"), "--strategy")
-    assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--tune", "--max-trials", "0"), "--max-trials")
+    assert_one_line_error(run_main("train.py", ["--model", "nmf", "--tune"], monkeypatch, capsys), "nmf")
+    assert_one_line_error(run_main("train.py", ["--model", "unet-tiny", "--tune", "--strategy", "mirrored"], monkeypatch, capsys), "--strategy")
+    assert_one_line_error(run_main("train.py", ["--model", "unet-tiny", "--tune", "--max-trials", "0"], monkeypatch, capsys), "--max-trials")
     bad.write_text(json.dumps({"loss_alpha": {"min": 0.3, "max": 0.6}}))
-    assert_one_line_error(run_cli("train.py", "--model", "unet-tiny", "--tune", "--objective", "val_loss",
-                                  "--search-space", bad, "--run-dir", tmp_path / "r"), "loss_alpha", "val_usdr")
-    shown = run_cli("train.py", "--model", "unet-tiny", "--show-search-space", "--objective", "val_loss")
+    assert_one_line_error(run_main("train.py", ["--model", "unet-tiny", "--tune", "--objective", "val_loss",
+                                  "--search-space", bad, "--run-dir", tmp_path / "r"], monkeypatch, capsys), "loss_alpha", "val_usdr")
+    shown = run_main("train.py", ["--model", "unet-tiny", "--show-search-space", "--objective", "val_loss"], monkeypatch, capsys)
     assert shown.returncode == 0 and "loss_alpha" not in shown.stdout and "learning_rate" in shown.stdout
     assert not (tmp_path / "r").exists()
 
