@@ -174,6 +174,16 @@ def test_comparison_table_and_plots(tmp_path):
     assert compare.per_track_sdr(json.loads((folders[0] / "results.json").read_text()), "bass") == [3.0, 4.0, 5.0]
 
 
+def test_tradeoff_labels_of_close_points_do_not_overlap():
+    # two models 0.1 dB apart at almost the same size (bsrnn-small, bsrnn-se-small) once printed
+    # their names on top of each other; a third far away keeps the default place
+    anchors = [(300.0, 200.0), (302.0, 201.0), (100.0, 50.0), (301.0, 199.0)]
+    offsets = compare.label_offsets(anchors, width=90.0, height=11.0)
+    assert offsets[1] == 4.0 and offsets[2] == 4.0  # the highest of the cluster and the lone point
+    tops = sorted(y + o for (x, y), o in zip(anchors, offsets) if x > 200)
+    assert all(b - a >= 11.0 for a, b in zip(tops, tops[1:])), tops
+
+
 def test_evaluate_cli_mixture_oracle_and_compare(eval_musdb, tmp_path):
     env = {"MSS_TF_DATA": str(tmp_path / "data")}
     mix = run_cli("evaluate.py", "--mixture", "--musdb-root", eval_musdb, "--out", tmp_path / "mix", "--quiet",

@@ -151,6 +151,32 @@ def plot_boxes(models: list[tuple[str, dict[str, Any]]], path: Path) -> None:
     plt.close(figure)
 
 
+def label_offsets(anchors: Sequence[tuple[float, float]], width: float = 90.0, height: float = 11.0) -> list[float]:
+    """Vertical offsets (points) for labels written up and to the right of points at `anchors`
+    (x, y in points), so that no two labels overlap: a label that would cover one above it
+    moves down by a line until it is clear."""
+    placed: list[tuple[float, float]] = []
+    offsets = [0.0] * len(anchors)
+    for i in sorted(range(len(anchors)), key=lambda i: -anchors[i][1]):
+        x, y = anchors[i]
+        offset = 4.0
+        while any(abs(x - px) < width and abs(y + offset - py) < height for px, py in placed):
+            offset -= height
+        placed.append((x, y + offset))
+        offsets[i] = offset
+    return offsets
+
+
+def _annotate_apart(axis, points: list[tuple[str, float, float]]) -> None:
+    if not points:
+        return
+    axis.autoscale_view()
+    scale = 72.0 / axis.figure.dpi  # display pixels -> points
+    anchors = [tuple(v * scale for v in axis.transData.transform((x, y))) for _, x, y in points]
+    for (label, x, y), offset in zip(points, label_offsets(anchors)):
+        axis.annotate(label, (x, y), textcoords="offset points", xytext=(4, offset), fontsize=8)
+
+
 def plot_tradeoff(models: list[tuple[str, dict[str, Any]]], path: Path) -> None:
     import matplotlib
 
@@ -161,6 +187,7 @@ def plot_tradeoff(models: list[tuple[str, dict[str, Any]]], path: Path) -> None:
     key = "csdr" if all(_value(r["average"], "csdr") is not None for _, r in models) else "usdr"
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, (field, xlabel) in zip(axes, [("params", "parameters"), ("rtf", "separation time (RTF, s per s of audio)")]):
+        points: list[tuple[str, float, float]] = []
         for i, (label, results) in enumerate(models):
             y = _value(results["average"], key)
             x = results.get(field)
@@ -171,8 +198,9 @@ def plot_tradeoff(models: list[tuple[str, dict[str, Any]]], path: Path) -> None:
                 axis.axhline(y, color=colour, ls="--", lw=1.0, label=f"{label} ({y:.2f})")
             else:
                 axis.scatter([x], [y], color=colour, s=40, zorder=3, label=f"{label} ({y:.2f})")
-                axis.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                points.append((label, x, y))
         axis.set_xscale("log")
+        _annotate_apart(axis, points)
         axis.set_xlabel(xlabel + " (log scale)")
         axis.set_ylabel(f"average {'cSDR' if key == 'csdr' else 'uSDR'} (dB)")
         axis.grid(alpha=0.3)
