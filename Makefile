@@ -53,6 +53,9 @@ report: setup
 # two pytest workers (pytest-xdist), one test file each at a time: the many CLI tests spend
 # much of their time starting Python and TensorFlow on one core
 TEST_WORKERS ?= 2
+# TensorFlow's intra-op pool of each worker and of the CLIs it starts: the cores shared out among
+# the workers, so that two workers do not each spin a pool over every core (10:50 -> 10:07 on 2 cores)
+TEST_THREADS ?= $(shell $(PYTHON) -c 'import os; print(max(1, (os.cpu_count() or 2) // $(TEST_WORKERS)))')
 # the study (python -m mss_tf.study --help): NMF, U-Net, BSRNN, BSRNN-SE under one budget, on the
 # demo set unless MUSDB_PATH is set; writes study/REPORT.md and the README's Results block
 STUDY_ARGS ?=
@@ -60,7 +63,7 @@ study: setup
 	$(PY) -m mss_tf.study --out study --readme README.md $(STUDY_ARGS)
 
 test: setup
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+	TF_NUM_INTRAOP_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -228,6 +228,19 @@ def test_resample_length_and_identity(n):
     assert audio_io.resample(audio, SR, SR) is audio
 
 
+@pytest.mark.parametrize("n, orig, target", [(44100 * 2 + 7, SR, 16000), (16000 + 3, 16000, 44100), (9, SR, 16000)])
+def test_resample_gives_librosas_soxr_hq_samples(n, orig, target):
+    # soxr called directly, without librosa's import: the same samples as librosa's "soxr_hq",
+    # cut or zero-padded to round(n * target / orig)
+    import librosa
+
+    audio = np.random.default_rng(n).standard_normal((n, 2)).astype(np.float32)
+    expected = librosa.resample(audio, orig_sr=orig, target_sr=target, res_type="soxr_hq", axis=0)
+    expected = librosa.util.fix_length(expected, size=round(n * target / orig), axis=0)
+    np.testing.assert_array_equal(audio_io.resample(audio, orig, target), expected)
+    np.testing.assert_array_equal(audio_io.resample(audio[:, 0], orig, target), expected[:, 0])
+
+
 def test_mono_keeps_two_dimensions():
     audio = np.array([[1.0, 0.0], [0.5, -0.5]], np.float32)
     np.testing.assert_array_equal(audio_io.mono(audio), [[0.5], [0.0]])

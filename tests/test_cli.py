@@ -49,39 +49,39 @@ def env(tmp_path):
     return {"MSS_TF_DATA": str(tmp_path / "data")}
 
 
-def test_unknown_model(tmp_path, env):
-    result = run_cli("train.py", "--model", "transformer", "--run-dir", tmp_path / "run", env_extra=env)
+def test_unknown_model(tmp_path, env, monkeypatch, capsys):
+    result = run_main("train.py", ["--model", "transformer", "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, "transformer")
     assert not (tmp_path / "run").exists()
 
 
-def test_missing_musdb_root(tmp_path, env):
-    result = run_cli("train.py", "--model", "unet-tiny", "--musdb-root", tmp_path / "nowhere",
-                     "--run-dir", tmp_path / "run", env_extra=env)
+def test_missing_musdb_root(tmp_path, env, monkeypatch, capsys):
+    result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tmp_path / "nowhere",
+                                   "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, tmp_path / "nowhere")
     assert not (tmp_path / "run").exists()
 
 
-def test_folder_not_in_musdb_layout(tmp_path, env):
+def test_folder_not_in_musdb_layout(tmp_path, env, monkeypatch, capsys):
     (tmp_path / "music").mkdir()
     (tmp_path / "music" / "song.wav").write_bytes(b"RIFF")
-    result = run_cli("train.py", "--model", "unet-tiny", "--musdb-root", tmp_path / "music",
-                     "--run-dir", tmp_path / "run", env_extra=env)
+    result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tmp_path / "music",
+                                   "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, tmp_path / "music", "layout")
 
 
-def test_track_with_missing_stem(tone_musdb, tmp_path, env):
+def test_track_with_missing_stem(tone_musdb, tmp_path, env, monkeypatch, capsys):
     (tone_musdb / "train" / "song 1" / "vocals.wav").unlink()
-    result = run_cli("train.py", "--model", "unet-tiny", "--musdb-root", tone_musdb,
-                     "--run-dir", tmp_path / "run", env_extra=env)
+    result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tone_musdb,
+                                   "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, "vocals.wav")
     assert not (tmp_path / "run").exists()
 
 
-def test_non_audio_file_leaves_no_shards_or_run(tone_musdb, tmp_path, env):
+def test_non_audio_file_leaves_no_shards_or_run(tone_musdb, tmp_path, env, monkeypatch, capsys):
     (tone_musdb / "train" / "song 1" / "drums.wav").write_text("this is not audio")
-    result = run_cli("train.py", "--model", "unet-tiny", "--musdb-root", tone_musdb,
-                     "--run-dir", tmp_path / "run", env_extra=env)
+    result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tone_musdb,
+                                   "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, "drums.wav")
     assert not (tmp_path / "run").exists()
     shards = tmp_path / "data" / "shards"
@@ -90,17 +90,17 @@ def test_non_audio_file_leaves_no_shards_or_run(tone_musdb, tmp_path, env):
     assert not [p for p in leftovers if ".tmp" in p.name]
 
 
-def test_evaluate_run_without_checkpoints(tmp_path, env):
+def test_evaluate_run_without_checkpoints(tmp_path, env, monkeypatch, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text('{"model": "unet-tiny"}')
-    result = run_cli("evaluate.py", "--run", run, env_extra=env)
+    result = run_main("evaluate.py", ["--run", run], monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, run, "checkpoints")
     assert not (run / "results.json").exists()
 
 
-def test_evaluate_missing_run_dir(tmp_path, env):
-    result = run_cli("evaluate.py", "--run", tmp_path / "nope", env_extra=env)
+def test_evaluate_missing_run_dir(tmp_path, monkeypatch, capsys):
+    result = run_main("evaluate.py", ["--run", tmp_path / "nope"], monkeypatch, capsys)
     assert_one_line_error(result, tmp_path / "nope")
 
 
@@ -119,11 +119,14 @@ def parser_of(script):
     return module.build_parser(cli.ArgumentParser) if script == "mss_tf.export" else module.build_parser()
 
 
-def run_main(script, args, monkeypatch, capsys, cwd=None):
+def run_main(script, args, monkeypatch, capsys, cwd=None, env_extra=None):
     """A CLI's main run in this process under cli.run, as its `__main__` block does: exit code,
-    stdout and stderr, without a Python and TensorFlow start-up per call."""
+    stdout and stderr, without a Python and TensorFlow start-up per call. For the refusals: a
+    command that trains or evaluates runs as its own process (run_cli)."""
     if cwd is not None:
         monkeypatch.chdir(cwd)
+    for key, value in (env_extra or {}).items():
+        monkeypatch.setenv(key, str(value))
     monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
     main = _module(script).main
     with pytest.raises(SystemExit) as exited:
@@ -214,15 +217,15 @@ def _snapshot(folder):
     ('[1, 2]', "JSON object"),
     ('{"model": ', "not a JSON config"),
 ])
-def test_config_file_errors_name_the_setting(tmp_path, env, content, needle):
+def test_config_file_errors_name_the_setting(tmp_path, env, content, needle, monkeypatch, capsys):
     path = tmp_path / "run.json"
     path.write_text(content)
-    result = run_cli("train.py", "--config", path, "--run-dir", tmp_path / "run", env_extra=env)
+    result = run_main("train.py", ["--config", path, "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, path, needle)
     assert not (tmp_path / "run").exists()
 
 
-def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, env):
+def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, env, monkeypatch, capsys):
     config = tmp_path / "run.json"
     config.write_text('{"model": "unet-tiny", "epochs": 5, "steps_per_epoch": 2, "batch_size": 2, "lr_decay": 0.5}')
     run = tmp_path / "run"
@@ -237,17 +240,19 @@ def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, e
     for args, needle in [(["--model", "bsrnn-tiny"], "is a unet-tiny run, not bsrnn-tiny"),
                          (["--batch-size", "4"], "--batch-size 4 differs"),
                          (["--model-arg", "filters=[2,4,8]"], "--model-arg")]:
-        assert_one_line_error(run_cli("train.py", "--resume", run, *args, env_extra=env), run, needle)
+        assert_one_line_error(run_main("train.py", ["--resume", run, *args], monkeypatch, capsys, env_extra=env), run, needle)
         assert _snapshot(run) == before
     # a run directory whose checkpoint is not this configuration's model (another architecture)
     saved["model_kwargs"]["filters"] = [2, 4, 8]
     (run / "config.json").write_text(json.dumps(saved))
     before = _snapshot(run)
-    assert_one_line_error(run_cli("train.py", "--resume", run, "--epochs", "2", env_extra=env), "does not hold the weights")
+    assert_one_line_error(run_main("train.py", ["--resume", run, "--epochs", "2"], monkeypatch, capsys, env_extra=env),
+                          "does not hold the weights")
     assert _snapshot(run) == before
     # shards of another STFT than the model's: named, and no run directory is created
     shards = json.loads((run / "config.json").read_text())["shards"]
-    result = run_cli("train.py", "--model", "bsrnn-tiny", "--shards", shards, "--run-dir", tmp_path / "other", env_extra=env)
+    result = run_main("train.py", ["--model", "bsrnn-tiny", "--shards", shards, "--run-dir", tmp_path / "other"],
+                      monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, shards, "STFT config")
     assert not (tmp_path / "other").exists()
 

@@ -7,12 +7,14 @@ import pytest
 
 from mss_tf.data import musdb
 from mss_tf.inference import Separator
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_cli import run_cli
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    # the demo set `make demo` builds (16 + 4 songs of 12 s) and 1,500 of its 2,000 training steps
+    # the demo set `make demo` builds (16 + 4 songs of 12 s) and 1,200 of its 2,000 training steps:
+    # a 1,500-step run has its lowest validation loss at step 1,200, so this evaluates the model that
+    # run keeps as its best (test uSDR vocals 3.2, drums 5.6, bass 2.6, other 2.0 dB on 2026-11-27)
     tmp = tmp_path_factory.mktemp("e2e")
     env = {"MSS_TF_DATA": str(tmp / "data")}
     root = tmp / "demo"
@@ -20,7 +22,7 @@ def demo_run(tmp_path_factory):
     assert made.returncode == 0, made.stderr
     run = tmp / "run"
     trained = run_cli("train.py", "--model", "unet", "--musdb-root", root, "--run-dir", run,
-                      "--epochs", 15, "--steps-per-epoch", 100, "--quiet", env_extra=env, timeout=1200)
+                      "--epochs", 12, "--steps-per-epoch", 100, "--quiet", env_extra=env, timeout=1200)
     assert trained.returncode == 0, trained.stderr
     # the fast BSSEval (within 1e-4 dB of museval on these songs, tests/test_bsseval.py): museval
     # itself runs through evaluate.py in tests/test_evaluation.py
@@ -61,46 +63,10 @@ def test_no_target_estimate_is_silent(demo_run):
 def test_run_directory_contents(demo_run):
     _, run, _ = demo_run
     config = json.loads((run / "config.json").read_text())
-    assert config["model"] == "unet" and config["epochs"] == 15
+    assert config["model"] == "unet" and config["epochs"] == 12
     assert (run / "checkpoints" / "checkpoint").is_file() and (run / "best" / "checkpoint").is_file()
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 15
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 12
     assert list((run / "logs").iterdir())  # TensorBoard events
-
-
-def test_nmf_baseline_fits_and_evaluates_through_the_clis(tone_musdb, tmp_path):
-    env = {"MSS_TF_DATA": str(tmp_path / "data")}
-    run = tmp_path / "nmf"
-    trained = run_cli("train.py", "--model", "nmf", "--musdb-root", tone_musdb, "--run-dir", run, "--quiet",
-                      "--crop-seconds", 2, "--model-arg", "fit_iterations=15", "--model-arg", "rank=4", "--model-arg", "max_frames=400",
-                      "--model-arg", "separate_iterations=20", env_extra=env)
-    assert trained.returncode == 0, trained.stderr
-    assert (run / "nmf.npz").is_file() and json.loads((run / "config.json").read_text())["model_kwargs"]["rank"] == 4
-    evaluated = run_cli("evaluate.py", "--run", run, "--quiet", env_extra=env)
-    assert evaluated.returncode == 0, evaluated.stderr
-    results = json.loads((run / "results.json").read_text())
-    assert results["model"] == "nmf" and results["params"] == 513 * 4 * 4
-    assert [t["track"] for t in results["tracks"]] == ["test song"]  # the data it was fitted on, not the demo set
-    # the tone stems have distinct spectra: supervised NMF must separate them well
-    assert results["average"]["usdr"] > results["baseline"]["average"]["usdr"] + 3.0
-    # a fitted NMF has nothing to resume: refused, the fitted model untouched
-    fitted = (run / "nmf.npz").stat().st_mtime_ns
-    assert_one_line_error(run_cli("train.py", "--resume", run, "--epochs", 3, env_extra=env), "nothing to resume")
-    assert (run / "nmf.npz").stat().st_mtime_ns == fitted
-
-
-def test_bsrnn_se_tiny_trains_and_evaluates_through_the_clis(tone_musdb, tmp_path):
-    env = {"MSS_TF_DATA": str(tmp_path / "data")}
-    run = tmp_path / "bsrnn"
-    trained = run_cli("train.py", "--model", "bsrnn-se-tiny", "--musdb-root", tone_musdb, "--run-dir", run,
-                      "--epochs", 2, "--steps-per-epoch", 3, "--crop-seconds", 2, "--quiet", env_extra=env)
-    assert trained.returncode == 0, trained.stderr
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(history) == 2 and all(np.isfinite(h["train_loss"]) and np.isfinite(h["valid_loss"]) for h in history)
-    evaluated = run_cli("evaluate.py", "--run", run, "--quiet", env_extra=env)
-    assert evaluated.returncode == 0, evaluated.stderr
-    results = json.loads((run / "results.json").read_text())
-    assert results["model"] == "bsrnn-se-tiny" and list(results["targets"]) == ["vocals"]
-    assert np.isfinite(results["targets"]["vocals"]["usdr"])
 
 
 @pytest.mark.slow

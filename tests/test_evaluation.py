@@ -15,7 +15,7 @@ from mss_tf.evaluation import bss, compare, report
 from mss_tf.evaluation.oracle import OracleSeparator
 from mss_tf.models.registry import get_preset
 from tests.conftest import write_tone_track
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_cli import assert_one_line_error, run_cli, run_main
 
 RATE = 44100
 
@@ -207,18 +207,20 @@ def test_evaluate_cli_mixture_oracle_and_compare(eval_musdb, tmp_path):
     assert (tmp_path / "report" / "tradeoff.png").is_file() and "oracle IRM2" in compared.stdout
 
 
-def test_evaluate_cli_bad_input(eval_musdb, tmp_path):
+def test_evaluate_cli_bad_input(eval_musdb, tmp_path, monkeypatch, capsys):
     env = {"MSS_TF_DATA": str(tmp_path / "data")}
-    missing = run_cli("evaluate.py", "--mixture", "--musdb-root", eval_musdb, "--tracks", "no such song",
-                      "--out", tmp_path / "x", env_extra=env)
+    missing = run_main("evaluate.py", ["--mixture", "--musdb-root", eval_musdb, "--tracks", "no such song",
+                                       "--out", tmp_path / "x"], monkeypatch, capsys, env_extra=env)
     assert_one_line_error(missing, "no such song")
     assert not (tmp_path / "x").exists()
-    no_results = run_cli("evaluate.py", "--compare", tmp_path / "nothing", "--out", tmp_path / "r", env_extra=env)
+    no_results = run_main("evaluate.py", ["--compare", tmp_path / "nothing", "--out", tmp_path / "r"], monkeypatch, capsys,
+                          env_extra=env)
     assert_one_line_error(no_results, "nothing", "results.json")
     no_checkpoint = tmp_path / "run"
     no_checkpoint.mkdir()
     (no_checkpoint / "config.json").write_text(json.dumps({"model": "unet-tiny"}))
-    result = run_cli("evaluate.py", "--run", no_checkpoint, "--musdb-root", eval_musdb, env_extra=env)
+    result = run_main("evaluate.py", ["--run", no_checkpoint, "--musdb-root", eval_musdb], monkeypatch, capsys,
+                      env_extra=env)
     assert_one_line_error(result, no_checkpoint)
 
 

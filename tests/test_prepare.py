@@ -14,7 +14,7 @@ from mss_tf.data.quality import QualityConfig
 from mss_tf.data.shards import MANIFEST, iterate_examples, read_manifest
 from mss_tf.errors import DataError, ShardError
 from tests.conftest import write_tone_track
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_cli import assert_one_line_error, run_cli, run_main
 
 STFT = SpectrogramConfig(16000, 1024, 512)
 CONFIG = PrepareConfig(crops=CropConfig(seconds=2.0, overlap=0.5), dtype="float32")
@@ -114,7 +114,7 @@ def test_gzip_and_small_shards(tone_musdb, tmp_path):
     assert sum(1 for _ in iterate_examples(tmp_path / "s")) == 9
 
 
-def test_prepare_cli_and_check(tone_musdb, tmp_path):
+def test_prepare_cli_and_check(tone_musdb, tmp_path, monkeypatch, capsys):
     out = tmp_path / "shards"
     result = run_cli("datasets/prepare_musdb.py", "--musdb-root", tone_musdb, "--out", out, "--model", "unet",
                      "--crop-seconds", 2, "--workers", 2, "--quiet")
@@ -126,11 +126,11 @@ def test_prepare_cli_and_check(tone_musdb, tmp_path):
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    assert_one_line_error(run_cli("datasets/prepare_musdb.py", "--check", out), shard, "checksum")
-    assert_one_line_error(run_cli("datasets/prepare_musdb.py", "--check", tmp_path / "none"), tmp_path / "none")
-    bad = run_cli("datasets/prepare_musdb.py", "--musdb-root", tone_musdb, "--out", out, "--model", "unet",
-                  "--workers", 0)
-    assert_one_line_error(bad, "--workers")
+    # the refusals: prepare_musdb.py's main in this process (tests/test_cli.py run_main)
+    prepare_cli = lambda *args: run_main("datasets/prepare_musdb.py", args, monkeypatch, capsys)  # noqa: E731
+    assert_one_line_error(prepare_cli("--check", out), shard, "checksum")
+    assert_one_line_error(prepare_cli("--check", tmp_path / "none"), tmp_path / "none")
+    assert_one_line_error(prepare_cli("--musdb-root", tone_musdb, "--out", out, "--model", "unet", "--workers", 0), "--workers")
 
 
 def test_skip_bad_also_skips_a_track_with_a_missing_stem(tone_musdb, tmp_path):

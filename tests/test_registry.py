@@ -1,8 +1,6 @@
 """The model registry: presets, the STFT a model takes its arguments from, checked model arguments."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -11,7 +9,6 @@ from mss_tf.config import TrainConfig
 from mss_tf.errors import ConfigError
 from mss_tf.models.bands import band_widths
 from mss_tf.models.registry import PRESETS, build_model, check_model_kwargs, get_preset
-from tests.conftest import REPO
 
 BSRNN_PRESETS = [name for name, preset in PRESETS.items() if preset.model == "BSRNN"]
 
@@ -78,14 +75,13 @@ def test_well_typed_model_arguments_pass():
         assert check_model_kwargs(name, preset.kwargs) == preset.kwargs
 
 
-def test_train_cli_rejects_a_bad_model_arg_before_any_data_or_run_directory(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MSS_TF_DATA": str(tmp_path / "data")}
-    env.pop("MUSDB_PATH", None)
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "--model", "bsrnn-tiny", "--model-arg", "sample_rate=48000",
-         "--model-arg", "feature_dim=8", "--run-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )
+def test_train_cli_rejects_a_bad_model_arg_before_any_data_or_run_directory(tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run_main
+
+    monkeypatch.delenv("MUSDB_PATH", raising=False)
+    result = run_main("train.py", ["--model", "bsrnn-tiny", "--model-arg", "sample_rate=48000", "--model-arg",
+                                   "feature_dim=8", "--run-dir", tmp_path / "run"], monkeypatch, capsys, cwd=tmp_path,
+                      env_extra={"MSS_TF_DATA": tmp_path / "data"})
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [line for line in result.stderr.splitlines() if line.strip()], result.stderr  # no traceback

@@ -1,5 +1,6 @@
 """A training process killed with SIGKILL mid-epoch resumes where its last checkpoint left it."""
 
+import json
 import os
 import signal
 import subprocess
@@ -81,11 +82,17 @@ def test_deterministic_resume_after_sigkill_ends_with_the_uninterrupted_weights(
     killed = tmp_path / "killed"
     stopped = _kill_after_first_checkpoint(_command(killed, shards, "--deterministic", "--summary-every", "1"))
     assert stopped % STEPS, f"killed at an epoch boundary (step {stopped}): not the mid-epoch case"
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(killed / "checkpoints")))
+    iterations = [k for k in reader.get_variable_to_shape_map() if k.startswith("optimizer/") and "iteration" in k]
+    assert iterations, sorted(reader.get_variable_to_shape_map())[:20]
+    assert reader.get_tensor(iterations[0]) == stopped  # one optimizer update per step so far
     out = _resume(killed)
     assert f"at step {stopped}" in out
     _, expected = _final_weights(whole)
     reader, resumed = _final_weights(killed)
+    # 2 x STEPS steps in all, not STEPS more than the checkpoint: the count and Adam's state continued
     assert reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE") == 2 * STEPS
+    assert reader.get_tensor(iterations[0]) == 2 * STEPS
     assert expected.keys() == resumed.keys() and len(expected) > 20
     for key in expected:
         np.testing.assert_allclose(resumed[key], expected[key], atol=1e-6, rtol=0, err_msg=key)
@@ -99,8 +106,7 @@ def test_deterministic_resume_after_sigkill_ends_with_the_uninterrupted_weights(
     assert rng
     # and the epochs' records are those of the uninterrupted run
     records = lambda d: [l for l in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    import json
-
+    assert len(records(killed)) == len(records(whole)) == 2  # each epoch recorded once
     for a, b in zip(records(whole), records(killed)):
         a, b = json.loads(a), json.loads(b)
         assert a["epoch"] == b["epoch"] and a["step"] == b["step"]
@@ -108,18 +114,3 @@ def test_deterministic_resume_after_sigkill_ends_with_the_uninterrupted_weights(
         assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-5)
 
 
-def test_resume_continues_step_count_and_optimizer_state(shards, tmp_path):
-    killed = tmp_path / "run"
-    stopped = _kill_after_first_checkpoint(_command(killed, shards))
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(killed / "checkpoints")))
-    iterations = [k for k in reader.get_variable_to_shape_map() if k.startswith("optimizer/") and "iteration" in k]
-    assert iterations, sorted(reader.get_variable_to_shape_map())[:20]
-    assert reader.get_tensor(iterations[0]) == stopped  # one optimizer update per step so far
-    out = _resume(killed)
-    assert f"at step {stopped}" in out
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(killed / "checkpoints")))
-    # 2 x STEPS steps in all, not STEPS more than the checkpoint: the count and Adam's state continued
-    assert reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE") == 2 * STEPS
-    assert reader.get_tensor(iterations[0]) == 2 * STEPS
-    epochs = [line for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert len(epochs) == 2  # each epoch recorded once

@@ -10,7 +10,7 @@ import soundfile
 from mss_tf.export import export_run, load_saved_model
 from mss_tf.inference import Separator, separate_file
 from tests.conftest import REPO
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_cli import assert_one_line_error, run_cli, run_main
 from tests.test_export import fake_run
 
 
@@ -106,18 +106,21 @@ def test_bad_files_are_reported_and_the_others_separated(model_dirs, tmp_path):
     assert "2 of 3 files failed" in result.stderr
 
 
-def test_bad_arguments_are_one_line_errors(model_dirs, tmp_path):
+def test_bad_arguments_are_one_line_errors(model_dirs, tmp_path, monkeypatch, capsys):
     run, export = model_dirs
     (tmp_path / "empty-folder").mkdir()
     (tmp_path / "empty-folder" / "readme.txt").write_text("no audio")
-    assert_one_line_error(run_cli("separate.py", tmp_path / "empty-folder", "--model", run, "--out", tmp_path / "o"),
+
+    def separate(*args):  # separate.py's main in this process (tests/test_cli.py run_main)
+        return run_main("separate.py", args, monkeypatch, capsys)
+
+    assert_one_line_error(separate(tmp_path / "empty-folder", "--model", run, "--out", tmp_path / "o"),
                           "empty-folder", "no audio")
     song = tmp_path / "s.wav"
     soundfile.write(song, _tone(1.0, 16000, 1), 16000)
-    assert_one_line_error(run_cli("separate.py", song, "--model", tmp_path, "--out", tmp_path / "o"), str(tmp_path))
-    run_cli_result = run_cli("separate.py", song, "--model", run, "--out", tmp_path / "o", "--wiener", -1)
-    assert_one_line_error(run_cli_result, "--wiener")
-    assert_one_line_error(run_cli("separate.py", song, "--model", run, "--out", tmp_path / "o", "--chunks-per-call", 0),
+    assert_one_line_error(separate(song, "--model", tmp_path, "--out", tmp_path / "o"), str(tmp_path))
+    assert_one_line_error(separate(song, "--model", run, "--out", tmp_path / "o", "--wiener", -1), "--wiener")
+    assert_one_line_error(separate(song, "--model", run, "--out", tmp_path / "o", "--chunks-per-call", 0),
                           "--chunks-per-call")
     assert not (tmp_path / "o").exists()
 

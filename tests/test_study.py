@@ -2,11 +2,14 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from mss_tf import study
 from mss_tf.errors import ConfigError
 from mss_tf.models.registry import get_preset
 from mss_tf.study import build_parser, plan
@@ -39,7 +42,7 @@ def test_the_plan_trains_every_model_per_seed_and_the_ablation_variants():
         plan(build_parser().parse_args(["--models", "unet", "no-such-model"]))
 
 
-def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path):
+def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path, monkeypatch):
     root = write_tone_musdb(tmp_path / "musdb", 7.0)
     out = tmp_path / "study"
     env = {"MSS_TF_DATA": str(tmp_path / "data")}
@@ -68,20 +71,39 @@ def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path)
     again = run_study(*command, env_extra=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done earlier") == 2 and "training" not in again.stdout.split("# Study")[0]
-    # another budget is another study: the runs are trained again, stale times leave the report
+    # another budget is another study: the runs are trained again and stale times leave the report.
+    # The study's own logic runs in this process; its CLI steps are stood in for by copies of the
+    # real run above (what matters here is which steps it runs, not training twice more).
     state = json.loads((out / "study.json").read_text())
     state["steps"]["gone-seed0/train"] = {"command": ["train.py"], "seconds": 6e6}
     (out / "study.json").write_text(json.dumps(state))
-    other = ["--models", "unet-tiny", "--budget-steps", "4", "--seeds", "1", *command[6:]]
-    third = run_study(*other, env_extra=env)
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert "unet-tiny seed 0: training" in third.stdout and "done earlier" not in third.stdout
-    records = [json.loads(line) for line in (out / "runs" / "unet-tiny-seed0" / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["step"] == 4
+    real = tmp_path / "real-seed0"
+    shutil.copytree(out / "runs" / "unet-tiny-seed0", real)
+    calls = []
+
+    def stand_in(command, log, verbose=False):
+        calls.append(command)
+        if command[0] == "train.py":
+            run = Path(command[command.index("--run-dir") + 1])
+            assert not run.exists()  # made by other commands: trained again from scratch
+            shutil.copytree(real, run, ignore=shutil.ignore_patterns("results.json"))
+        elif "--run" in command:
+            shutil.copy(real / "results.json", Path(command[command.index("--run") + 1]) / "results.json")
+        return 2.0
+
+    monkeypatch.setattr(study, "_run", stand_in)
+    monkeypatch.delenv("MUSDB_PATH", raising=False)
+    assert study.main(["--models", "unet-tiny", "--budget-steps", "4", "--seeds", "1", *map(str, command[6:])]) == 0
+    assert [c[0] for c in calls] == ["train.py", "evaluate.py", "evaluate.py"]  # oracle and mixture reused
+    train = calls[0]
+    assert train[train.index("--epochs") + 1] == "1" and train[train.index("--steps-per-epoch") + 1] == "4"
+    assert "--compare" in calls[2]
     state = json.loads((out / "study.json").read_text())
     assert "gone-seed0/train" not in state["steps"] and "unet-tiny-seed1/train" not in state["steps"]
+    assert state["steps"]["unet-tiny-seed0/train"]["command"] == train
     assert state["study_seconds"] == pytest.approx(sum(step["seconds"] for step in state["steps"].values()))
     assert state["study_seconds"] < 900
+    assert "4 training steps per model" in (out / "REPORT.md").read_text()
 
 
 def test_bad_study_arguments_are_one_line_errors(tmp_path):

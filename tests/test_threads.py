@@ -12,7 +12,7 @@ import soundfile
 from mss_tf.errors import ConfigError
 from mss_tf.threads import intra_op_threads, model_class_at, parse_threads
 from tests.conftest import REPO
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.test_cli import assert_one_line_error, run_main
 from tests.test_export import fake_run
 
 HALF = max(1, (os.cpu_count() or 2) // 2)
@@ -80,7 +80,8 @@ def test_separate_sets_the_pools_before_tensorflow_starts(tmp_path, preset, thre
     assert (tmp_path / "out" / "song").is_dir()
 
 
-def test_bad_threads_value_is_a_one_line_error(tmp_path):
-    assert_one_line_error(run_cli("separate.py", tmp_path / "x.wav", "--model", tmp_path, "--out", tmp_path / "o",
-                                  "--threads", "0"), "--threads")
-    assert_one_line_error(run_cli("evaluate.py", "--run", tmp_path, "--threads", "lots"), "--threads")
+def test_bad_threads_value_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    assert_one_line_error(run_main("separate.py", [tmp_path / "x.wav", "--model", tmp_path, "--out", tmp_path / "o",
+                                                   "--threads", "0"], monkeypatch, capsys), "--threads")
+    assert_one_line_error(run_main("evaluate.py", ["--run", tmp_path, "--threads", "lots"], monkeypatch, capsys),
+                          "--threads")
