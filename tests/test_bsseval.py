@@ -215,3 +215,24 @@ def test_module_is_pure_numpy_scipy():
     from_mss = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                 and node.module.startswith("mss_tf")}
     assert from_mss <= {"mss_tf.errors"}
+
+
+def test_unscorable_input_gets_museval_s_own_error_and_warning():
+    # a silent reference or estimate is museval's ValueError, word for word; empty input its warning
+    sound = np.random.default_rng(0).standard_normal((2, 100, 2))
+    silent = sound.copy()
+    silent[1] = 0.0
+    for reference, estimate in [(silent, sound), (sound, silent)]:
+        with pytest.raises(ValueError) as theirs:
+            museval.metrics.validate(reference, estimate)
+        with pytest.raises(bsseval.BssEvalInputError) as ours:
+            bsseval._validate(reference, estimate)
+        assert str(ours.value) == str(theirs.value)
+    empty = np.zeros((0, 100, 2))
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        museval.metrics.validate(empty, empty)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        assert bsseval._validate(empty, empty) == (None, None)
+    assert [str(w.message) for w in ours] == [str(w.message) for w in theirs] and len(ours) == 2

@@ -187,6 +187,31 @@ def _sounding(sources):
     return total != 0
 
 
+# museval's messages, word for word (with its typos)
+_EMPTY_REFERENCE = ("reference_sources is empty, should be of size (nsrc, nsample, nchan). sdr, isr sir, sar, "
+                    "and perm will all be empty np.ndarrays")
+_SILENT_REFERENCE = ("All the reference sources should be non-silent (not all-zeros), but at least one of the reference "
+                     "sources is all 0s, which introduces ambiguity to the evaluation. (Otherwise we can add infinitely "
+                     "many all-zero sources.)")
+_EMPTY_ESTIMATE = ("estimated_sources is empty, should be of size (nsrc, nsample, nchan).  sdr, isr, sir, sar, "
+                   "and perm will all be empty np.ndarrays")
+_SILENT_ESTIMATE = ("All the estimated sources should be non-silent (not all-zeros), but at least one of the estimated "
+                    "sources is all 0s. Since we require each reference source to be non-silent, having a silent "
+                    "estimated source will result in an underdetermined system.")
+
+
+def _sounding_checked(sources, empty_message, silent_message):
+    """_sounding(sources), or None (with museval's warning) when there are none; a source that is
+    all zeros is museval's error."""
+    if sources.size == 0:
+        warnings.warn(empty_message)
+        return None
+    sounding = _sounding(sources)
+    if not np.all(np.any(sounding, axis=1)):
+        raise BssEvalInputError(silent_message)
+    return sounding
+
+
 def _validate(reference_sources, estimated_sources):
     """museval.metrics.validate, with the same conditions and messages; returns _sounding() of both."""
     if reference_sources.shape != estimated_sources.shape:
@@ -198,23 +223,8 @@ def _validate(reference_sources, estimated_sources):
         raise BssEvalInputError(
             "The number of dimensions is too high (must be less than 3). "
             f"reference_sources.ndim = {reference_sources.ndim}, estimated_sources.ndim = {estimated_sources.ndim}")
-    ref_sounding = est_sounding = None
-    if reference_sources.size == 0:
-        warnings.warn("reference_sources is empty, should be of size (nsrc, nsample, nchan). sdr, isr sir, sar, "
-                      "and perm will all be empty np.ndarrays")
-    elif not np.all(np.any(ref_sounding := _sounding(reference_sources), axis=1)):
-        raise BssEvalInputError(
-            "All the reference sources should be non-silent (not all-zeros), but at least one of the reference "
-            "sources is all 0s, which introduces ambiguity to the evaluation. (Otherwise we can add infinitely "
-            "many all-zero sources.)")
-    if estimated_sources.size == 0:
-        warnings.warn("estimated_sources is empty, should be of size (nsrc, nsample, nchan).  sdr, isr, sir, sar, "
-                      "and perm will all be empty np.ndarrays")
-    elif not np.all(np.any(est_sounding := _sounding(estimated_sources), axis=1)):
-        raise BssEvalInputError(
-            "All the estimated sources should be non-silent (not all-zeros), but at least one of the estimated "
-            "sources is all 0s. Since we require each reference source to be non-silent, having a silent "
-            "estimated source will result in an underdetermined system.")
+    ref_sounding = _sounding_checked(reference_sources, _EMPTY_REFERENCE, _SILENT_REFERENCE)
+    est_sounding = _sounding_checked(estimated_sources, _EMPTY_ESTIMATE, _SILENT_ESTIMATE)
     if estimated_sources.shape[0] > MAX_SOURCES or reference_sources.shape[0] > MAX_SOURCES:
         raise BssEvalInputError(
             f"The supplied matrices should be of shape (nsrc, nsampl, nchan) but reference_sources.shape[0] = "
