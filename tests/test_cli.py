@@ -125,6 +125,10 @@ def run_main(script, args, monkeypatch, capsys, cwd=None, env_extra=None):
     command that trains or evaluates runs as its own process (run_cli)."""
     if cwd is not None:
         monkeypatch.chdir(cwd)
+    # the environment run_cli gives a command; and the TF_CPP_MIN_LOG_LEVEL a CLI sets for itself
+    # (cli.quiet_tensorflow) is undone when the test ends, so it does not leak into later tests
+    monkeypatch.delenv("MUSDB_PATH", raising=False)
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     for key, value in (env_extra or {}).items():
         monkeypatch.setenv(key, str(value))
     monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
