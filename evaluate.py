@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="with --oracle/--mixture: targets (default all four)")
     parser.add_argument("--which", choices=["best", "latest"], default="best", help="with --run: which checkpoint (default best)")
     parser.add_argument("--chunk-seconds", type=float,
-                        help="separation chunk length in seconds (default 10; 5 for BSRNNs, which need more memory per second)")
+                        help="separation chunk length in seconds (default: a run's 10, 5 for BSRNNs, which need more "
+                             "memory per second; a SavedModel's, the chunk it was exported with)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="with --run/--saved-model: multichannel Wiener post-filter (norbert, N EM iterations) on "
                              "the stereo estimates; results go to RUN/eval-wiener-N unless --out (default 0: off)")
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.max_seconds is not None and not args.max_seconds > 0:
         parser.error(f"--max-seconds must be positive, got {args.max_seconds}")
-    if args.chunk_seconds is not None and not (args.chunk_seconds > 0 and 0 <= args.overlap < args.chunk_seconds):
+    if args.chunk_seconds is not None and not (args.chunk_seconds > 0 and 0 <= (args.overlap or 0) < args.chunk_seconds):
         parser.error(f"--chunk-seconds {args.chunk_seconds} / --overlap {args.overlap}: need 0 <= overlap < chunk")
     if args.wiener < 0:
         parser.error(f"--wiener must be >= 0, got {args.wiener}")
@@ -145,7 +146,7 @@ def main() -> int:
     elif args.saved_model is not None:
         from mss_tf.export import load_saved_model
 
-        separator = load_saved_model(args.saved_model, wiener_iterations=args.wiener)  # chunking is in the export
+        separator = load_saved_model(args.saved_model, precision=args.precision, **chunking)  # as a run: OverlapAdd
         method, targets, name = separator.separate, separator.targets, separator.name + suffix
         params = separator.params
         out = args.out or Path("runs") / f"eval-{args.saved_model.resolve().name}{'-wiener-%d' % args.wiener if args.wiener else ''}"

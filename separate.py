@@ -36,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wav: 32-bit float, exact; flac: 16-bit, clipped to [-1, 1] (default wav)")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="write only these stems (default: all the model makes)")
     parser.add_argument("--chunk-seconds", type=float,
-                        help="separation chunk length in seconds (default 10; 5 for BSRNNs, which need more memory per second)")
+                        help="separation chunk length in seconds (default: a run's 10, 5 for BSRNNs, which need more "
+                             "memory per second; a SavedModel's, the chunk it was exported with)")
     parser.add_argument("--chunks-per-call", type=int, default=1, metavar="K",
                         help="chunks separated together in one model call (default 1; more is faster on a GPU, "
-                        "costs memory in proportion, same output; a run directory only)")
+                        "costs memory in proportion, same output)")
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="multichannel Wiener post-filter with N EM iterations on stereo input (default 0: off)")
     cli.add_separation_flags(parser)
@@ -68,20 +69,11 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 
 
 def load_separator(args: argparse.Namespace):
-    """A Separator for a run directory, or the loader of a SavedModel."""
-    from mss_tf.errors import CheckpointError
+    """A run directory's Separator or an export's, with the same options (mss_tf.export.load_separator)."""
+    from mss_tf.export import load_separator as load
 
-    options = {"chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap, "wiener_iterations": args.wiener,
-               "chunks_per_call": args.chunks_per_call}
-    if (args.model / "saved_model.pb").is_file():
-        from mss_tf.export import load_saved_model
-
-        return load_saved_model(args.model, wiener_iterations=args.wiener)  # its chunking is in the graph
-    if (args.model / "config.json").is_file():
-        from mss_tf.inference import Separator
-
-        return Separator.from_run(args.model, precision=args.precision, **options)
-    raise CheckpointError(f"{args.model}: neither a train.py run directory (config.json) nor a SavedModel (saved_model.pb)")
+    return load(args.model, precision=args.precision, chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap,
+                chunks_per_call=args.chunks_per_call, wiener_iterations=args.wiener)
 
 
 def output_names(files: list[Path]) -> list[str]:

@@ -51,9 +51,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def add_separation_flags(parser: argparse.ArgumentParser) -> None:
     """The flags evaluate.py and separate.py share: how a model runs over a long signal."""
-    parser.add_argument("--overlap", type=float, default=1.0, help="overlap of consecutive chunks in seconds (default 1)")
+    parser.add_argument("--overlap", type=float,
+                        help="overlap of consecutive chunks in seconds (default: a run's 1; a SavedModel's, the overlap "
+                             "it was exported with)")
     parser.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"], default="float32",
-                        help="the Keras dtype policy a run's model computes in (default float32; SavedModels are float32)")
+                        help="the Keras dtype policy a run's model computes in (default float32); a SavedModel is "
+                             "float32, and another value with one is refused")
     parser.add_argument("--threads", default="auto", metavar="auto|default|N",
                         help="TensorFlow CPU threads for the model: auto (BSRNNs: one intra-op thread per two cores, "
                              "the two directions of each BLSTM side by side; others: TensorFlow's default), default, "

@@ -1,8 +1,10 @@
 """SavedModel export (mss_tf.export): the export runs in a process that has only TensorFlow and
-gives the in-process Separator's output, chunking included, at lengths never seen at export time."""
+gives the in-process Separator's output, chunk plan included, at lengths never seen at export
+time, for mono models and a stereo one; every way of loading an export runs the in-process code."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +14,12 @@ import pytest
 import tensorflow as tf
 
 from mss_tf import cli
-from mss_tf.checkpoints import write_untrained_run
-from mss_tf.errors import CheckpointError, ConfigError
-from mss_tf.export import (EXPORT_DIR, METADATA_DIR, METADATA_FILE, build_parser, export_run, load_saved_model,
-                           main, tf_chunk_starts)
-from mss_tf.inference import Separator, chunk_starts
+from mss_tf.checkpoints import BEST, model_variables, write_untrained_run
+from mss_tf.config import TrainConfig
+from mss_tf.errors import AudioError, CheckpointError, ConfigError
+from mss_tf.export import (CHUNK_SIGNATURE, EXPORT_DIR, METADATA_DIR, METADATA_FILE, build_parser, export_run,
+                           load_saved_model, main)
+from mss_tf.inference import DEFAULT_OVERLAP_SECONDS, Separator, default_chunk_seconds
 from mss_tf.models.registry import build_model
 from tests.conftest import REPO, write_tone_musdb
 
@@ -48,6 +51,7 @@ print(json.dumps({
     "low_precision_ops": sorted({n.op for n in nodes for a in n.attr.values()
                                  if a.type in low or any(t in low for t in a.list.type)}),
     "inputs": {k: v.dtype.name for k, v in serve.structured_input_signature[1].items()},
+    "channels": int(loaded.channels.numpy()), "signatures": sorted(loaded.signatures),
 }))
 """
 
@@ -65,17 +69,31 @@ def run_fresh(saved_model: Path, inputs: dict[str, np.ndarray], tmp: Path) -> tu
 
 
 fake_run = write_untrained_run  # a run directory with untrained weights in best/
+STEREO = "bsrnn-tiny-stereo"  # the bsrnn-tiny preset with channels=2 (stereo_run)
 
 
-def random_audio(n_samples: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-0.5, 0.5, (2, n_samples)).astype(np.float32)
+def stereo_run(run_dir: Path, preset: str = "bsrnn-tiny") -> Path:
+    """A run of `preset` with `channels=2` in its model_kwargs and untrained weights in best/."""
+    config = TrainConfig(model=preset, model_kwargs={"channels": 2}).resolve()
+    run_dir.mkdir(parents=True)
+    config.save(run_dir)
+    model = build_model(config.model, **config.model_kwargs)
+    model(tf.zeros([1, 2, 16, config.spectrogram.n_bins, 2]), training=False)
+    tf.train.Checkpoint(model=model_variables(model)).save(str(run_dir / BEST / "ckpt"))
+    return run_dir
+
+
+def random_audio(n_samples: int, seed: int, channels: int = 2) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.5, 0.5, (channels, n_samples)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """unet-tiny exported by `python -m mss_tf.export`, bsrnn-se-tiny by `export_run`; 2 s chunks."""
+    """unet-tiny exported by `python -m mss_tf.export`, bsrnn-se-tiny and a stereo bsrnn-tiny by
+    `export_run`; 2 s chunks."""
     root = tmp_path_factory.mktemp("exports")
     unet, se = fake_run(root / "unet-run", "unet-tiny"), fake_run(root / "se-run", "bsrnn-se-tiny")
+    stereo = stereo_run(root / "stereo-run")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [sys.executable, "-m", "mss_tf.export", str(unet), str(root / "unet-export"), "--chunk-seconds",
@@ -85,44 +103,67 @@ def exports(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     assert str(root / "unet-export") in result.stdout
     export_run(se, root / "se-export", chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS)
-    return {"unet-tiny": (unet, root / "unet-export"), "bsrnn-se-tiny": (se, root / "se-export")}
+    export_run(stereo, root / "stereo-export", chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS)
+    return {"unet-tiny": (unet, root / "unet-export"), "bsrnn-se-tiny": (se, root / "se-export"),
+            STEREO: (stereo, root / "stereo-export")}
 
 
-@pytest.mark.parametrize("preset", ["unet-tiny", "bsrnn-se-tiny"])
+@pytest.mark.parametrize("preset", ["unet-tiny", "bsrnn-se-tiny", STEREO])
 def test_export_in_plain_tensorflow_matches_the_separator(exports, preset, tmp_path):
+    """The export's whole-track graph (a fresh process with TensorFlow only) against the in-process
+    Separator, on lengths of one chunk and of four, stereo and mono. Both follow one ChunkPlan and
+    sum each sample's chunks in the same order, through the same per-chunk code, and agree to the
+    last bit in our runs (the printed differences are 0.0). Asserted within TOLERANCE: the graph
+    around the model call is compiled apart (a while loop, a dynamic channel count, another
+    process), and elsewhere its kernels may round differently. The order of the sums is asserted
+    to the bit in tests/test_inference.py, in one process."""
     run, saved_model = exports[preset]
     separator = Separator.from_run(run, chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS)
-    chunk, step = separator.chunk, separator.chunk - separator.overlap
+    chunk, step = separator.chunk, separator.plan.step
     # odd lengths, none of them traced at export time: one chunk, several chunks, a last chunk
-    # overlapping its neighbour by more than the overlap
-    inputs = {"short": random_audio(chunk - 1237, 0), "long": random_audio(chunk + 2 * step + 777, 1)}
+    # overlapping its neighbour by more than the overlap; and a mono track
+    inputs = {"short": random_audio(chunk - 1237, 0), "long": random_audio(chunk + 2 * step + 777, 1),
+              "mono": random_audio(chunk + step + 5, 2, channels=1)}
     meta, outputs = run_fresh(saved_model, inputs, tmp_path)
-    assert len(chunk_starts(inputs["long"].shape[1], chunk, step)) == 4
+    assert separator.plan.n_chunks(inputs["short"].shape[1]) == 1 and separator.plan.n_chunks(inputs["long"].shape[1]) == 4
     spec = separator.stft_config
     assert (meta["sample_rate"], meta["n_fft"], meta["hop"]) == (spec.sample_rate, spec.n_fft, spec.hop)
-    assert meta["targets"] == separator.targets and meta["model"] == preset and meta["format"] == "mss-tf-saved-model"
+    assert meta["targets"] == separator.targets and meta["model"] == separator.name and meta["format"] == "mss-tf-saved-model"
     assert (meta["chunk_samples"], meta["overlap_samples"]) == (chunk, separator.overlap)
+    assert meta["channels"] == meta["metadata"]["channels"] == (2 if preset == STEREO else 1)
+    assert meta["signatures"] == sorted(["serving_default", CHUNK_SIGNATURE])
     assert meta["metadata"]["stft"] == spec.to_dict() and meta["inputs"] == {"waveform": "float32"}
     assert meta["weight_dtypes"] == ["float32"] and meta["low_precision_ops"] == []
+    expected = {name: separator.separate_model_rate(waves) for name, waves in inputs.items()}
     for name, waves in inputs.items():
-        expected = separator.separate_model_rate(waves)
-        assert outputs[name].shape == expected.shape == (len(separator.targets), 2, waves.shape[1])
-        error = float(np.max(np.abs(outputs[name] - expected)))
-        print(f"{preset} {name} ({waves.shape[1]} samples): max abs difference {error:.2e}")
+        assert outputs[name].shape == expected[name].shape == (len(separator.targets), *waves.shape)
+        error = float(np.max(np.abs(outputs[name] - expected[name])))
+        print(f"{preset} {name} {waves.shape}: max abs difference {error:.2e}")
         assert error < TOLERANCE, (name, error)
-        assert np.max(np.abs(expected)) > 1e-3  # not a silent model
-    # the loader: Separator's interface, metadata from assets.extra/mss_tf.json
+        assert np.max(np.abs(expected[name])) > 1e-3  # not a silent model
+    # the loader: Separator's interface, metadata from assets.extra/mss_tf.json, and the
+    # in-process OverlapAdd over the export's separate_chunks signature: the run's code
     loaded = load_saved_model(saved_model)
-    assert (loaded.name, loaded.targets, loaded.stft_config, loaded.sample_rate) == (
-        preset, separator.targets, spec, spec.sample_rate)
-    np.testing.assert_allclose(loaded.separate_model_rate(inputs["short"]), separator.separate_model_rate(inputs["short"]),
-                               atol=TOLERANCE)
+    assert (loaded.name, loaded.targets, loaded.stft_config, loaded.sample_rate, loaded.plan, loaded.model_channels) == (
+        separator.name, separator.targets, spec, spec.sample_rate, separator.plan, separator.model_channels)
+    for name in ("short", "long"):
+        error = float(np.max(np.abs(loaded.separate_model_rate(inputs[name]) - expected[name])))
+        print(f"{preset} {name}, load_saved_model: max abs difference {error:.2e}")
+        assert error < TOLERANCE, (name, error)
     audio = random_audio(30011, 2).T  # (samples, channels) at 22.05 kHz, resampled in and out
     ours, theirs = loaded.separate(audio, 22050), separator.separate(audio, 22050)
     for target in separator.targets:
         assert ours[target].shape == audio.shape
         np.testing.assert_allclose(ours[target], theirs[target], atol=TOLERANCE)
     assert loaded.separate_model_rate(np.zeros((2, 0), np.float32)).shape == (len(separator.targets), 2, 0)
+
+
+def test_a_stereo_export_refuses_more_than_two_channels(exports):
+    loaded = load_saved_model(exports[STEREO][1])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="stereo model: it separates 1 or 2 channels"):
+        loaded.model.signatures["serving_default"](waveform=tf.zeros([3, 1000]))
+    with pytest.raises(AudioError, match="audio: 3 channels; bsrnn-tiny is a stereo model"):
+        loaded.separate(np.zeros((1000, 3), np.float32), 44100)
 
 
 def test_saved_model_cli_lists_the_signature(exports):
@@ -161,12 +202,6 @@ def test_train_export_of_a_bfloat16_run_is_float32(tmp_path):
         error = float(np.max(np.abs(outputs[name] - separator.separate_model_rate(waves))))
         print(f"bfloat16-trained unet-tiny {name}: max abs difference {error:.2e}")
         assert error < TOLERANCE, (name, error)
-
-
-@pytest.mark.parametrize("n_samples", [16001, 16000 + 12000, 16000 + 12001, 16000 + 36000 - 1, 100_003])
-def test_graph_chunk_starts_match_the_separator(n_samples):
-    np.testing.assert_array_equal(tf_chunk_starts(tf.constant(n_samples), 16000, 12000).numpy(),
-                                  chunk_starts(n_samples, 16000, 12000))
 
 
 def run_cli(args: list, capsys) -> tuple[int, str]:
@@ -216,6 +251,13 @@ def test_foreign_saved_models_and_other_folders_are_one_line_errors(exports, tmp
         export_run(run, tmp_path / "out", chunk_seconds=1.0, overlap_seconds=1.0)
     code, err = run_cli(["--info", exports["unet-tiny"][1]], capsys)
     assert code == 0
+    # an export of an earlier format (without the separate_chunks signature) is refused, not run another way
+    old = tmp_path / "old"
+    shutil.copytree(exports["unet-tiny"][1], old)
+    metadata = json.loads((old / METADATA_DIR / METADATA_FILE).read_text())
+    (old / METADATA_DIR / METADATA_FILE).write_text(json.dumps({**metadata, "format_version": 1}))
+    with pytest.raises(CheckpointError, match=f"^{old}: an export of an earlier mss-tf.*export its run again"):
+        load_saved_model(old)
 
 
 def test_an_existing_export_is_replaced_only_when_the_new_one_is_complete(exports, tmp_path, monkeypatch):
@@ -239,12 +281,13 @@ def test_an_existing_export_is_replaced_only_when_the_new_one_is_complete(export
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_export_help_documents_every_flag():
-    parser = build_parser()
-    text = parser.format_help()
-    for flag in ("--which", "--chunk-seconds", "--overlap", "--info", "RUN_DIR", "OUT"):
+def test_export_help_documents_every_flag_and_the_defaults_the_code_applies():
+    text = " ".join(build_parser().format_help().split())
+    for flag in ("--which", "--chunk-seconds", "--overlap", "--info", "RUN_DIR", "OUT", "separate_chunks"):
         assert flag in text, flag
-    assert all(a.help and len(a.help) > 10 for a in parser._actions if a.dest != "help")
+    # what --help promises is what export_run does when the flag is left out
+    assert f"(default {default_chunk_seconds('unet'):g}; {default_chunk_seconds('bsrnn'):g} for BSRNNs)" in text
+    assert f"Hann fades (default {DEFAULT_OVERLAP_SECONDS:g})" in text
 
 
 def test_nmf_exports_too(tmp_path):

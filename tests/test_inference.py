@@ -1,5 +1,6 @@
-"""Chunked separation (mss_tf.inference.Separator): which samples each model call sees (never
-zero-padding), and that overlap-add leaves no trace in the output."""
+"""Chunked separation (mss_tf.inference): the one chunk plan and its two overlap-add loops (NumPy
+and graph), which samples each model call sees (never zero-padding), that overlap-add leaves no
+trace in the output, streaming, and stereo models fed both channels at once."""
 
 import keras
 import numpy as np
@@ -53,14 +54,14 @@ def _separator(model):
 
 
 def _record_chunks(separator):
-    """Wrap the chunk call: every waveform chunk the model is run on."""
-    seen, separate_chunk = [], separator._separate_chunk
+    """Wrap the chunk call: every (k, channels, samples) batch of chunks the model is run on."""
+    seen, separate_chunks = [], separator._separate_chunks
 
-    def recording(waves):
-        seen.append(waves.numpy())
-        return separate_chunk(waves)
+    def recording(pieces):
+        seen.append(pieces.numpy())
+        return separate_chunks(pieces)
 
-    separator._separate_chunk = recording
+    separator._separate_chunks = recording
     return seen
 
 
@@ -73,7 +74,7 @@ def test_no_chunk_holds_padding_when_the_track_is_longer_than_a_chunk(n_samples)
     seen = _record_chunks(separator)
     separator.separate_model_rate(waves)
     starts = []
-    for piece in seen:
+    for (piece,) in seen:
         start = int(round(piece[0, 0] * n_samples)) - 1
         assert piece.shape == (2, CHUNK)
         np.testing.assert_array_equal(piece, waves[:, start : start + CHUNK])  # signal only, no zeros
@@ -175,17 +176,99 @@ def test_batching_chunks_does_not_change_the_output(per_call):
     calls = _record_chunks(batched)
     np.testing.assert_allclose(batched.separate_model_rate(waves), one, atol=1e-6)
     n_chunks = len(range(0, waves.shape[1] - CHUNK, STEP)) + 1
-    assert [c.shape[0] for c in calls] == [2 * min(per_call, n_chunks - i) for i in range(0, n_chunks, per_call)]
+    assert [c.shape[:2] for c in calls] == [(min(per_call, n_chunks - i), 2) for i in range(0, n_chunks, per_call)]
 
 
 def test_crossfades_are_complementary_hann_ramps():
-    from mss_tf.inference import crossfade_window
+    from mss_tf.inference import ChunkPlan
 
-    window = crossfade_window(100, 40)
+    plan = ChunkPlan(100, 40)
+    window = plan.window(False, False)
     ramp = window[:40]
     np.testing.assert_allclose(ramp + ramp[::-1], 1.0, atol=1e-6)  # fade-out + fade-in sum to one
     np.testing.assert_allclose(ramp, np.sin(np.pi * (np.arange(40) + 0.5) / 80) ** 2, atol=1e-6)  # Hann half
     assert np.all(np.diff(ramp) > 0) and np.all(window[40:60] == 1) and np.allclose(window[60:], ramp[::-1])
+    # no fade at the track's two ends
+    np.testing.assert_array_equal(plan.window(True, False), np.r_[np.ones(60), ramp[::-1]])
+    np.testing.assert_array_equal(plan.window(False, True), np.r_[ramp, np.ones(60)])
+    assert window.dtype == np.float32 and ChunkPlan(100, 70).fade == 50  # at most half a chunk
+
+
+def _written_out_starts(n_samples, chunk, step):
+    """The plan's chunk starts as DESIGN states them: every `step` samples, and the last chunk the
+    track's final `chunk` samples; one chunk at the track's own length if it is no longer."""
+    if n_samples == 0:
+        return []
+    if n_samples <= chunk:
+        return [0]
+    return list(range(0, n_samples - chunk, step)) + [n_samples - chunk]
+
+
+@pytest.mark.parametrize("n_samples", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, CHUNK + STEP - 1, CHUNK + STEP, CHUNK + STEP + 1,
+                                       CHUNK + 3 * STEP, 100_003])
+def test_chunk_plan_gives_the_same_chunks_in_python_and_in_a_graph(n_samples):
+    from mss_tf.inference import ChunkPlan
+
+    plan = ChunkPlan(CHUNK, OVERLAP)
+    starts = plan.starts(n_samples)
+    assert starts == _written_out_starts(n_samples, CHUNK, STEP)
+    assert [plan.is_regular(i, n_samples) for i in range(len(starts))] == [i < len(starts) - 1 for i in range(len(starts))]
+
+    @tf.function
+    def in_graph(n):
+        n_chunks = plan.n_chunks(n)
+        index = tf.range(n_chunks)
+        windows = tf.map_fn(lambda i: plan.window(tf.equal(i, 0), tf.equal(i, n_chunks - 1)), index, fn_output_signature=tf.float32)
+        return plan.start(index, n), windows
+
+    graph_starts, graph_windows = in_graph(tf.constant(n_samples))
+    assert graph_starts.numpy().tolist() == starts
+    for i, window in enumerate(graph_windows.numpy()):
+        np.testing.assert_array_equal(window, plan.window(i == 0, i == len(starts) - 1))
+
+
+def _ramped_chunks(pieces):
+    """A per-chunk function of elementwise ops only (exactly rounded however TensorFlow compiles
+    them): (k, C, n) -> (k, 2, C, n), each sample scaled by its place in its chunk, so overlapping
+    chunks estimate the same sample differently and the weights and the order of sums show."""
+    n = tf.shape(pieces)[-1]
+    ramp = tf.cast(tf.range(n) + 1, tf.float32) / tf.cast(n, tf.float32)  # (n,)
+    return tf.stack([pieces * ramp, -0.5 * pieces], axis=1)
+
+
+@pytest.mark.parametrize("n_samples", [0, 700, CHUNK, CHUNK + 1, CHUNK + 3 * STEP + 77])
+def test_the_graph_overlap_add_is_the_numpy_one_to_the_bit(n_samples):
+    """`overlap_add_graph` (what an export's whole-track signature runs, here in a graph of any
+    input length as in the export) against the in-process `OverlapAdd`, on lengths of one chunk
+    and of several: the same plan and the same order of sums, so the same floats."""
+    from mss_tf.inference import ChunkPlan, overlap_add, overlap_add_graph
+
+    plan = ChunkPlan(CHUNK, OVERLAP)
+    waves = np.random.default_rng(n_samples).uniform(-0.5, 0.5, (2, n_samples)).astype(np.float32)
+    graph = tf.function(lambda w: overlap_add_graph(plan, _ramped_chunks, w, 2),
+                        input_signature=[tf.TensorSpec([None, None], tf.float32)])(tf.constant(waves)).numpy()
+    ours = overlap_add(plan, lambda pieces: _ramped_chunks(tf.constant(pieces)).numpy(), waves, 2)
+    assert graph.shape == ours.shape == (2, 2, n_samples)
+    np.testing.assert_array_equal(graph, ours)
+    if n_samples > CHUNK + STEP:  # the chunks' estimates differ where they overlap: the weights matter
+        one_call = _ramped_chunks(tf.constant(waves[np.newaxis])).numpy()[0]
+        assert not np.allclose(ours, one_call, atol=1e-3)
+
+
+def test_a_caller_with_only_a_per_chunk_function_uses_the_plan():
+    """What a LiteRT/ONNX chunk graph's caller does: `overlap_add(plan, function, waves, n_targets)`."""
+    from mss_tf.inference import ChunkPlan, overlap_add
+
+    plan, calls = ChunkPlan(CHUNK, OVERLAP), []
+
+    def per_chunk(pieces):  # (k, C, samples) -> (k, S=2, C, samples), in NumPy
+        calls.append(pieces.shape)
+        return np.stack([pieces, -pieces], axis=1)
+
+    waves = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 4 * CHUNK + 5)).astype(np.float32)
+    out = overlap_add(plan, per_chunk, waves, n_targets=2, chunks_per_call=2)
+    np.testing.assert_allclose(out, np.stack([waves, -waves]), atol=1e-6)
+    assert calls == [(2, 2, CHUNK)] * 3  # 6 chunks of exactly `chunk` samples, two per call
 
 
 def _panned_track(n=3 * 16000, seed=0):
@@ -252,18 +335,19 @@ def test_separator_applies_the_wiener_filter_per_chunk_on_stereo_only():
 
 
 def _reference_overlap_add(separator, waves):
-    """The whole-track overlap-add as written before streaming (one chunk per call): what the
-    streaming `OverlapAdd` must reproduce."""
-    from mss_tf.inference import chunk_windows
-
+    """The whole-track overlap-add written out (one chunk per call, starts and windows from the
+    plan): what the streaming `OverlapAdd` must reproduce."""
     n_channels, n_samples = waves.shape
+    plan = separator.plan
     if n_samples == 0:
         return np.zeros((len(separator.targets), n_channels, 0), np.float32)
     if n_samples <= separator.chunk:
         return separator.separate_pieces(waves[None])[0]
     out = np.zeros((len(separator.targets), n_channels, n_samples), np.float32)
     norm = np.zeros(n_samples, np.float32)
-    for start, window in chunk_windows(n_samples, separator.chunk, separator.overlap):
+    starts = plan.starts(n_samples)
+    for i, start in enumerate(starts):
+        window = plan.window(i == 0, i == len(starts) - 1)
         out[:, :, start : start + separator.chunk] += separator.separate_pieces(waves[None, :, start : start + separator.chunk])[0] * window
         norm[start : start + separator.chunk] += window
     return out / norm
@@ -284,13 +368,11 @@ def _push_in_blocks(engine, waves, seed, largest):
 @pytest.mark.parametrize("n_samples", [0, 1, 700, CHUNK - 1, CHUNK, CHUNK + 1, CHUNK + STEP, CHUNK + STEP + 1, 5 * CHUNK + 123])
 @pytest.mark.parametrize("per_call", [1, 3])
 def test_streaming_overlap_add_is_the_whole_track_overlap_add(n_samples, per_call):
-    from mss_tf.inference import OverlapAdd
-
     rng = np.random.default_rng(n_samples)
     waves = (rng.uniform(-0.5, 0.5, (2, n_samples)) * np.linspace(0.1, 1, n_samples)).astype(np.float32)
     separator = Separator(ChunkLoudness(), STFT, ["t0"], chunk_seconds=1.0, overlap_seconds=0.25, chunks_per_call=per_call)
     whole = separator.separate_model_rate(waves)
-    streamed = _push_in_blocks(OverlapAdd(separator, 2), waves, seed=per_call, largest=9000)
+    streamed = _push_in_blocks(separator.overlap_add_engine(2), waves, seed=per_call, largest=9000)
     assert whole.shape == streamed.shape == (1, 2, n_samples)
     np.testing.assert_array_equal(streamed, whole)  # the same chunks, batches and sums: bit for bit
     if per_call == 1:
@@ -298,10 +380,8 @@ def test_streaming_overlap_add_is_the_whole_track_overlap_add(n_samples, per_cal
 
 
 def test_streaming_holds_about_one_chunk_whatever_the_length():
-    from mss_tf.inference import OverlapAdd
-
     separator = Separator(Scale([1.0]), STFT, ["t0"], chunk_seconds=1.0, overlap_seconds=0.25, chunks_per_call=2)
-    engine, block = OverlapAdd(separator, 2), 3000
+    engine, block = separator.overlap_add_engine(2), 3000
     waves = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 40 * CHUNK + 321)).astype(np.float32)
     out = [engine.push(waves[:, i : i + block]) for i in range(0, waves.shape[1], block)] + [engine.finish()]
     np.testing.assert_allclose(np.concatenate(out, -1)[0], waves, atol=1e-5)
@@ -330,8 +410,11 @@ def test_stream_resampler_gives_resample_exactly(rates):
 def tiny_runs(tmp_path_factory):
     from tests.test_export import fake_run
 
+    from tests.test_export import STEREO, stereo_run
+
     root = tmp_path_factory.mktemp("runs")
-    return {preset: fake_run(root / preset, preset) for preset in ("unet-tiny", "bsrnn-se-tiny")}
+    return {**{preset: fake_run(root / preset, preset) for preset in ("unet-tiny", "bsrnn-se-tiny")},
+            STEREO: stereo_run(root / STEREO)}
 
 
 def _stereo(n_frames, seed):
@@ -349,6 +432,7 @@ def _stereo(n_frames, seed):
     pytest.param("bsrnn-se-tiny", 44100, 22050, 0, id="bsrnn-se-tiny-44k-below-one-chunk"),  # the model's own rate
     pytest.param("bsrnn-se-tiny", 44100, 44100, 0, id="bsrnn-se-tiny-44k-one-chunk"),
     pytest.param("bsrnn-se-tiny", 44100, 101433, 0, id="bsrnn-se-tiny-44k-chunks-and-odd-rest"),
+    pytest.param("bsrnn-tiny-stereo", 48000, 101433, 1, id="stereo-bsrnn-tiny-48k-chunks-wiener"),  # channels=2
 ])
 def test_streaming_separation_equals_in_memory_separate(tiny_runs, preset, rate, n_frames, wiener):
     """separate.py's streaming path against `Separator.separate` on the whole track in memory;
@@ -427,3 +511,66 @@ def test_separate_file_writes_what_separate_returns_and_cleans_up_on_errors(tiny
                       progress=interrupt)
     assert (out / "vocals.wav").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["bass.flac", "vocals.wav"]
+
+
+# ------------------------------------------------------------------ stereo models (channels=2)
+
+
+def _stereo_bsrnn():
+    keras.utils.set_random_seed(1)
+    model = BSRNN(band_scheme="coarse", feature_dim=8, num_modules=1, channels=2)
+    model(tf.zeros([1, 2, 4, model.n_bins, 2]), training=False)
+    return model
+
+
+def test_a_stereo_model_separates_both_channels_at_once():
+    """The left estimate of a stereo model depends on the right input (it sees both channels); a
+    mono model's does not (each channel alone): the test tells them apart."""
+    left, right = _tones(1.3)[0], _tones(1.3)[0][::-1].copy()
+    changed = 0.5 * right + 0.1
+    for model, joint in [(_stereo_bsrnn(), True), (_tiny_bsrnn_se(), False)]:
+        separator = Separator(model, BSRNN_STFT, ["vocals"], chunk_seconds=0.5, overlap_seconds=0.1)
+        assert separator.model_channels == (2 if joint else 1)
+        a = separator.separate_model_rate(np.stack([left, right]))
+        b = separator.separate_model_rate(np.stack([left, changed]))
+        assert a.shape == b.shape == (1, 2, left.size)
+        difference = float(np.max(np.abs(a[0, 0] - b[0, 0])))
+        assert (difference > 1e-4) if joint else (difference == 0.0), (joint, difference)
+        assert float(np.max(np.abs(a[0, 1] - b[0, 1]))) > 1e-4  # the right estimate follows its own input
+
+
+def test_a_mono_track_given_to_a_stereo_model_is_duplicated_and_its_estimates_averaged(tmp_path):
+    from mss_tf.errors import AudioError
+    from mss_tf.inference import StreamingSeparation, separate_file
+
+    separator = Separator(_stereo_bsrnn(), BSRNN_STFT, ["vocals"], chunk_seconds=0.5, overlap_seconds=0.1, name="duet")
+    mono = _tones(1.3)  # (1, samples): three chunks
+    out = separator.separate_model_rate(mono)
+    assert out.shape == (1, 1, mono.shape[1])
+    twice = separator.separate_model_rate(np.concatenate([mono, mono]))  # (1, 2, samples)
+    np.testing.assert_allclose(out[:, 0], twice.mean(axis=1), rtol=0, atol=1e-6 * np.max(np.abs(twice)))
+    assert not np.allclose(twice[:, 0], twice[:, 1], atol=1e-4)  # the two channel estimates differ: a mean, not a pick
+    # more than two channels: one line naming the input and the count, before any work
+    with pytest.raises(AudioError, match="audio: 3 channels; duet is a stereo model"):
+        separator.separate(np.zeros((1000, 3), np.float32), 44100)
+    with pytest.raises(AudioError, match="song.wav: 6 channels"):
+        StreamingSeparation(separator, 44100, 6, source="song.wav")
+    import soundfile
+
+    soundfile.write(tmp_path / "surround.wav", np.zeros((4410, 6), np.float32), 44100)
+    with pytest.raises(AudioError, match=f"^{tmp_path / 'surround.wav'}: 6 channels"):
+        separate_file(separator, tmp_path / "surround.wav", {"vocals": tmp_path / "out" / "vocals.wav"})
+    assert not (tmp_path / "out").exists()
+    # a mono model takes any number of channels, each on its own
+    mono_model = Separator(_tiny_bsrnn_se(), BSRNN_STFT, ["vocals"], chunk_seconds=0.5, overlap_seconds=0.1)
+    assert mono_model.separate(np.zeros((1000, 3), np.float32), 44100)["vocals"].shape == (1000, 3)
+
+
+def test_from_run_builds_the_runs_channels_and_its_familys_chunk(tiny_runs):
+    """config.model_kwargs' channels reach the model; the default chunk is the family's (README:
+    BSRNNs 5 s, the U-Net 10 s), 1 s of overlap."""
+    stereo = Separator.from_run(tiny_runs["bsrnn-tiny-stereo"])
+    assert stereo.model.channels == stereo.model_channels == 2
+    assert (stereo.chunk, stereo.overlap) == (5 * 44100, 44100)
+    unet = Separator.from_run(tiny_runs["unet-tiny"])
+    assert unet.model_channels == 1 and (unet.chunk, unet.overlap) == (10 * 16000, 16000)

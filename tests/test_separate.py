@@ -126,14 +126,18 @@ def test_bad_arguments_are_one_line_errors(model_dirs, tmp_path, monkeypatch, ca
 
 
 def test_a_savedmodel_streams_chunk_by_chunk_like_its_graph_and_its_run(model_dirs, tmp_path):
-    """separate.py calls an export's graph one chunk at a time: the same stems as the graph on the
-    whole track, and with the Wiener filter the same as the run (each chunk filtered before the
-    crossfade)."""
+    """separate.py runs an export as it runs a run (OverlapAdd, each chunk one call of the export's
+    separate_chunks signature): the same stems as the export's whole-track graph, and with the
+    Wiener filter the same as the run (each chunk filtered before the crossfade)."""
     run, export = model_dirs
     audio = _tone(9.3, 22050, 2, seed=4)
     song = tmp_path / "song.wav"
     soundfile.write(song, audio, 22050, subtype="FLOAT")
-    graph = load_saved_model(export).separate(audio, 22050)  # in memory: one graph call
+    serve = load_saved_model(export).model.signatures["serving_default"]  # the whole track in one graph call
+    from mss_tf.audio.io import resample
+
+    at_model_rate = serve(waveform=resample(audio, 22050, 16000).T)["stems"].numpy()  # (S, C, samples)
+    graph = {"bass": resample(at_model_rate[2].T, 16000, 22050)[: audio.shape[0]]}
     for wiener in (0, 1):
         separate_file(load_saved_model(export, wiener_iterations=wiener), song, {"bass": tmp_path / f"export-{wiener}.wav"})
         separate_file(Separator.from_run(run, chunk_seconds=4.0, overlap_seconds=1.0, wiener_iterations=wiener), song,
@@ -144,6 +148,54 @@ def test_a_savedmodel_streams_chunk_by_chunk_like_its_graph_and_its_run(model_di
     np.testing.assert_allclose(streamed["export-0"], streamed["run-0"], atol=1e-4)
     np.testing.assert_allclose(streamed["export-1"], streamed["run-1"], atol=1e-4)
     assert not np.allclose(streamed["export-1"], streamed["export-0"], atol=1e-4)
+
+
+def test_an_export_honours_the_separation_flags_and_refuses_another_precision(model_dirs, tmp_path, monkeypatch,
+                                                                              capsys):
+    """--chunk-seconds, --overlap and --chunks-per-call with an export separate as a run does with
+    them (its separate_chunks signature takes chunks of any length); --precision other than
+    float32 is one line and exit 2 (an export's precision was fixed when it was written)."""
+    run, export = model_dirs
+    song = tmp_path / "song.wav"
+    audio = _tone(5.3, 16000, 2, seed=2)
+    soundfile.write(song, audio, 16000, subtype="FLOAT")
+    flags = ["--chunk-seconds", 1.5, "--overlap", 0.25, "--chunks-per-call", 3, "--targets", "bass", "--quiet"]
+    result = run_main("separate.py", [song, "--model", export, "--out", tmp_path / "out", *flags], monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    got, _ = soundfile.read(tmp_path / "out" / "song" / "bass.wav", dtype="float32")
+    expected = Separator.from_run(run, chunk_seconds=1.5, overlap_seconds=0.25).separate(audio, 16000)["bass"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    exported_plan = load_saved_model(export).separate(audio, 16000)["bass"]  # its own 4 s chunks, 1 s overlap
+    assert not np.allclose(got, exported_plan, atol=1e-4)  # the flags were not ignored
+    for script, args in [("separate.py", [song, "--model", export, "--out", tmp_path / "o"]),
+                         ("evaluate.py", ["--saved-model", export, "--out", tmp_path / "o"])]:
+        refused = run_main(script, [*args, "--precision", "mixed_bfloat16"], monkeypatch, capsys)
+        assert_one_line_error(refused, export, "float32", "mixed_bfloat16")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_stereo_model_takes_mono_and_stereo_files_and_refuses_more_channels(tmp_path, monkeypatch, capsys):
+    from tests.test_export import stereo_run
+
+    run = stereo_run(tmp_path / "stereo-run")  # bsrnn-tiny with channels=2
+    files = {"mono.wav": 1, "surround.wav": 6, "stereo.flac": 2}
+    for name, channels in files.items():
+        soundfile.write(tmp_path / name, _tone(1.2, 44100, channels, seed=channels), 44100,
+                        subtype="FLOAT" if name.endswith(".wav") else None)
+    result = run_main("separate.py", [*(tmp_path / name for name in files), "--model", run, "--out", tmp_path / "out",
+                                      "--chunk-seconds", 0.5, "--overlap", 0.1, "--quiet"], monkeypatch, capsys)
+    assert_one_line_error(result, tmp_path / "surround.wav", "6 channels", "stereo model")
+    assert "1 of 3 files failed" in result.stderr and not (tmp_path / "out" / "surround").exists()
+    for name in ("mono", "stereo"):
+        info = soundfile.info(str(tmp_path / "out" / name / "vocals.wav"))
+        assert (info.channels, info.frames) == (files[f"{name}.wav" if name == "mono" else "stereo.flac"], 52920)
+    # the mono file's stem: the mean of the two channel estimates of the file duplicated to stereo
+    mono, _ = soundfile.read(tmp_path / "mono.wav", dtype="float32", always_2d=True)
+    separator = Separator.from_run(run, chunk_seconds=0.5, overlap_seconds=0.1)
+    duplicated = separator.separate(np.repeat(mono, 2, axis=1), 44100)["vocals"]
+    got, _ = soundfile.read(tmp_path / "out" / "mono" / "vocals.wav", dtype="float32", always_2d=True)
+    np.testing.assert_allclose(got[:, 0], duplicated.mean(axis=1), atol=1e-6)
+    assert not np.allclose(duplicated[:, 0], duplicated[:, 1], atol=1e-4)
 
 
 def _benchmark_tools():

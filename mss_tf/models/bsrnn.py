@@ -473,6 +473,11 @@ class BSRNN(keras.Model):
             the same weights); see BidirectionalLSTM. Checkpoints are interchangeable.
     """
 
+    # the separation chunk unless told (mss_tf.inference): BLSTM activations grow fast with the chunk,
+    # and the paper-size model peaks at 1.5 GB with 5 s chunks, 2.1 GB with 10 s, at the same speed
+    # (benchmarks/RESULTS.md, "Inference")
+    default_chunk_seconds = 5.0
+
     def __init__(
         self,
         targets: Sequence[str] = ("vocals",),
