@@ -195,7 +195,7 @@ def main() -> int:
         model = build_model(config.model, stft=config.spectrogram, **config.model_kwargs)
         spec = config.spectrogram
         if is_neural(config.model):
-            model(tf.zeros([1, config.train_frames(), spec.n_bins, 2]))
+            model(tf.zeros([1, *config.example_shape()]))
             model.summary()
             print(f"{config.model}: {model_parameters(model):,} parameters")
         else:
