@@ -268,7 +268,7 @@ def test_stereo_bsrnn_prepares_trains_validates_and_resumes(tone_musdb, tmp_path
     monkeypatch.setenv("MSS_TF_DATA", str(tmp_path / "data"))
     stft = SpectrogramConfig(8000, 256, 128)
     stereo = lambda **kw: _config(model="bsrnn-tiny", model_kwargs={"channels": 2}, epochs=1, steps_per_epoch=2,  # noqa: E731
-                                  stft=stft.to_dict(), **kw)
+                                  validation_steps=1, stft=stft.to_dict(), **kw)
     run = tmp_path / "run"
     lines = []
     result = train_run(stereo(), run, tone_musdb, None, progress=False, echo=lines.append)
