@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="global batch: examples per step over all replicas (default: the preset's)")
     parser.add_argument("--loss", help="loss by name: mag_phase_l2 (default: weighted magnitude + phase squared error), "
                         "mag_phase_l1 (the seed's weighted L1; silences sparse targets of multi-target models, see "
-                        "README) or bsrnn_paper (the BSRNN paper's L1 on real/imaginary parts and waveform)")
+                        "README), bsrnn_paper (the BSRNN paper's L1 on real/imaginary parts and waveform) or "
+                        "roformer_paper (the BS-RoFormer paper's waveform L1 + multi-resolution complex STFT L1 at "
+                        "windows 4096/2048/1024/512/256, hop 147)")
     parser.add_argument("--alpha", type=float, help="weight of the magnitude term in mag_phase_* losses (default 0.5)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default: the preset's, 1e-3)")
     parser.add_argument("--lr-decay", type=float, help="multiply the learning rate by this every --lr-decay-epochs epochs "
@@ -193,7 +195,7 @@ def main() -> int:
         model = build_model(config.model, stft=config.spectrogram, **config.model_kwargs)
         spec = config.spectrogram
         if is_neural(config.model):
-            model(tf.zeros([1, config.train_frames(), spec.n_bins, 2]))
+            model(tf.zeros([1, *config.example_shape()]))
             model.summary()
             print(f"{config.model}: {model_parameters(model):,} parameters")
         else:

@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--musdb-root", help="MUSDB18 (.stem.mp4) or MUSDB18-HQ (wav) folder (default: $MUSDB_PATH)")
     parser.add_argument("--out", type=Path, help="output folder; gets one shard folder per split (train/, valid/)")
     parser.add_argument("--model", help="preset whose STFT config and targets the shards are for (e.g. unet, bsrnn)")
+    parser.add_argument("--channels", type=int, choices=[1, 2],
+                        help="1: mono STFTs (the tracks downmixed), 2: stereo STFTs, both channels of every stem "
+                        "(default: what the preset's model takes; train with --model-arg channels=2 on stereo shards)")
     parser.add_argument("--splits", default="train,valid", help="comma-separated splits to prepare (default train,valid)")
     parser.add_argument("--workers", type=int, default=1, help="tracks prepared in parallel processes (default 1)")
     parser.add_argument("--augment-copies", type=int, default=0,
@@ -44,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    from mss_tf.config import model_channels
     from mss_tf.data import musdb
     from mss_tf.data.crops import CropConfig
     from mss_tf.data.prepare import PrepareConfig, check_shards, prepare_dataset
@@ -53,7 +57,9 @@ def main() -> int:
 
     if args.check is not None:
         for row in check_shards(args.check):
-            print(f"ok: {row['folder']}: {row['examples']} examples in {row['shards']} shards, {row['bytes'] / 1e6:.1f} MB")
+            channels = {1: "mono", 2: "stereo"}.get(row["channels"], f"{row['channels']} channels")
+            print(f"ok: {row['folder']}: {row['examples']} examples in {row['shards']} shards, {row['bytes'] / 1e6:.1f} MB, "
+                  f"{channels}")
         return 0
     if args.out is None or args.model is None:
         raise ConfigError("--out and --model are required (or --check DIR)")
@@ -81,6 +87,7 @@ def main() -> int:
         compression="GZIP" if args.gzip else "",
         shard_bytes=int(args.shard_mb * 2**20),
         seed=args.seed,
+        channels=args.channels or model_channels(args.model),
     )
     started = time.monotonic()
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
@@ -89,7 +96,8 @@ def main() -> int:
     for split in splits:
         manifest = json.loads((args.out / split / "manifest.json").read_text())
         quality = manifest.get("quality") or {}
-        print(f"{split}: {manifest['n_examples']} examples ({manifest['n_augmented']} augmented) from "
+        print(f"{split}: {manifest['n_examples']} {'stereo' if config.channels == 2 else 'mono'} examples "
+              f"({manifest['n_augmented']} augmented) from "
               f"{len(manifest['tracks'])} tracks, {manifest['bytes'] / 1e6:.1f} MB; "
               f"quality filter rejected {quality.get('rejected', 0)} of {quality.get('crops', 0)} crops")
         for track, reason in manifest.get("skipped", {}).items():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import CheckpointError, ConfigError
-from mss_tf.models.registry import PRECISIONS, check_model_kwargs, get_preset
+from mss_tf.models.registry import MODEL_CLASSES, PRECISIONS, check_model_kwargs, get_preset
 from mss_tf.utils import atomic_write
 
 CONFIG_FILE = "config.json"
@@ -42,6 +43,20 @@ def check_types(data: dict[str, Any], where: str) -> None:
         if wrong or not isinstance(value, types):
             names = " or ".join(t.__name__ for t in types)
             raise ConfigError(f"{where}: setting {key!r} must be {names}, got {value!r}")
+
+
+def model_channels(model: str, model_kwargs: dict[str, Any] | None = None) -> int:
+    """Audio channels a preset's model takes at once: its `channels` argument as `model_kwargs`
+    (e.g. `--model-arg channels=2`), else the preset, else the model class sets it; 1 (mono) for
+    a model without one. The shards it trains on must hold that many channels."""
+    preset = get_preset(model)
+    for source in (model_kwargs or {}, preset.kwargs):
+        if source.get("channels") is not None:
+            return int(source["channels"])
+    parameter = inspect.signature(MODEL_CLASSES[preset.model].__init__).parameters.get("channels")
+    if parameter is not None and isinstance(parameter.default, int):
+        return int(parameter.default)
+    return 1
 
 
 def _default_online_augment() -> dict[str, Any]:
@@ -147,6 +162,17 @@ class TrainConfig:
     def spectrogram(self) -> SpectrogramConfig:
         assert self.stft is not None, "call resolve() first"
         return SpectrogramConfig.from_dict(self.stft)
+
+    @property
+    def channels(self) -> int:
+        """Audio channels the model takes at once (1 mono, 2 stereo): `model_channels`."""
+        return model_channels(self.model, self.model_kwargs)
+
+    def example_shape(self, frames: int | None = None) -> list[int]:
+        """Shape of one model input: ([C,] frames, bins, 2), the channel axis for a stereo model
+        only; `frames` defaults to a training crop's."""
+        channels = [self.channels] if self.channels > 1 else []
+        return [*channels, self.train_frames() if frames is None else int(frames), self.spectrogram.n_bins, 2]
 
     def train_frames(self) -> int:
         assert self.train_seconds is not None, "call resolve() first"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -369,6 +370,41 @@ def test_apply_online_is_deterministic_with_a_seed():
     # the same dataset object iterated twice gives the same values too
     ds = online.apply_online(tagged_dataset(16), config, seed=21)
     np.testing.assert_array_equal(collect(ds)[1], collect(ds)[1])
+
+
+def stereo_tagged_dataset(n: int, frames: int = 6, bins: int = 5) -> tf.data.Dataset:
+    """Stereo examples (stems (4, 2, T, F, 2)): left of stem s of example j holds 10 * j + s + 1,
+    right holds -3 times that (a ratio no gain of +-10 dB gives by chance)."""
+    stems = np.zeros((n, 4, 2, frames, bins, 2), np.float32)
+    for j in range(n):
+        for s in range(4):
+            stems[j, s, 0] = 10 * j + s + 1
+            stems[j, s, 1] = -3 * (10 * j + s + 1)
+    return tf.data.Dataset.from_tensor_slices((stems, stems.sum(axis=1)))
+
+
+def test_stereo_stems_keep_their_channel_pairs():
+    """One draw per stem, never per channel: a gain, a dropout or a remix that treated left and
+    right apart would break right = -3 x left; the masks cover both channels of the mixture."""
+    config = online.OnlineAugmentConfig(remix_group=4, dropout_p=0.3)
+    stems, mixture = collect(online.apply_online(stereo_tagged_dataset(16), config, seed=5))
+    assert stems.shape == (16, 4, 2, 6, 5, 2) and mixture.shape == (16, 2, 6, 5, 2)
+    np.testing.assert_allclose(stems[:, :, 1], -3 * stems[:, :, 0], rtol=1e-6)
+    np.testing.assert_allclose(mixture, stems.sum(axis=1), rtol=1e-5)
+    left = stems[:, :, 0, 0, 0, 0]  # (16, 4)
+    assert 0.1 < (left == 0).mean() < 0.5  # stems were dropped (both channels: the ratio holds at 0)
+    assert np.unique(np.round(left[left != 0], 3)).size == (left != 0).sum()  # and gained, each by its own draw
+    plain = dataclasses.replace(online.OnlineAugmentConfig.none(), remix=True, remix_group=4)
+    remixed, _ = collect(online.apply_online(stereo_tagged_dataset(16), plain, seed=5))
+    tags = remixed[:, :, 0, 0, 0, 0].astype(int) - 1
+    assert (tags % 10 == np.arange(4)).all() and (tags // 10 != np.arange(16)[:, None]).any()  # stems moved
+    np.testing.assert_array_equal(remixed[:, :, 1], -3 * remixed[:, :, 0])  # with both channels
+    masks = dataclasses.replace(online.OnlineAugmentConfig.none(), freq_mask=True, freq_mask_param=4,
+                                time_mask=True, time_mask_param=4)
+    for seed in (None, 7):
+        _, masked = collect(online.apply_online(stereo_tagged_dataset(16), masks, seed=seed))
+        zero = masked == 0
+        assert zero.any() and (zero[:, 0] == zero[:, 1]).all()  # the same bins and frames on both channels
 
 
 def test_online_config_round_trip_and_validation():

@@ -119,7 +119,7 @@ def test_prepare_cli_and_check(tone_musdb, tmp_path, monkeypatch, capsys):
     result = run_cli("datasets/prepare_musdb.py", "--musdb-root", tone_musdb, "--out", out, "--model", "unet",
                      "--crop-seconds", 2, "--workers", 2, "--quiet")
     assert result.returncode == 0, result.stderr
-    assert "train: 6 examples" in result.stdout and "valid: 3 examples" in result.stdout
+    assert "train: 6 mono examples" in result.stdout and "valid: 3 mono examples" in result.stdout
     checked = run_cli("datasets/prepare_musdb.py", "--check", out)
     assert checked.returncode == 0 and checked.stdout.count("ok:") == 2
     shard = out / "train" / read_manifest(out / "train")["shards"][0]["file"]
@@ -230,3 +230,30 @@ def test_sped_up_copies_read_a_longer_excerpt_and_have_no_zero_tail(tmp_path):
         energy = np.sum(copy["stems"] ** 2, axis=(2, 3))  # (stems, frames)
         tail = energy.shape[1] // 10
         np.testing.assert_allclose(energy[:, -tail:].mean(axis=1), energy[:, :-tail].mean(axis=1), rtol=0.1)
+
+
+def test_stereo_shards_from_the_cli_and_stereo_augmented_copies(tone_musdb, tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from mss_tf.data.augment import AugmentConfig
+
+    prepare_cli = lambda *args: run_main("datasets/prepare_musdb.py", args, monkeypatch, capsys)  # noqa: E731
+    out = tmp_path / "shards"
+    result = prepare_cli("--musdb-root", tone_musdb, "--out", out, "--model", "unet", "--channels", 2,
+                         "--crop-seconds", 2, "--splits", "valid", "--quiet")
+    assert result.returncode == 0 and "valid: 3 stereo examples" in result.stdout, result.stderr
+    assert read_manifest(out / "valid", channels=2)["settings"]["channels"] == 2
+    checked = prepare_cli("--check", out)
+    assert checked.returncode == 0 and checked.stdout.rstrip().endswith("MB, stereo"), checked.stdout
+    # offline augmentation of a stereo crop: one pitch shift and time stretch for both channels of
+    # every stem (right stays 0.8 x left, as in the tone tracks), the copy stereo like its original
+    shift = AugmentConfig(pitch_p=1.0, stretch_p=1.0, compressor_p=0.0, reverb_p=0.0)
+    config = dataclasses.replace(CONFIG, augment=shift, augment_copies=1, channels=2)
+    prepare_split(musdb.find_tracks(tone_musdb, "test"), tmp_path / "s", STFT, config, progress=False)
+    copies = [e for e in iterate_examples(tmp_path / "s") if json.loads(e["augmentation"]) is not None]
+    assert len(copies) == 3
+    for copy in copies:
+        stems = copy["stems"]  # (4, 2, T, F, 2)
+        assert stems.shape[:2] == (4, 2)
+        for left, right in zip(stems[:, 0], stems[:, 1]):
+            assert np.max(np.abs(right - 0.8 * left)) < 0.03 * np.max(np.abs(left))

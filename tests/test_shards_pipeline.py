@@ -1,5 +1,6 @@
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,13 +11,17 @@ from mss_tf.data import musdb
 from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import MIN_SHUFFLE, PipelineConfig, make_dataset, shuffle_size
 from mss_tf.data.prepare import CropConfig, PrepareConfig, crop_offsets, prepare_dataset
-from mss_tf.data.shards import MANIFEST, ShardWriter, example_bytes, iterate_examples, read_manifest, write_manifest
-from mss_tf.errors import DataError, ShardError
+from mss_tf.data.shards import (
+    MANIFEST, ShardWriter, example_bytes, iterate_examples, manifest_channels, read_manifest, write_manifest,
+)
+from mss_tf.errors import ConfigError, DataError, ShardError
 
 STFT = SpectrogramConfig(16000, 1024, 512)
 CROPS = CropConfig(seconds=2.0, overlap=0.5)
 PREP = PrepareConfig(crops=CROPS, dtype="float32")
 PREP16 = PrepareConfig(crops=CROPS, dtype="float16")
+STEREO = PrepareConfig(crops=CROPS, dtype="float32", channels=2)
+STEMS4 = ["vocals", "drums", "bass", "other"]
 
 
 def test_crop_offsets():
@@ -232,3 +237,62 @@ def test_training_windows_draw_from_more_than_four_songs(tmp_path):
     take = lambda c: [m.numpy() for m, _ in make_dataset(tmp_path / "s", stft, ["vocals"], c, seed=2).take(3)]  # noqa: E731
     np.testing.assert_array_equal(take(by_bytes), take(plain))
     assert not np.array_equal(take(dataclasses.replace(plain, shuffle_buffer=16)), take(plain))
+
+
+def test_stereo_shards_hold_both_channels_at_twice_the_size(tone_musdb, tmp_path):
+    mono = prepare_dataset(tone_musdb, tmp_path / "mono", STFT, PREP, splits=["test"], progress=False)
+    stereo = prepare_dataset(tone_musdb, tmp_path / "stereo", STFT, STEREO, splits=["test"], progress=False)
+    m1, m2 = read_manifest(mono / "test", STFT, channels=1), read_manifest(stereo / "test", STFT, channels=2)
+    assert (m1["channels"], m2["channels"]) == (1, 2) and m1["n_examples"] == m2["n_examples"] == 3
+    assert example_bytes(m2) == 2 * example_bytes(m1)  # the shuffle window counts both channels
+    assert 1.95 < m2["bytes"] / m1["bytes"] < 2.05  # on disk too
+    audio, _ = musdb.load_track(musdb.split_tracks(tone_musdb, "test")[0], sample_rate=16000)  # (samples, 2) each
+    for mono_example, example in zip(iterate_examples(mono / "test"), iterate_examples(stereo / "test")):
+        offset = int(example["offset"])
+        assert example["stems"].shape == (4, 2, 63, 513, 2) and example["mixture"].shape == (2, 63, 513, 2)
+        for i, stem in enumerate(["mixture", *STEMS4]):
+            spec = example["mixture"] if i == 0 else example["stems"][i - 1]  # (2, T, F, 2)
+            waves = istft(tf.complex(spec[..., 0], spec[..., 1]), STFT, 32000).numpy()  # (2, samples): left, right
+            np.testing.assert_allclose(waves, audio[stem][offset : offset + 32000].T, atol=1e-4)
+        # mono shards hold the downmix: the mean of the two channels
+        np.testing.assert_allclose(mono_example["stems"], example["stems"].mean(axis=1), atol=1e-5)
+    # a folder of the other channel count is refused, naming the folder and both counts
+    for folder, model in ((stereo / "test", 1), (mono / "test", 2)):
+        with pytest.raises(ConfigError) as refused:
+            make_dataset(folder, STFT, ["vocals"], PipelineConfig(batch_size=2), training=False, channels=model)
+        message = str(refused.value)
+        assert "\n" not in message and message.startswith(f"{folder}: ")
+        found, wanted = {1: "stereo (2-channel)", 2: "mono (1-channel)"}[model], {1: "mono (1-channel)", 2: "stereo (2-channel)"}[model]
+        assert f"shards hold {found} STFTs, the model takes {wanted} input" in message
+    # manifests written before stereo shards existed are mono
+    path = mono / "test" / MANIFEST
+    legacy = {k: v for k, v in json.loads(path.read_text()).items() if k != "channels"}
+    path.write_text(json.dumps(legacy))
+    assert manifest_channels(read_manifest(mono / "test", STFT, channels=1)) == 1
+
+
+def test_stereo_stream_keeps_channel_pairs_and_resumes_exactly(tone_musdb, tmp_path):
+    """A stereo example stays a real stereo mix: every stem of the tone tracks has its right
+    channel at 0.8 x its left one, so a gain, a dropout or a remix drawn per channel instead of
+    per stem would break the ratio; and the stream started at a position continues the whole one."""
+    out = prepare_dataset(tone_musdb, tmp_path / "s", STFT, STEREO, splits=["train"], progress=False)
+    n_examples = read_manifest(out / "train")["n_examples"]
+    no_masks = PipelineConfig(batch_size=3, train_frames=10, augment=OnlineAugmentConfig(remix_group=4, dropout_p=0.3))
+    sounding = 0
+    for mixture, stems in make_dataset(out / "train", STFT, STEMS4, no_masks, seed=4, channels=2).take(4):
+        mixture, stems = mixture.numpy(), stems.numpy()
+        assert mixture.shape == (3, 2, 10, 513, 2) and stems.shape == (3, 4, 2, 10, 513, 2)
+        scale = np.abs(stems).max()
+        np.testing.assert_allclose(stems[:, :, 1], 0.8 * stems[:, :, 0], atol=1e-5 * scale)
+        np.testing.assert_allclose(mixture, stems.sum(axis=1), atol=1e-5 * scale)
+        sounding += int((np.abs(stems).max(axis=(2, 3, 4, 5)) > 0).sum())
+    assert sounding >= 24  # of 48 stems (dropout p = 0.3): the ratio was checked on sound, not on silence
+    # exact resume with every step on (masks too, the same on both channels), across passes
+    config = PipelineConfig(batch_size=3, train_frames=10, shuffle_buffer=4,
+                            augment=OnlineAugmentConfig(remix_group=4, freq_mask=True, time_mask=True))
+    whole = [m.numpy() for m, _ in make_dataset(out / "train", STFT, ["vocals"], config, seed=9).take(n_examples + 2)]
+    assert all((w[:, 0] == 0).sum() == (w[:, 1] == 0).sum() > 0 for w in whole)  # masked alike
+    for step in (1, n_examples):
+        resumed = make_dataset(out / "train", STFT, ["vocals"], config, seed=9, start=step * 3, channels=2)
+        for k, (mixture, _) in enumerate(resumed.take(2)):
+            np.testing.assert_array_equal(mixture.numpy(), whole[step + k], err_msg=f"step {step + k}")

@@ -257,3 +257,39 @@ def test_a_sparse_source_20_db_quieter_is_separated_not_silenced(tmp_path):
     assert final["energy_ratio"]["sparse"] > 0.5, history  # its estimate carries most of its energy
     assert final["valid_usdr"]["sparse"] > 6.0, history  # and is that source, not the mixture
     assert final["valid_usdr"]["dense"] > 20.0, history  # the mixture alone scores 20 dB here
+
+
+def test_stereo_bsrnn_prepares_trains_validates_and_resumes(tone_musdb, tmp_path, monkeypatch):
+    """`bsrnn-tiny` with channels=2 trains on stereo shards of its own (both channels at once)."""
+    from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset
+    from mss_tf.data.shards import read_manifest
+    from mss_tf.training.run import default_shard_dir
+
+    monkeypatch.setenv("MSS_TF_DATA", str(tmp_path / "data"))
+    stft = SpectrogramConfig(8000, 256, 128)
+    stereo = lambda **kw: _config(model="bsrnn-tiny", model_kwargs={"channels": 2}, epochs=1, steps_per_epoch=2,  # noqa: E731
+                                  validation_steps=1, stft=stft.to_dict(), **kw)
+    run = tmp_path / "run"
+    lines = []
+    result = train_run(stereo(), run, tone_musdb, None, progress=False, echo=lines.append)
+    shard_dir = default_shard_dir(tone_musdb, stereo().resolve())
+    assert shard_dir.name.startswith("musdb-stereo-") and shard_dir != default_shard_dir(tone_musdb, _config(
+        model="bsrnn-tiny", stft=stft.to_dict()).resolve())  # mono and stereo shards never share a folder
+    for split in ("train", "valid"):
+        assert read_manifest(shard_dir / split, stft, channels=2)["channels"] == 2
+    record = result["history"][0]
+    assert record["step"] == 2 and np.isfinite(record["train_loss"]) and np.isfinite(record["valid_loss"])
+    assert np.isfinite(record["valid_usdr"]["vocals"]) and record["energy_ratio"]["vocals"] > 0  # stereo crops separated
+    assert json.loads((run / "config.json").read_text())["model_kwargs"]["channels"] == 2
+    config = TrainConfig.load(run)
+    config.epochs = 2
+    again = train_run(config, run, None, shard_dir, progress=False, echo=lines.append)
+    assert [h["epoch"] for h in again["history"]] == [2] and any("resumed from" in line for line in lines)
+    assert tf.train.latest_checkpoint(str(run / "checkpoints")).endswith("ckpt-4")
+    # a mono model on these stereo shards, and the stereo model on mono shards: refused before any work
+    mono_shards = prepare_dataset(tone_musdb, tmp_path / "mono", stft, PrepareConfig(crops=CropConfig(seconds=2.0)),
+                                  splits=["train"], progress=False)
+    for config, shards in ((_config(model="bsrnn-tiny", stft=stft.to_dict()), shard_dir), (stereo(), mono_shards)):
+        with pytest.raises(ConfigError, match="shards hold .* STFTs, the model takes"):
+            train_run(config, tmp_path / "refused", None, shards, progress=False, echo=lambda line: None)
+        assert not (tmp_path / "refused").exists()

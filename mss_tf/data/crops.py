@@ -109,9 +109,13 @@ def seconds_to_frames(seconds: float, stft_config: "SpectrogramConfig") -> int:
 
 
 def random_crop_frames(
-    stems: "tf.Tensor", mixture: "tf.Tensor", n_frames: "int | tf.Tensor", seed: "int | tf.Tensor | None" = None
+    stems: "tf.Tensor", mixture: "tf.Tensor", n_frames: "int | tf.Tensor", seed: "int | tf.Tensor | None" = None,
+    time_axis: int = 0,
 ) -> "tuple[tf.Tensor, tf.Tensor]":
     """Cut stems (S, T, ...) and mixture (T, ...) to the same `n_frames` window in time.
+
+    With `time_axis` = 1, stereo examples: stems (S, C, T, ...) and mixture (C, T, ...), every
+    channel cut at the same frames.
 
     The start is uniform in [0, T - n_frames]; an example of at most `n_frames` frames is
     returned whole. Pure TensorFlow ops, so it runs eagerly and inside `tf.data` maps.
@@ -125,10 +129,11 @@ def random_crop_frames(
             or a shape-[2] int tensor: `tf.random.stateless_uniform`, the same start for the
             same seed — in tf.data give each element its own, e.g.
             ``ds.enumerate().map(lambda i, ex: random_crop_frames(..., seed=tf.stack([k, i])))``.
+        time_axis: the mixture's time axis (the stems' is the next one).
     """
     import tensorflow as tf
 
-    total = tf.shape(mixture)[0]
+    total = tf.shape(mixture)[time_axis]
     length = tf.minimum(tf.cast(n_frames, tf.int32), total)
     maxval = total - length + 1
     if seed is None or isinstance(seed, (int, np.integer)):
@@ -136,4 +141,6 @@ def random_crop_frames(
     else:
         seed = tf.cast(tf.reshape(seed, [2]), tf.int64)
         start = tf.random.stateless_uniform([], seed, 0, maxval, dtype=tf.int32)
-    return stems[:, start : start + length], mixture[start : start + length]
+    window = slice(start, start + length)
+    before = (slice(None),) * time_axis
+    return stems[(slice(None), *before, window)], mixture[(*before, window)]

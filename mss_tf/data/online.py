@@ -1,8 +1,12 @@
-"""Online augmentation inside tf.data, on STFT examples ``(stems (S, T, F, 2), mixture (T, F, 2))``.
+"""Online augmentation inside tf.data, on STFT examples ``(stems (S, T, F, 2), mixture (T, F, 2))``,
+or stereo ones ``(stems (S, C, T, F, 2), mixture (C, T, F, 2))``.
 
 The STFT is linear, so stem-level changes (gain, dropout, remixing) are done on the stored
 complex spectrograms (real/imaginary in the last axis) and the mixture is recomputed as the sum
-of the stems. Steps, in the order :func:`apply_online` runs them:
+of the stems. Every draw is per stem, never per channel: a stereo stem keeps its left and right
+together (one gain, one dropout, one source crop in a remix; the mixture's masks cover every
+channel), so a stereo example stays a real stereo mix. Steps, in the order :func:`apply_online`
+runs them:
 
 1. **Remix** (:func:`remix`): stems of different crops are recombined. The stream is grouped
    into windows of ``remix_group`` consecutive examples (``Dataset.batch``), each stem index
@@ -155,22 +159,28 @@ class OnlineAugmentConfig:
 # --------------------------------------------------------------------------- single steps
 
 
-def mix(stems: tf.Tensor) -> tf.Tensor:
-    """Mixture STFT of ``(..., S, T, F, 2)`` stems: their sum over S."""
-    return tf.reduce_sum(stems, axis=-4)
+def mix(stems: tf.Tensor, axis: int = 0) -> tf.Tensor:
+    """Mixture STFT of stems ``(S, [C,] T, F, 2)``: their sum over the stem axis `axis`."""
+    return tf.reduce_sum(stems, axis=axis)
+
+
+def _per_stem(values: tf.Tensor, stems: tf.Tensor) -> tf.Tensor:
+    """(S,) values shaped to broadcast over stems (S, ...): the same value on every channel and bin."""
+    return tf.reshape(values, [-1] + [1] * (stems.shape.rank - 1))
 
 
 def random_gain(stems: tf.Tensor, gain_db: float, seed: tf.Tensor) -> tf.Tensor:
-    """Scale each stem of ``(S, T, F, 2)`` by a gain uniform in [-gain_db, +gain_db] dB."""
+    """Scale each stem of ``(S, [C,] T, F, 2)`` by a gain uniform in [-gain_db, +gain_db] dB (one
+    gain per stem, shared by its channels)."""
     n_stems = tf.shape(stems)[0]
     db = tf.random.stateless_uniform(tf.stack([n_stems]), seed, -float(gain_db), float(gain_db))
-    return stems * tf.reshape(tf.pow(10.0, db / 20.0), [-1, 1, 1, 1])
+    return stems * _per_stem(tf.pow(10.0, db / 20.0), stems)
 
 
 def stem_dropout(
     stems: tf.Tensor, p: float, seed: tf.Tensor, droppable: Sequence[int] | None = None
 ) -> tf.Tensor:
-    """Zero each droppable stem of ``(S, T, F, 2)`` with probability `p`.
+    """Zero each droppable stem of ``(S, [C,] T, F, 2)`` (all its channels) with probability `p`.
 
     `droppable`: stem indices that may be dropped (None: all). If every stem would be dropped,
     none is.
@@ -182,11 +192,17 @@ def stem_dropout(
     if droppable is not None:
         drop = tf.logical_and(drop, tf.constant([i in set(droppable) for i in range(n_stems)]))
     drop = tf.logical_and(drop, tf.logical_not(tf.reduce_all(drop)))  # never silence every stem
-    return tf.where(tf.reshape(drop, [-1, 1, 1, 1]), tf.zeros([], stems.dtype), stems)
+    return tf.where(_per_stem(drop, stems), tf.zeros([], stems.dtype), stems)
 
 
 def spec_masks(mixture: tf.Tensor, config: OnlineAugmentConfig, seed: tf.Tensor | None) -> tf.Tensor:
-    """The enabled SpecAugment masks on a ``(T, F, 2)`` mixture (None seed: unseeded, tfio if selected)."""
+    """The enabled SpecAugment masks on a ``([C,] T, F, 2)`` mixture (None seed: unseeded, tfio if
+    selected); a stereo mixture gets the same masks on both channels."""
+    if mixture.shape.rank == 4:  # (C, T, F, 2): the channels join real/imaginary as mask channels
+        folded = tf.reshape(tf.transpose(mixture, [1, 2, 0, 3]), tf.concat([tf.shape(mixture)[1:3], [-1]], 0))  # (T, F, 2C)
+        masked = spec_masks(folded, config, seed)
+        unfolded = tf.reshape(masked, tf.concat([tf.shape(mixture)[1:3], tf.shape(mixture)[:1], [2]], 0))  # (T, F, C, 2)
+        return tf.transpose(unfolded, [2, 0, 1, 3])  # (C, T, F, 2)
     n_freq = int(config.n_freq_masks) if config.freq_mask else 0
     n_time = int(config.n_time_masks) if config.time_mask else 0
     seeds = None if seed is None else tf.random.experimental.stateless_split(seed, max(1, n_freq + n_time))
@@ -198,7 +214,8 @@ def spec_masks(mixture: tf.Tensor, config: OnlineAugmentConfig, seed: tf.Tensor 
 
 
 def remix_group(stems: tf.Tensor, seed: tf.Tensor, p: float = 1.0) -> tf.Tensor:
-    """Permute each stem index independently across a window ``(K, S, T, F, 2)`` of examples.
+    """Permute each stem index independently across a window ``(K, S, [C,] T, F, 2)`` of examples
+    (a stem moves with all its channels).
 
     Output ``[j, s] = stems[perm_s[j], s]``. With ``p`` < 1 only a random subset of the K
     examples (each with probability p) takes part; the others keep their own stems.
@@ -242,7 +259,7 @@ def remix(
 
     def remix_window(stems: tf.Tensor, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         stems = remix_group(stems, key, p)
-        return stems, mix(stems)
+        return stems, mix(stems, axis=1)
 
     windows = windows.map(remix_window, num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(seed))
     return windows.unbatch()
@@ -277,8 +294,9 @@ def apply_online(
     """Apply the enabled online augmentations to an unbatched ``(stems, mixture)`` dataset.
 
     Args:
-        ds: elements ``(stems (S, T, F, 2), mixture (T, F, 2))`` float32, S static (4 in shards);
-            with remixing, T and F must be equal across examples (fixed-length crops).
+        ds: elements ``(stems (S, [C,] T, F, 2), mixture ([C,] T, F, 2))`` float32, S static (4 in
+            shards), the channel axis C in stereo streams only; with remixing, T and F must be
+            equal across examples (fixed-length crops).
         config: which steps run.
         seed: makes the output deterministic (given a deterministic input order).
         start: the stream position of the first element of `ds` (a resumed run starts its

@@ -28,8 +28,8 @@ class PipelineConfig:
         shuffle_buffer: at most this many examples are held for shuffling ...
         shuffle_bytes: ... and at most this many bytes of them (serialised; at least
             MIN_SHUFFLE examples): 6 s BSRNN examples (44.1 kHz, 1025 bins, float16) are 10.1 MiB
-            each, so the default 512 MiB holds 50 of them; 6 s U-Net examples (1.8 MiB) fill the
-            256 slots. See `shuffle_size`.
+            each, so the default 512 MiB holds 50 of them (25 stereo ones: twice the bytes);
+            6 s U-Net examples (1.8 MiB) fill the 256 slots. See `shuffle_size`.
         augment: online augmentation of training streams (remix, gain, stem dropout,
             SpecAugment masks); None streams the stored examples unchanged.
         cycle_length: shard files read at once, one example from each in turn (each track has
@@ -60,8 +60,13 @@ def make_dataset(
     training: bool = True,
     seed: int | None = None,
     start: int = 0,
+    channels: int | None = None,
 ) -> tf.data.Dataset:
-    """Stream `(mixture, targets)` batches: (B, T, F, 2) and (B, n_targets, T, F, 2) float32.
+    """Stream `(mixture, targets)` batches: (B, T, F, 2) and (B, n_targets, T, F, 2) float32 from
+    mono shards, (B, C, T, F, 2) and (B, n_targets, C, T, F, 2) from stereo ones.
+
+    `channels` is the model's channel count: shards of another count are refused (ConfigError);
+    None takes the shards as they are.
 
     Training streams repeat forever, shuffle, crop randomly in time and drop the last partial
     batch; evaluation streams read each example once in file order from its first frame.
@@ -74,7 +79,8 @@ def make_dataset(
     serialized records before it (at most one pass is read, nothing is parsed) and then yields
     exactly what an uninterrupted stream would. Without a seed a random one is drawn.
     """
-    manifest = shards.read_manifest(shard_dir, stft, targets)
+    manifest = shards.read_manifest(shard_dir, stft, targets, channels=channels)
+    time_axis = 1 if shards.manifest_channels(manifest) > 1 else 0  # of the mixture; the stems' is the next
     files = shards.shard_files(shard_dir, manifest)
     target_index = [manifest["stems"].index(t) for t in targets]
     compression = manifest["compression"] or None
@@ -92,7 +98,7 @@ def make_dataset(
         ds = ds.map(lambda r: shards.parse_example(r, manifest), num_parallel_calls=tf.data.AUTOTUNE)
         train_frames = config.train_frames
         if train_frames is not None:
-            ds = ds.map(lambda ex: (ex["stems"][:, :train_frames], ex["mixture"][:train_frames]))
+            ds = ds.map(lambda ex: (ex["stems"][..., :train_frames, :, :], ex["mixture"][..., :train_frames, :, :]))
         else:
             ds = ds.map(lambda ex: (ex["stems"], ex["mixture"]))
         ds = ds.map(lambda stems, mixture: (mixture, tf.gather(stems, target_index, axis=0)))
@@ -133,10 +139,10 @@ def make_dataset(
     train_frames = config.train_frames
 
     def crop(example: dict[str, tf.Tensor], key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        stems, mixture = example["stems"], example["mixture"]  # (S, T, F, 2), (T, F, 2)
+        stems, mixture = example["stems"], example["mixture"]  # (S, [C,] T, F, 2), ([C,] T, F, 2)
         if train_frames is None:
             return stems, mixture
-        return random_crop_frames(stems, mixture, train_frames, key)
+        return random_crop_frames(stems, mixture, train_frames, key, time_axis=time_axis)
 
     ds = tf.data.Dataset.zip((ds, element_seeds(seed, aligned, CROP_SALT))).map(
         crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -145,7 +151,7 @@ def make_dataset(
         ds = apply_online(ds, config.augment, seed, aligned)
     ds = ds.skip(start - aligned)
     ds = ds.map(
-        lambda stems, mixture: (mixture, tf.gather(stems, target_index, axis=0)),  # (T, F, 2), (n, T, F, 2)
+        lambda stems, mixture: (mixture, tf.gather(stems, target_index, axis=0)),  # ([C,] T, F, 2), (n, [C,] T, F, 2)
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     ds = ds.batch(config.batch_size, drop_remainder=True)

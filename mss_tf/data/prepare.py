@@ -25,8 +25,8 @@ from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.data import musdb
 from mss_tf.data.crops import CropConfig, crop_offsets, track_crops  # noqa: F401  (re-exported)
 from mss_tf.data.quality import QualityConfig, QualityStats, assess
-from mss_tf.data.shards import MANIFEST, STEMS, ShardWriter, read_manifest, write_manifest
-from mss_tf.errors import DataError, ShardError
+from mss_tf.data.shards import CHANNELS, MANIFEST, STEMS, ShardWriter, manifest_channels, read_manifest, write_manifest
+from mss_tf.errors import ConfigError, DataError, ShardError
 from mss_tf.utils import atomic_write
 
 DONE = ".done"
@@ -51,6 +51,9 @@ class PrepareConfig:
         compression: "" or "GZIP".
         shard_bytes: target shard size; a track's examples start a new shard past it.
         seed: seed of the augmentation draws.
+        channels: 1 stores mono STFTs (the tracks downmixed), 2 stereo ones (both channels of
+            every stem and the mixture; a mono file is duplicated into both): what the model
+            the shards are for takes (`mss_tf.config.model_channels`).
     """
 
     crops: CropConfig = CropConfig()
@@ -61,8 +64,16 @@ class PrepareConfig:
     compression: str = ""
     shard_bytes: int = 256 * 2**20
     seed: int = 0
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.channels not in CHANNELS:
+            raise ConfigError(f"shard channels must be 1 (mono) or 2 (stereo), got {self.channels!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        # "channels" only when stereo: mono settings (and so the cache keys and folders of
+        # shards prepared before stereo existed) stay what they were
+        stereo = {"channels": self.channels} if self.channels != 1 else {}
         return {
             "crops": self.crops.to_dict(),
             "quality": self.quality.to_dict() if self.quality else None,
@@ -72,6 +83,7 @@ class PrepareConfig:
             "compression": self.compression,
             "shard_bytes": self.shard_bytes,
             "seed": self.seed,
+            **stereo,
         }
 
 
@@ -94,7 +106,8 @@ def _slug(name: str) -> str:
 
 
 def _augmented(audio: dict[str, np.ndarray], offset: int, rate: int, config: PrepareConfig, crop_id: str):
-    """The augmented copies of the crop at `offset` of a track's `audio` (stems, (samples,) each).
+    """The augmented copies of the crop at `offset` of a track's `audio` (stems, (samples,) or
+    (samples, channels) each: the effects of a stem are the same on each of its channels).
 
     A time stretch that speeds the crop up consumes more than a crop of audio, so each copy is
     made from the longer excerpt `augment.source_length` asks for and cut to the crop length:
@@ -122,8 +135,8 @@ def prepare_track(
     from mss_tf.audio.spectrogram import stft
 
     out = Path(out_dir)
-    audio, rate = musdb.load_track(track, sample_rate=stft_config.sample_rate, mono=True)
-    audio = {name: wave[:, 0] for name, wave in audio.items()}  # (samples,) each
+    audio, rate = musdb.load_track(track, sample_rate=stft_config.sample_rate, mono=config.channels == 1)
+    audio = _with_channels(audio, config.channels, track)  # (samples,) each, or (samples, 2) in stereo
     stats = QualityStats(config.quality) if config.quality else None
     waves, offsets, params = [], [], []
     for offset, crop in track_crops(audio, rate, config.crops):
@@ -137,14 +150,15 @@ def prepare_track(
             versions += _augmented(audio, offset, rate, config, f"{track.name}@{offset}")
         for stems, applied in versions:
             mixture = stems["mixture"] if "mixture" in stems else crop["mixture"]
-            waves.append(np.stack([mixture] + [stems[s] for s in STEMS]).astype(np.float32))
+            wave = np.stack([mixture] + [stems[s] for s in STEMS]).astype(np.float32)  # (5, samples[, C])
+            waves.append(wave if wave.ndim == 2 else wave.transpose(0, 2, 1))  # (5, [C,] samples)
             offsets.append(offset)
             params.append(applied)
     writer = ShardWriter(out, stft_config, config.dtype, config.shard_bytes, config.compression,
-                         prefix=f"{index:04d}-{_slug(track.name)}")
+                         prefix=f"{index:04d}-{_slug(track.name)}", channels=config.channels)
     with writer:
         for start in range(0, len(waves), 8):  # STFT a few crops at a time: bounded memory
-            spec = stft(tf.constant(np.stack(waves[start : start + 8])), stft_config).numpy()  # (n, 5, T, F)
+            spec = stft(tf.constant(np.stack(waves[start : start + 8])), stft_config).numpy()  # (n, 5, [C,] T, F)
             for i, example in enumerate(spec):
                 j = start + i
                 writer.add(example[1:], example[0], track.name, offsets[j], augmentation=params[j])
@@ -160,6 +174,19 @@ def prepare_track(
         "quality": stats.to_dict() if stats else None,
         "augmentation": [p for p in params if p is not None],
     }
+
+
+def _with_channels(audio: dict[str, np.ndarray], channels: int, track: musdb.Track) -> dict[str, np.ndarray]:
+    """Loaded (samples, channels) sources -> (samples,) for mono shards, (samples, 2) for stereo
+    ones (a mono file is duplicated into both channels; more than two channels is an error)."""
+    if channels == 1:
+        return {name: wave[:, 0] for name, wave in audio.items()}
+    found = next(iter(audio.values())).shape[1]
+    if found == 1:
+        return {name: np.repeat(wave, 2, axis=1) for name, wave in audio.items()}
+    if found != 2:
+        raise DataError(f"{track.path}: {found} audio channels; stereo shards take 1 or 2")
+    return audio
 
 
 def _record_path(out: Path, index: int) -> Path:
@@ -301,6 +328,7 @@ def _write_manifest(
             "audio_seconds": n_examples * config.crops.seconds,
             **(extra or {}),
         },
+        channels=config.channels,
     )
 
 
@@ -374,5 +402,5 @@ def check_shards(shard_dir: str | Path) -> list[dict[str, Any]]:
         if count != manifest["n_examples"]:
             raise ShardError(f"{folder}: {count} examples, manifest says {manifest['n_examples']}")
         summary.append({"folder": str(folder), "examples": count, "shards": len(manifest["shards"]),
-                        "bytes": manifest["bytes"]})
+                        "bytes": manifest["bytes"], "channels": manifest_channels(manifest)})
     return summary

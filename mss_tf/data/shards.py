@@ -1,4 +1,9 @@
-"""TFRecord shards of precomputed complex STFTs (four stems + mixture) and their manifest."""
+"""TFRecord shards of precomputed complex STFTs (four stems + mixture) and their manifest.
+
+A shard folder holds mono or stereo STFTs (`manifest["channels"]`, 1 when a manifest predates
+the field): a mono example is stems (4, T, F, 2) and mixture (T, F, 2), a stereo one stems
+(4, 2, T, F, 2) and mixture (2, T, F, 2), the channel axis where a stereo model takes it.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ FORMAT = "mss-tf-shards"
 FORMAT_VERSION = 1
 STEMS = TARGETS  # every shard stores all four stems in this order; models pick their targets
 DTYPES = {"float16": np.float16, "float32": np.float32}
+CHANNELS = (1, 2)  # mono or stereo STFTs
 
 
 def _sha256(path: Path) -> str:
@@ -49,6 +55,8 @@ class ShardWriter:
         dtype: storage dtype of the real/imaginary values, "float16" or "float32".
         shard_bytes: target size of one shard before a new one is started.
         compression: "" or "GZIP".
+        prefix: shard file name prefix.
+        channels: 1 (mono examples) or 2 (stereo: a channel axis before the frames).
     """
 
     def __init__(
@@ -59,7 +67,10 @@ class ShardWriter:
         shard_bytes: int = 256 * 2**20,
         compression: str = "",
         prefix: str = "shard",
+        channels: int = 1,
     ) -> None:
+        if channels not in CHANNELS:
+            raise ConfigError(f"shard channels must be 1 (mono) or 2 (stereo), got {channels!r}")
         if dtype not in DTYPES:
             raise ConfigError(f"shard dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if compression not in ("", "GZIP"):
@@ -70,6 +81,7 @@ class ShardWriter:
         self.shard_bytes = shard_bytes
         self.compression = compression
         self.prefix = prefix
+        self.channels = int(channels)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict[str, Any]] = []
         self.tracks: list[str] = []
@@ -101,7 +113,8 @@ class ShardWriter:
     def add(
         self, stems: np.ndarray, mixture: np.ndarray, track: str, offset: int, augmentation: dict | None = None
     ) -> None:
-        """Add one example: stems (4, frames, bins) complex and mixture (frames, bins) complex.
+        """Add one example: stems (4, [C,] frames, bins) complex and mixture ([C,] frames, bins)
+        complex, the channel axis C present for a stereo writer only.
 
         `augmentation` records the offline augmentation applied to this example (None: original).
         """
@@ -109,13 +122,16 @@ class ShardWriter:
         mixture = np.asarray(mixture)
         if stems.shape[0] != len(STEMS) or stems.shape[1:] != mixture.shape:
             raise ShardError(f"example from {track}: stems {stems.shape} do not match mixture {mixture.shape}")
+        expected = "(frames, bins)" if self.channels == 1 else f"({self.channels}, frames, bins)"
+        if mixture.ndim != (2 if self.channels == 1 else 3) or (self.channels > 1 and mixture.shape[0] != self.channels):
+            raise ShardError(f"example from {track}: mixture {mixture.shape}, a {self.channels}-channel writer takes {expected}")
         if mixture.shape[-1] != self.stft.n_bins:
             raise ShardError(f"example from {track}: {mixture.shape[-1]} bins, STFT config has {self.stft.n_bins}")
         store = DTYPES[self.dtype]
         features = {
             "stems": _bytes_feature(spectrogram_to_array(stems).astype(store).tobytes()),
             "mixture": _bytes_feature(spectrogram_to_array(mixture).astype(store).tobytes()),
-            "n_frames": _int_feature(mixture.shape[0]),
+            "n_frames": _int_feature(mixture.shape[-2]),
             "track": _bytes_feature(track.encode()),
             "offset": _int_feature(offset),
             "augmentation": _bytes_feature(json.dumps(augmentation).encode()),
@@ -128,7 +144,7 @@ class ShardWriter:
         self._current["examples"] += 1
         self._current["bytes"] += len(record)
         self.n_examples += 1
-        self.n_frames.add(int(mixture.shape[0]))
+        self.n_frames.add(int(mixture.shape[-2]))
         if track not in self.tracks:
             self.tracks.append(track)
         if self._current["bytes"] >= self.shard_bytes:
@@ -144,7 +160,7 @@ class ShardWriter:
         self.finish()
         return write_manifest(
             self.out_dir, self.stft, self.dtype, self.compression, self.shards,
-            self.n_examples, sorted(self.n_frames), self.tracks, extra,
+            self.n_examples, sorted(self.n_frames), self.tracks, extra, channels=self.channels,
         )
 
     def __enter__(self) -> "ShardWriter":
@@ -167,6 +183,7 @@ def write_manifest(
     n_frames: list[int],
     tracks: list[str],
     extra: dict[str, Any] | None = None,
+    channels: int = 1,
 ) -> dict[str, Any]:
     """Write a shard folder's `manifest.json` (atomically, last) and return it."""
     if n_examples == 0:
@@ -175,6 +192,7 @@ def write_manifest(
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "stft": stft.to_dict(),
+        "channels": int(channels),
         "dtype": dtype,
         "compression": compression,
         "stems": list(STEMS),
@@ -202,8 +220,10 @@ def read_manifest(
     stft: SpectrogramConfig | None = None,
     targets: Sequence[str] | None = None,
     verify_checksums: bool = False,
+    channels: int | None = None,
 ) -> dict[str, Any]:
-    """Load and check a shard folder's manifest against the STFT config and targets wanted."""
+    """Load and check a shard folder's manifest against the STFT config, targets and channel
+    count wanted (None: any); a folder of another channel count is a ConfigError naming both."""
     shard_dir = Path(shard_dir)
     path = shard_dir / MANIFEST
     if not path.is_file():
@@ -218,6 +238,11 @@ def read_manifest(
         found = SpectrogramConfig.from_dict(manifest["stft"])
         if found != stft:
             raise ShardError(f"{shard_dir}: shards have STFT config {found.to_dict()}, the model needs {stft.to_dict()}")
+    if channels is not None and manifest_channels(manifest) != int(channels):
+        raise ConfigError(
+            f"{shard_dir}: shards hold {_describe_channels(manifest_channels(manifest))} STFTs, the model takes "
+            f"{_describe_channels(int(channels))} input (prepare its shards with prepare_musdb.py --channels {int(channels)})"
+        )
     if targets is not None:
         missing = [t for t in targets if t not in manifest["stems"]]
         if missing:
@@ -233,11 +258,22 @@ def read_manifest(
     return manifest
 
 
+def manifest_channels(manifest: dict[str, Any]) -> int:
+    """Channels of a shard folder's examples: 1 (mono; also every manifest written before the field) or 2."""
+    return int(manifest.get("channels", 1))
+
+
+def _describe_channels(channels: int) -> str:
+    return {1: "mono (1-channel)", 2: "stereo (2-channel)"}.get(channels, f"{channels}-channel")
+
+
 def example_bytes(manifest: dict[str, Any]) -> int:
     """Serialised size of a shard folder's longest example: its stems' and mixture's STFT values
-    (the few bytes of track name, offset and augmentation record aside), whatever the compression."""
+    for every channel (the few bytes of track name, offset and augmentation record aside),
+    whatever the compression."""
     n_bins = SpectrogramConfig.from_dict(manifest["stft"]).n_bins
     values = max(manifest["n_frames"]) * n_bins * 2 * (len(manifest["stems"]) + 1)  # real and imaginary
+    values *= manifest_channels(manifest)
     return values * np.dtype(DTYPES[manifest["dtype"]]).itemsize
 
 
@@ -246,7 +282,8 @@ def shard_files(shard_dir: str | Path, manifest: dict[str, Any]) -> list[str]:
 
 
 def parse_example(record: tf.Tensor, manifest: dict[str, Any]) -> dict[str, tf.Tensor]:
-    """One serialized example -> {"stems": (4, T, F, 2), "mixture": (T, F, 2)} float32."""
+    """One serialized example -> {"stems": (4, [C,] T, F, 2), "mixture": ([C,] T, F, 2)} float32
+    (the channel axis C in stereo folders only)."""
     spec = {
         "stems": tf.io.FixedLenFeature([], tf.string),
         "mixture": tf.io.FixedLenFeature([], tf.string),
@@ -260,8 +297,9 @@ def parse_example(record: tf.Tensor, manifest: dict[str, Any]) -> dict[str, tf.T
     n_bins = SpectrogramConfig.from_dict(manifest["stft"]).n_bins
     n_frames = tf.cast(parsed["n_frames"], tf.int32)
     stems = tf.io.decode_raw(parsed["stems"], dtype)
-    stems = tf.reshape(stems, [len(manifest["stems"]), n_frames, n_bins, 2])
-    mixture = tf.reshape(tf.io.decode_raw(parsed["mixture"], dtype), [n_frames, n_bins, 2])
+    channel_axis = [manifest_channels(manifest)] if manifest_channels(manifest) > 1 else []
+    stems = tf.reshape(stems, [len(manifest["stems"]), *channel_axis, n_frames, n_bins, 2])
+    mixture = tf.reshape(tf.io.decode_raw(parsed["mixture"], dtype), [*channel_axis, n_frames, n_bins, 2])
     return {
         "stems": tf.cast(stems, tf.float32),
         "mixture": tf.cast(mixture, tf.float32),

@@ -34,14 +34,18 @@ def new_run_dir(model: str, root: str | Path = "runs") -> Path:
 
 
 def prepare_config(config: TrainConfig) -> PrepareConfig:
-    """Shard settings of a run: its crop length, and the quality filter on its targets."""
-    return PrepareConfig(crops=CropConfig(seconds=config.crop_seconds), quality=targets_config(config.targets or []))
+    """Shard settings of a run: its crop length, the quality filter on its targets, and the
+    model's channel count (mono or stereo STFTs)."""
+    return PrepareConfig(crops=CropConfig(seconds=config.crop_seconds), quality=targets_config(config.targets or []),
+                         channels=config.channels)
 
 
 def default_shard_dir(data_root: Path, config: TrainConfig) -> Path:
-    """`data/shards/<root name>-<hash of the STFT and shard settings>`: one folder per setting."""
+    """`data/shards/<root name>-<hash of the STFT and shard settings>`: one folder per setting
+    (`<root name>-stereo-<hash>` for a stereo model: its own settings, its own name)."""
     key = settings_key(config.spectrogram, prepare_config(config))
-    return data_dir() / "shards" / f"{data_root.resolve().name}-{key}"
+    stereo = "-stereo" if config.channels == 2 else ""
+    return data_dir() / "shards" / f"{data_root.resolve().name}{stereo}-{key}"
 
 
 def set_seeds(seed: int, deterministic: bool = False) -> None:
@@ -87,12 +91,14 @@ def make_datasets(config: TrainConfig, shard_dir: Path) -> tuple[Callable[[int],
         augment=OnlineAugmentConfig.from_dict(config.online_augment) if config.online_augment else None,
     )
     targets = list(config.targets or [])
+    channels = config.channels
+    read_manifest(shard_dir / "train", spec, targets, channels=channels)  # a mismatched folder fails here, not in fit
     train_data = lambda start: make_dataset(  # noqa: E731
-        shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed, start=start
+        shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed, start=start, channels=channels
     )
     valid_ds = None
     if (shard_dir / "valid").is_dir():
-        valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False)
+        valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False, channels=channels)
     return train_data, valid_ds
 
 
@@ -148,7 +154,7 @@ def _fit_nmf(config: TrainConfig, run_dir: Path, shard_dir: Path, progress: bool
     """The NMF baseline learns its dictionaries from the training shards' examples (no gradient loop)."""
     model = build_model(config.model, **config.model_kwargs)
     train_dir = shard_dir / "train"
-    manifest = read_manifest(train_dir, config.spectrogram, targets=model.targets)
+    manifest = read_manifest(train_dir, config.spectrogram, targets=model.targets, channels=config.channels)
     # every stored example once, in file order: the model reads examples, never the shard format
     examples = iterate_examples(train_dir, manifest)
     run_dir.mkdir(parents=True, exist_ok=True)

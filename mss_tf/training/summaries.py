@@ -29,22 +29,31 @@ def write_example(
     """Write audio (mixture, estimate and reference per target) and spectrogram images.
 
     Args:
-        mixture: (T, F, 2) real/imaginary STFT of one validation example.
-        reference, estimate: (S, T, F, 2) per target.
+        mixture: ([C,] T, F, 2) real/imaginary STFT of one validation example (C: stereo).
+        reference, estimate: (S, [C,] T, F, 2) per target.
         step: the summary step (the epoch).
+    Stereo examples give stereo clips; the images show the mid channel (the mean of the channels).
     Needs a default summary writer.
     """
-    length = (int(mixture.shape[0]) - 1) * stft.hop
-    mix_wave = istft(_complex(mixture), stft, length)
-    ref_wave = istft(_complex(reference), stft, length)  # (S, samples)
+    stereo = mixture.shape.rank == 4
+    length = (int(mixture.shape[-3]) - 1) * stft.hop
+    mix_wave = istft(_complex(mixture), stft, length)  # ([C,] samples)
+    ref_wave = istft(_complex(reference), stft, length)  # (S, [C,] samples)
     est_wave = istft(_complex(estimate), stft, length)
     peak = tf.maximum(tf.reduce_max(tf.abs(mix_wave)), 1e-6)  # one gain for every clip: levels compare
-    audio = lambda x: tf.clip_by_value(x / peak, -1.0, 1.0)[tf.newaxis, :, tf.newaxis]  # noqa: E731
+
+    def audio(wave: tf.Tensor) -> tf.Tensor:  # ([C,] samples) -> (1, samples, C)
+        wave = tf.transpose(wave) if stereo else wave[:, tf.newaxis]
+        return tf.clip_by_value(wave / peak, -1.0, 1.0)[tf.newaxis]
+
+    def image(spec: tf.Tensor) -> tf.Tensor:  # ([C,] T, F, 2) -> (F, T, 1)
+        return _log_image(_complex(tf.reduce_mean(spec, axis=0) if stereo else spec))
+
     tf.summary.audio("audio/mixture", audio(mix_wave), stft.sample_rate, step=step)
-    mix_image = _log_image(_complex(mixture))
+    mix_image = image(mixture)
     for i, target in enumerate(targets):
         tf.summary.audio(f"audio/{target}/estimate", audio(est_wave[i]), stft.sample_rate, step=step)
         tf.summary.audio(f"audio/{target}/reference", audio(ref_wave[i]), stft.sample_rate, step=step)
         # mixture | estimate | reference side by side
-        row = tf.concat([mix_image, _log_image(_complex(estimate[i])), _log_image(_complex(reference[i]))], axis=1)
+        row = tf.concat([mix_image, image(estimate[i]), image(reference[i])], axis=1)
         tf.summary.image(f"spectrogram/{target} (mixture | estimate | reference)", row[tf.newaxis], step=step)

@@ -126,8 +126,7 @@ class LoopHyperModel(kt.HyperModel):
         config = self.trial_config(hp)
         with precision_scope(config.precision):
             model = build_model(config.model, stft=config.spectrogram, **config.model_kwargs)
-        spec = config.spectrogram
-        model(tf.zeros([1, config.train_frames(), spec.n_bins, 2]), training=False)  # create the weights
+        model(tf.zeros([1, *config.example_shape()]), training=False)  # create the weights
         return model
 
 
