@@ -1,7 +1,6 @@
 """Bad input to the CLIs: one line naming the problem and the path, exit code 2, nothing left behind."""
 
 import importlib
-import importlib.util
 import json
 import os
 import re
@@ -11,7 +10,7 @@ import sys
 import pytest
 
 from mss_tf import cli
-from tests.conftest import REPO
+from tests.conftest import REPO, checkout_env
 
 # What TensorFlow's C++ side prints at start-up (and later) unless --verbose: every line of its log
 # format (`2026-01-01 00:00:00.000000: I tensorflow/...`), and the bits of the known messages
@@ -25,11 +24,9 @@ def program(script):
 
 
 def run_cli(script, *args, env_extra=None, cwd=None, timeout=300):
-    env = {**os.environ, **(env_extra or {})}
+    env = checkout_env({**os.environ, **(env_extra or {})})
     env.pop("MUSDB_PATH", None)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLIs quiet TensorFlow themselves
-    if script.startswith("mss_tf."):  # python -m from any folder
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run(
         [*program(script), *map(str, args)],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
@@ -104,13 +101,13 @@ def test_evaluate_missing_run_dir(tmp_path, monkeypatch, capsys):
     assert_one_line_error(result, tmp_path / "nope")
 
 
+# the module whose main each top-level script runs (tests/test_packaging.py checks the scripts call it)
+COMMANDS = {"train.py": "mss_tf.cli.train", "evaluate.py": "mss_tf.cli.evaluate", "separate.py": "mss_tf.cli.separate",
+            "datasets/make_demo.py": "mss_tf.cli.make_demo", "datasets/prepare_musdb.py": "mss_tf.cli.prepare_musdb"}
+
+
 def _module(script):
-    if script.startswith("mss_tf."):
-        return importlib.import_module(script)
-    spec = importlib.util.spec_from_file_location(f"cli_{script.replace('/', '_')[:-3]}", REPO / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(COMMANDS.get(script, script))
 
 
 def parser_of(script):
@@ -149,7 +146,12 @@ def test_help_explains_every_flag(script):
     assert isinstance(parser, cli.ArgumentParser)
     options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
     assert "--verbose" in [a.option_strings[-1] for a in options]
-    assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
+    # each flag has its own help text, which says more than the flag's name
+    assert all(a.help for a in options), [a.dest for a in options if not a.help]
+    helps = [a.help for a in options]
+    assert len(set(helps)) == len(helps), [h for h in helps if helps.count(h) > 1]
+    restated = [a.dest for a in options if set(re.findall(r"[a-z]+", a.help.lower())) <= set(a.dest.split("_"))]
+    assert not restated, restated
     shown = set(re.findall(r"(--[a-z][a-z-]+)", parser.format_help()))  # what --help prints
     assert {a.option_strings[-1] for a in options} <= shown
 

@@ -1,5 +1,13 @@
-"""Shared plumbing of the command-line programs (train.py, evaluate.py, separate.py, datasets/*.py,
-`python -m mss_tf.study`, `python -m mss_tf.export`); the library never imports it.
+"""The command-line programs: this package's modules are their mains, and this module their
+shared plumbing; the library never imports it.
+
+One module per command, each with `build_parser`, `main(argv)` (raises the typed errors of
+`mss_tf.errors`) and `run()` (main under `run` below), which the console scripts of
+pyproject.toml and the thin top-level scripts both call: `train` (`mss-train`, train.py),
+`evaluate` (`mss-evaluate`, evaluate.py), `separate` (`mss-separate`, separate.py), `export`
+(`mss-export`, python -m mss_tf.export), `make_demo` (`mss-make-demo`, datasets/make_demo.py)
+and `prepare_musdb` (`mss-prepare`, datasets/prepare_musdb.py). `python -m mss_tf.study` is a
+command too (it runs train.py and evaluate.py).
 
 - `ArgumentParser`: a bad flag is one line, `error: ...`, on stderr and exit code 2 (no usage
   block); every program gets `--verbose`.
