@@ -84,6 +84,13 @@ def test_another_models_checkpoint_is_a_one_line_error(tmp_path):
         restore_weights(wider, run)
 
 
+def test_a_run_without_checkpoints_is_a_one_line_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        restore_weights(build_model("unet-tiny"), tmp_path)
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        TrainConfig.load(tmp_path)
+
+
 def test_every_preset_has_paths():
     """Every tiny preset keys all its weights by path (the larger sizes are the same classes with
     more modules and units)."""
