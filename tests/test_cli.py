@@ -52,11 +52,17 @@ def test_unknown_model(tmp_path, env, monkeypatch, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def assert_refused_in_silence(result, *needles):
+    """A refusal and nothing else: exit code 2, one stderr line naming the problem, no stdout."""
+    assert_one_line_error(result, *needles)
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, (result.stdout, result.stderr)
+
+
 def test_missing_musdb_root(tmp_path, env, monkeypatch, capsys):
-    result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tmp_path / "nowhere",
+    result = run_main("train.py", ["--model", "unet", "--musdb-root", tmp_path / "nowhere",
                                    "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
-    assert_one_line_error(result, tmp_path / "nowhere")
-    assert not (tmp_path / "run").exists()
+    assert_refused_in_silence(result, tmp_path / "nowhere", "no such folder")  # no `shards: ...` line first
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
 
 
 def test_folder_not_in_musdb_layout(tmp_path, env, monkeypatch, capsys):
@@ -64,14 +70,14 @@ def test_folder_not_in_musdb_layout(tmp_path, env, monkeypatch, capsys):
     (tmp_path / "music" / "song.wav").write_bytes(b"RIFF")
     result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tmp_path / "music",
                                    "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
-    assert_one_line_error(result, tmp_path / "music", "layout")
+    assert_refused_in_silence(result, tmp_path / "music", "layout")
 
 
 def test_track_with_missing_stem(tone_musdb, tmp_path, env, monkeypatch, capsys):
     (tone_musdb / "train" / "song 1" / "vocals.wav").unlink()
     result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tone_musdb,
                                    "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
-    assert_one_line_error(result, "vocals.wav")
+    assert_refused_in_silence(result, "vocals.wav")
     assert not (tmp_path / "run").exists()
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 
 import keras
 import numpy as np
@@ -7,11 +8,11 @@ import tensorflow as tf
 
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.config import TrainConfig
-from mss_tf.errors import ConfigError
+from mss_tf.errors import ConfigError, DataError
 from mss_tf.inference import Separator
 from mss_tf.models.registry import build_model
 from mss_tf.checkpoints import model_variables
-from mss_tf.training.run import train_run
+from mss_tf.training.run import check_resume, ensure_shards, train_run, training_data
 
 
 def _config(**kw):
@@ -80,6 +81,55 @@ def test_training_reduces_loss_on_a_fixed_batch(tmp_path):
         last = float(trainer._train_step(mixture, targets)[0])
     assert last < 0.5 * first
     assert not (tmp_path / "run").exists()  # training steps write nothing; checkpoints and logs come from fit
+
+
+def test_a_resume_keeps_what_defines_the_run(tmp_path):
+    config = _config().resolve()
+    run = tmp_path / "run"
+    check_resume(config, run, "unet-tiny", {"epochs": 5, "learning_rate": 1e-4, "batch_size": 2, "seed": None})
+    for request, message in [
+        ({"model": "bsrnn-tiny"}, f"{run}: is a unet-tiny run, not bsrnn-tiny"),
+        ({"config_file": True}, "--config and --resume together"),
+        ({"model_args": True}, f"{run}: --model-arg cannot change the architecture"),
+        ({"overrides": {"batch_size": 4}}, f"{run}: --batch-size 4 differs from the run's 2"),
+        ({"overrides": {"seed": 1}}, f"{run}: --seed 1 differs from the run's 0"),
+        ({"overrides": {"crop_seconds": 3.0}}, f"{run}: --crop-seconds 3.0 differs from the run's 2.0"),
+        ({"overrides": {"targets": ["vocals"]}}, "--targets ['vocals'] differs"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_resume(config, run, **request)
+    with pytest.raises(ConfigError, match="fitted in one go"):
+        check_resume(TrainConfig(model="nmf").resolve(), run)
+
+
+def test_training_data_is_the_shards_given_else_the_runs_else_a_musdb_folder(tmp_path, monkeypatch):
+    config = _config().resolve()
+    shards, music, run = tmp_path / "shards", tmp_path / "music", tmp_path / "run"
+    shards.mkdir()
+    monkeypatch.setenv("MUSDB_PATH", str(tmp_path / "env-music"))
+    assert training_data(config, shards, str(music)) == (None, shards)
+    assert training_data(config, None, str(music)) == (music, None)
+    assert training_data(config) == (tmp_path / "env-music", None)
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'gone'}: no such shard folder")):
+        training_data(config, tmp_path / "gone")
+    config.shards = str(shards)  # a resumed run trains on its own shards unless told otherwise
+    assert training_data(config, resume=run) == (None, shards)
+    assert training_data(config, None, str(music), resume=run) == (music, None)
+    config.shards = str(tmp_path / "deleted")
+    with pytest.raises(ConfigError, match=re.escape(f"{run}: the run's shard folder '{tmp_path / 'deleted'}' is gone")):
+        training_data(config, resume=run)
+
+
+def test_a_bad_data_root_is_refused_before_anything_is_said_or_written(tmp_path, monkeypatch, tone_musdb):
+    monkeypatch.setenv("MSS_TF_DATA", str(tmp_path / "data"))
+    (tmp_path / "music").mkdir()
+    (tone_musdb / "train" / "song 1" / "vocals.wav").unlink()
+    said = []
+    for root, message in [(tmp_path / "nowhere", "no such folder"), (tmp_path / "music", "not in MUSDB18-HQ layout"),
+                          (tone_musdb, "missing stem 'vocals'")]:
+        with pytest.raises(DataError, match=message):
+            ensure_shards(_config().resolve(), root, None, progress=False, echo=said.append)
+    assert said == [] and not (tmp_path / "data").exists()
 
 
 def test_config_rejects_bad_values():

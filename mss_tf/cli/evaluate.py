@@ -79,26 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def select_tracks(tracks: list, wanted: list[str] | None, root: Path, subset: str) -> list:
-    """--tracks: a count, or names (exact or substring, case-insensitive)."""
-    from mss_tf.errors import DataError
-
-    if not tracks:
-        raise DataError(f"{root}: no tracks in the {subset} split")
-    if not wanted:
-        return tracks
-    if len(wanted) == 1 and wanted[0].isdigit():  # parse_args refuses a count below 1
-        return tracks[: int(wanted[0])]
-    chosen = []
-    for name in wanted:
-        exact = [t for t in tracks if t.name == name]
-        matches = exact or [t for t in tracks if name.lower() in t.name.lower()]
-        if not matches:
-            raise DataError(f"--tracks {name!r}: no such track in the {subset} split of {root}")
-        chosen += [t for t in matches if t not in chosen]
-    return chosen
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.compare:
@@ -164,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out
     if root is None:
         root, _ = resolve_data_root(args.musdb_root, print)
-    tracks = select_tracks(musdb.split_tracks(root, args.subset), args.tracks, root, args.subset)
+    tracks = musdb.select_tracks(musdb.split_tracks(root, args.subset), args.tracks, root, args.subset)
     bss = "none" if args.usdr_only else ("fast" if args.fast else "museval")
     rows = report.evaluate_tracks(method, tracks, targets, progress=not args.quiet, bss=bss, workers=args.workers,
                                   max_seconds=args.max_seconds, out_dir=out, subset=args.subset)

@@ -102,31 +102,6 @@ def parse_model_args(pairs: list[str]) -> dict:
     return parsed
 
 
-# Settings a resumed run cannot change: they define the model, its data or the stream position.
-FIXED_ON_RESUME = ("batch_size", "seed", "crop_seconds", "targets")
-
-
-def check_resume(config, args: argparse.Namespace, overrides: dict) -> None:
-    """A resume continues the run in the directory: a flag that contradicts it is an error."""
-    from mss_tf.errors import ConfigError
-    from mss_tf.models.registry import is_neural
-
-    if args.model and args.model != config.model:
-        raise ConfigError(f"{args.resume}: is a {config.model} run, not {args.model}")
-    if args.config:
-        raise ConfigError("--config and --resume together: a resumed run keeps its own config.json")
-    if not is_neural(config.model):
-        raise ConfigError(f"{args.resume}: is a {config.model} run, fitted in one go: there is nothing to resume "
-                          "(fit again with --run-dir)")
-    if args.model_arg:
-        raise ConfigError(f"{args.resume}: --model-arg cannot change the architecture of a run being resumed")
-    for key in FIXED_ON_RESUME:
-        value = overrides.get(key)
-        if value is not None and value != getattr(config, key):
-            raise ConfigError(f"{args.resume}: --{key.replace('_', '-')} {value} differs from the run's "
-                              f"{getattr(config, key)}; a resumed run keeps it")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from mss_tf.config import TrainConfig
@@ -151,9 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         "targets": [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None,
     }
     if args.resume:
+        from mss_tf.training.run import check_resume
+
         config = TrainConfig.load(args.resume)
         run_dir = args.resume
-        check_resume(config, args, overrides)
+        check_resume(config, args.resume, args.model, overrides, config_file=args.config is not None,
+                     model_args=bool(args.model_arg))
     elif args.config:
         config = TrainConfig.from_file(args.config, model=args.model)
         run_dir = None
@@ -198,22 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{config.model}: {spec.n_bins * model.n_components:,} dictionary entries (fitted, not trained)")
         return 0
 
-    from mss_tf.data.roots import resolve_data_root
-    from mss_tf.training.run import new_run_dir, train_run
+    from mss_tf.training.run import new_run_dir, train_run, training_data
 
-    shards = args.shards
-    if args.resume and shards is None and args.musdb_root is None:
-        # a resumed run trains on the data it started with
-        if not config.shards or not Path(config.shards).is_dir():
-            raise ConfigError(f"{args.resume}: the run's shard folder {config.shards!r} is gone; pass --shards DIR "
-                              "or --musdb-root DIR to rebuild it")
-        shards = Path(config.shards)
-    if shards is not None:
-        if not shards.is_dir():
-            raise ConfigError(f"{shards}: no such shard folder")
-        data_root = None
-    else:
-        data_root, _ = resolve_data_root(args.musdb_root, print)
+    data_root, shards = training_data(config, args.shards, args.musdb_root, resume=args.resume)
     run_dir = run_dir or args.run_dir or new_run_dir(config.model)
     result = train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet)
     print(f"run directory: {run_dir}")
@@ -228,22 +193,18 @@ def tune(args: argparse.Namespace, config, options) -> int:
     """train.py --tune: prepare the data once, then search (or continue the search in --run-dir)."""
     import os
 
-    from mss_tf.data.roots import resolve_data_root
     from mss_tf.errors import ConfigError
-    from mss_tf.training.run import ensure_shards, make_datasets, new_run_dir, set_seeds
+    from mss_tf.training.run import ensure_shards, make_datasets, new_run_dir, set_seeds, training_data
     from mss_tf.training.tuning import is_chief, tune_run
 
     run_dir = Path(args.run_dir or new_run_dir(f"{config.model}-tune"))
     set_seeds(config.seed, config.deterministic)
     train_data = valid_ds = None
     if not is_chief():  # the oracle of a distributed search trains nothing
-        shards = args.shards
-        if shards is None and "KERASTUNER_ORACLE_IP" in os.environ:
+        if args.shards is None and "KERASTUNER_ORACLE_IP" in os.environ:
             raise ConfigError("distributed tuning workers need --shards DIR prepared beforehand "
                               "(python datasets/prepare_musdb.py ...): they must not build shards concurrently")
-        if shards is not None and not shards.is_dir():
-            raise ConfigError(f"{shards}: no such shard folder")
-        data_root = None if shards is not None else resolve_data_root(args.musdb_root, print)[0]
+        data_root, shards = training_data(config, args.shards, args.musdb_root)
         shards = ensure_shards(config, data_root, shards, not args.quiet, print)
         config.data_root, config.shards = (str(data_root) if data_root else None), str(shards)
         train_data, valid_ds = make_datasets(config, shards)
