@@ -6,8 +6,11 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from mss_tf import cli
 from tests.conftest import REPO, checkout_env
@@ -254,6 +257,17 @@ def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, e
                          (["--model-arg", "filters=[2,4,8]"], "--model-arg")]:
         assert_one_line_error(run_main("train.py", ["--resume", run, *args], monkeypatch, capsys, env_extra=env), run, needle)
         assert _snapshot(run) == before
+    # its only checkpoint damaged: one line naming it, the run directory untouched
+    from mss_tf.checkpoints import checkpoint_history
+
+    index = Path(checkpoint_history(run / "checkpoints")[0] + ".index")
+    intact = index.read_bytes()
+    index.write_bytes(intact[: len(intact) // 2])
+    before = _snapshot(run)
+    assert_one_line_error(run_main("train.py", ["--resume", run, "--epochs", "2"], monkeypatch, capsys, env_extra=env),
+                          index.with_suffix(""), "damaged checkpoint", "no earlier intact checkpoint")
+    assert _snapshot(run) == before
+    index.write_bytes(intact)
     # a run directory whose checkpoint is not this configuration's model (another architecture)
     saved["model_kwargs"]["filters"] = [2, 4, 8]
     (run / "config.json").write_text(json.dumps(saved))
@@ -267,6 +281,23 @@ def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, e
                       monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, shards, "STFT config")
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("how", ["truncated index", "truncated data"])
+def test_separate_and_evaluate_name_a_damaged_checkpoint_in_one_line(tmp_path, tone_musdb, monkeypatch, capsys, how):
+    from mss_tf.checkpoints import write_untrained_run
+    from tests.test_checkpoints import damage_checkpoint
+
+    run = write_untrained_run(tmp_path / "run", "unet-tiny")
+    damaged = damage_checkpoint(run / "best", how)
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.zeros((4410, 2), np.float32), 44100)
+    separated = run_main("separate.py", [song, "--model", run, "--out", tmp_path / "stems", "--quiet"], monkeypatch, capsys)
+    assert_one_line_error(separated, damaged, "damaged checkpoint")
+    assert "Traceback" not in separated.stderr and not (tmp_path / "stems").exists()
+    evaluated = run_main("evaluate.py", ["--run", run, "--musdb-root", tone_musdb, "--quiet"], monkeypatch, capsys)
+    assert_one_line_error(evaluated, damaged, "damaged checkpoint")
+    assert not (run / "results.json").exists()
 
 
 def test_a_batch_the_replicas_cannot_share_is_refused():

@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -8,10 +9,10 @@ import tensorflow as tf
 
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.config import TrainConfig
-from mss_tf.errors import ConfigError, DataError
+from mss_tf.errors import ConfigError, DamagedCheckpointError, DataError
 from mss_tf.inference import Separator
 from mss_tf.models.registry import build_model
-from mss_tf.checkpoints import model_variables
+from mss_tf.checkpoints import checkpoint_history, model_variables
 from mss_tf.training.run import check_resume, ensure_shards, train_run, training_data
 
 
@@ -200,6 +201,38 @@ def test_dead_target_count_survives_a_resume(tmp_path):
     config.epochs = 2
     Trainer(Silencer(), config, tmp_path).fit(_tone_batches(stft).repeat(), _tone_batches(stft), progress=False, log=lines.append)
     assert len([line for line in lines if line.startswith("warning") and "'silent'" in line]) == 1
+
+
+def test_a_resume_passes_over_damaged_checkpoints_to_the_previous_intact_one(tmp_path):
+    from mss_tf.training.loop import Trainer
+    from tests.test_checkpoints import damage_checkpoint
+
+    stft = SpectrogramConfig(8000, 256, 128)
+    config = _config(epochs=1, steps_per_epoch=3, checkpoint_every=1, targets=["keep", "silent"],
+                     stft=stft.to_dict()).resolve()
+    train, valid = _tone_batches(stft).repeat(), _tone_batches(stft)
+    Trainer(Silencer(), config, tmp_path).fit(train, valid, progress=False, log=lambda line: None)
+    folder = tmp_path / "checkpoints"
+    assert [Path(p).name for p in checkpoint_history(folder)] == ["ckpt-3", "ckpt-2", "ckpt-1"]
+    newest = damage_checkpoint(folder, "truncated data")
+    config.epochs = 2
+    lines = []
+    history = Trainer(Silencer(), config, tmp_path).fit(train, valid, progress=False, log=lines.append)
+    (warning,) = [line for line in lines if "damaged" in line]  # one line says so
+    assert warning.startswith(f"warning: {newest}: damaged checkpoint")
+    assert warning.endswith(f"; resuming from the previous intact checkpoint {folder / 'ckpt-2'}")
+    assert f"resumed from {folder / 'ckpt-2'} at step 2 (epoch 1, 4 examples seen)" in lines
+    assert [record["epoch"] for record in history] == [1, 2]  # epoch 1 finished again, from its step 2
+    assert Path(checkpoint_history(folder)[0]).name == "ckpt-6"
+    # every checkpoint damaged: one line, nothing written
+    for which in range(3):
+        damage_checkpoint(folder, "truncated index", which)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    config.epochs = 3
+    with pytest.raises(DamagedCheckpointError, match=re.escape(f"{folder / 'ckpt-6'}: damaged checkpoint")) as error:
+        Trainer(Silencer(), config, tmp_path).fit(train, valid, progress=False, log=lines.append)
+    assert str(error.value).endswith(f"no earlier intact checkpoint in {folder} to resume from")
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
 SPARSE_SR = 8000
