@@ -128,6 +128,14 @@ def test_the_library_never_imports_the_cli_plumbing():
     assert users == ["mss_tf.study"]  # itself a command-line program (python -m mss_tf.study)
 
 
+def test_the_oracle_needs_no_model_or_separator():
+    """Ideal masks come from the references: evaluation.oracle imports neither the models (the
+    registry) nor inference (fit_length lives in audio.waveform)."""
+    path = PACKAGE / "evaluation" / "oracle.py"
+    targets = {target for _, target, _ in imports(path.read_text(), module_name(path), False)}
+    assert targets and not {t for t in targets if layer_of(t) >= layer_of("mss_tf.models")}, targets
+
+
 @pytest.mark.parametrize("source, caught", [
     ("def f():\n    from mss_tf.training import loop\n", True),  # a function-level import counts
     ("from ..training.loop import Trainer\n", True),  # relative
