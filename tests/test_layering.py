@@ -1,4 +1,4 @@
-"""The import graph of mss_tf goes one way, bottom to top (DESIGN.md, "Layers").
+"""The import graph of mss_tf goes one way, bottom to top (docs/architecture.md, "Layers").
 
 Every import of every module under mss_tf/ counts, including those inside functions; only a
 module's `if __name__ == "__main__":` block is an entry point and sits with the CLIs.
@@ -7,6 +7,7 @@ module's `if __name__ == "__main__":` block is an entry point and sits with the 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mss_tf.cli", "mss_tf.study"),
 ]
 ENTRY_POINT = len(LAYERS) - 1
+ARCHITECTURE = REPO / "docs" / "architecture.md"
 
 
 def layer_of(module: str) -> int:
@@ -155,3 +157,29 @@ def test_an_upward_import_is_caught(tmp_path, source, caught):
     found = upward_imports(root)
     assert bool(found) == caught, found
     assert all("mss_tf.models.bad" in line for line in found)
+
+
+def documented_layers(text: str) -> list[tuple[str, ...]]:
+    """The layers listed between `<!-- layers` and `<!-- /layers -->` in docs/architecture.md,
+    one `N  name, name, ...` line per layer, N counting from 0."""
+    block = re.search(r"<!-- layers\b[^>]*-->(.*?)<!-- /layers -->", text, re.S)
+    assert block, f"{ARCHITECTURE}: no <!-- layers --> ... <!-- /layers --> block"
+    layers = []
+    for line in block.group(1).splitlines():
+        found = re.fullmatch(r"\s*(\d+)\s+(\S.*)", line)
+        if found:
+            assert int(found.group(1)) == len(layers), f"{ARCHITECTURE}: layer {found.group(1)} out of order"
+            layers.append(tuple(name.strip() for name in found.group(2).split(",")))
+    return layers
+
+
+def test_the_architecture_document_lists_the_enforced_layers():
+    """docs/architecture.md names the same layers, in the same order, as LAYERS above: change both."""
+    assert documented_layers(ARCHITECTURE.read_text()) == LAYERS
+
+
+def test_a_documented_layer_list_is_parsed_as_written():
+    text = "x\n<!-- layers: note -->\n```text\n0  mss_tf, mss_tf.errors\n1  mss_tf.audio\n```\n<!-- /layers -->\n"
+    assert documented_layers(text) == [("mss_tf", "mss_tf.errors"), ("mss_tf.audio",)]
+    with pytest.raises(AssertionError, match="out of order"):
+        documented_layers(text.replace("1  mss_tf.audio", "2  mss_tf.audio"))
