@@ -206,6 +206,17 @@ def test_a_bad_flag_is_one_line_and_exit_code_2_before_any_work(tmp_path, monkey
     assert result.stdout == "" and list(tmp_path.iterdir()) == []  # no demo set, no run or output folder
 
 
+def test_a_reader_that_stops_reading_ends_the_program_quietly():
+    """`mss-train --list | head -3`: no BrokenPipeError traceback once the reader is gone."""
+    code = "from mss_tf import cli\n\ndef main():\n    for i in range(10 ** 6):\n        print(i)\n\ncli.run(main)\n"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=checkout_env(os.environ))
+    assert process.stdout.readline() == "0\n"
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 1 and stderr == "", stderr
+
+
 def test_tensorflow_is_quiet_unless_verbose():
     environ = {}
     cli.quiet_tensorflow(["--model", "unet"], environ)

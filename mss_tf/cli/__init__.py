@@ -69,7 +69,9 @@ def add_separation_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(main: Callable[[], int | None]) -> None:
-    """Run a CLI's main; typed errors become `error: <message>` on stderr and exit code 2."""
+    """Run a CLI's main; typed errors become `error: <message>` on stderr and exit code 2. A
+    reader that stops reading (`mss-train --list | head -3`) ends the program quietly, exit code
+    1, as Python's documentation recommends for SIGPIPE, rather than with a traceback."""
     try:
         code = main()
     except MssError as exc:
@@ -79,4 +81,7 @@ def run(main: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        sys.exit(1)
     sys.exit(code or 0)
