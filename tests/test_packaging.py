@@ -74,6 +74,13 @@ def test_top_level_scripts_are_thin_wrappers_of_the_console_scripts(wrapper):
     assert "sys.path" not in path.read_text()
 
 
+def test_no_program_puts_the_repository_on_sys_path():
+    """The package is installed (make setup), so no script, benchmark or module edits sys.path."""
+    folders = ("mss_tf", "datasets", "benchmarks")
+    sources = [*REPO.glob("*.py"), *(p for folder in folders for p in (REPO / folder).rglob("*.py"))]
+    assert sources and [str(p) for p in sources if "sys.path.insert" in p.read_text()] == []
+
+
 def test_python_m_export_and_study_stay_commands():
     """`python -m mss_tf.export` and `python -m mss_tf.study` keep their `__main__` blocks."""
     for name in ("export", "study"):
@@ -137,7 +144,8 @@ def _third_party_imports() -> set[str]:
 def test_every_import_of_the_package_is_a_declared_dependency():
     project = PYPROJECT["project"]
     declared = {_normal(Requirement(line).name) for line in project["dependencies"]}
-    declared |= {_normal(Requirement(line).name) for lines in project["optional-dependencies"].values() for line in lines}
+    extras = project["optional-dependencies"].values()
+    declared |= {_normal(Requirement(line).name) for lines in extras for line in lines}
     providers = importlib.metadata.packages_distributions()
     undeclared = {}
     for module in sorted(_third_party_imports()):
