@@ -1,4 +1,5 @@
-# mss-tf: `make demo` trains the U-Net on the built-in demo set and evaluates it; `make test` runs the tests.
+# mss-tf: `make demo` trains the U-Net on the built-in demo set and evaluates it; `make test` runs the tests;
+# `make lint` runs pyflakes.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,14 +11,18 @@ DEMO_REPORT ?= runs/demo-report
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference demo report study test test-slow bench bench-quick clean
+.PHONY: setup ffmpeg torch-reference demo report study test test-slow lint bench bench-quick clean
 
 setup: $(STAMP) ffmpeg
 
-$(STAMP): requirements.txt
+# the pinned set first, then this project in editable mode without its dependencies (pyproject.toml's
+# ranges are already met by the pins, which stay exactly those of requirements.txt): the package
+# mss_tf and the console scripts (mss-train, mss-separate, ...) in .venv/bin
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # ffmpeg decodes MUSDB18 .stem.mp4 files; MUSDB18-HQ and the demo set do not need it.
@@ -67,6 +72,12 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# pyflakes from the dev extra (installed into .venv the first time)
+LINT_PATHS ?= mss_tf tests benchmarks datasets train.py evaluate.py separate.py
+lint: setup
+	$(PY) -m pyflakes --version >/dev/null 2>&1 || $(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pyflakes $(LINT_PATHS)
 
 TORCH_ARG = $(if $(wildcard $(TORCH_VENV)/bin/python),--torch-python $(TORCH_VENV)/bin/python,)
 # A work tree of amanteur/BandSplitRNN-PyTorch, the PyTorch peer the training step is timed against

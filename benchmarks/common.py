@@ -1,21 +1,21 @@
-"""Shared benchmark plumbing: machine description, JSON results and RESULTS.md sections."""
+"""Shared benchmark plumbing: machine description, JSON results and RESULTS.md sections.
+
+The benchmarks import the installed package (`make bench` runs `make setup`, which installs this
+checkout into .venv in editable mode)."""
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-import mss_tf  # noqa: E402,F401  (before TensorFlow: sets the suite's TensorFlow defaults, e.g. oneDNN)
-from mss_tf.machine import machine, machine_line  # noqa: E402,F401  (re-exported for the benchmarks)
-from mss_tf.utils import atomic_write  # noqa: E402
+import mss_tf  # noqa: F401  (before TensorFlow: sets the suite's TensorFlow defaults, e.g. oneDNN)
+from mss_tf.machine import machine, machine_line  # noqa: F401  (re-exported for the benchmarks)
+from mss_tf.utils import atomic_write
 
 del mss_tf  # imported above for its side effect only
+HERE = Path(__file__).resolve().parent
 __all__ = ["HERE", "RESULTS_DIR", "RESULTS_MD", "machine", "machine_line", "markdown_table", "write_json",
            "write_readme_block", "write_section"]
 

@@ -8,16 +8,23 @@ across processes, unlike Keras' auto-generated layer names (``conv2d_1``), and u
 in ``model.weights``, a reordered model cannot restore swapped weights of equal shapes (a module's
 time and band BLSTMs) without an error. Checkpoints written before paths were used key weights
 by position (``w00000``); they are recognised and still load.
+
+A checkpoint whose files are missing, truncated or corrupt raises DamagedCheckpointError naming
+it (one line, never TensorFlow's traceback); `checkpoint_history` lists a folder's checkpoints
+newest first, so training can resume from the newest intact one.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-from mss_tf.errors import CheckpointError
+from mss_tf.errors import CheckpointError, DamagedCheckpointError
+from mss_tf.utils import one_line
 
 CHECKPOINTS = "checkpoints"  # the latest training states of a run (rolling)
 BEST = "best"  # the training state with the best validation loss
@@ -85,15 +92,65 @@ def _checkpoint_key(name: str, key: str) -> str:
     return f"{name}/{key.replace('.', '..').replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+# what TensorFlow raises on checkpoint files that are missing, cut short or corrupt: OpError
+# (NotFound, DataLoss: "not an sstable", checksum mismatch), IndexError ("Read less bytes than
+# requested" from a truncated data file)
+_DAMAGE = (tf.errors.OpError, IndexError)
+
+
+def _damaged(checkpoint: str, error: BaseException) -> DamagedCheckpointError:
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return DamagedCheckpointError(f"{checkpoint}: damaged checkpoint, its files are missing, truncated or corrupt "
+                                  f"({one_line(text.split(' [Op:')[0], 160)})")
+
+
+def _shapes(checkpoint: str) -> dict[str, list[int]]:
+    """The variable shapes recorded in a checkpoint's index; DamagedCheckpointError if unreadable."""
+    try:
+        return tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    except _DAMAGE as error:
+        raise _damaged(checkpoint, error) from None
+
+
+def checkpoint_history(folder: str | Path) -> list[str]:
+    """The checkpoints of a CheckpointManager folder (``ckpt-N`` prefixes), newest first.
+
+    From the folder's ``checkpoint`` state file, whether or not their files are intact (reading
+    one tells: DamagedCheckpointError); without a readable state file, the ``.index`` files there.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    state = tf.train.get_checkpoint_state(str(folder)) if (folder / "checkpoint").is_file() else None
+    if state is not None and state.model_checkpoint_path:
+        listed = [state.model_checkpoint_path, *reversed(state.all_model_checkpoint_paths)]
+        return list(dict.fromkeys(listed))
+
+    def number(index: Path) -> int:  # ckpt-12.index -> 12
+        found = re.search(r"-(\d+)$", index.stem)
+        return int(found.group(1)) if found else -1
+
+    return [str(path.with_suffix("")) for path in sorted(folder.glob("*.index"), key=number, reverse=True)]
+
+
+def restore_checkpoint(checkpoint: tf.train.Checkpoint, path: str) -> Any:
+    """`checkpoint.restore(path)`; DamagedCheckpointError (one line naming `path`) when its files
+    cannot be read. Returns the restore status."""
+    try:
+        return checkpoint.restore(path)
+    except _DAMAGE as error:
+        raise _damaged(path, error) from None
+
+
 def checkpoint_layout(checkpoint: str) -> str:
     """PATHS or POSITIONS: how the saved model weights are keyed in `checkpoint`."""
-    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
-    return POSITIONS if _checkpoint_key("model", "w00000") in shapes else PATHS
+    return POSITIONS if _checkpoint_key("model", "w00000") in _shapes(checkpoint) else PATHS
 
 
 def check_weights(checkpoint: str, variables: dict[str, tf.Variable], what: str) -> None:
-    """Raise a one-line CheckpointError unless `checkpoint` holds every variable with its shape."""
-    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    """Raise a one-line CheckpointError unless `checkpoint` holds every variable with its shape
+    (DamagedCheckpointError when its index cannot be read)."""
+    shapes = _shapes(checkpoint)
     missing, mismatched = [], []
     for key, variable in variables.items():
         saved = shapes.get(_checkpoint_key("model", key))
@@ -111,16 +168,19 @@ def restore_weights(model: keras.Model, run_dir: str | Path, which: str = "best"
     """Load trained weights from a run directory ("best", else the latest checkpoint).
 
     The model must be built; every one of its weights must be found in the checkpoint, under its
-    path (or position, for older checkpoints) and with its shape.
+    path (or position, for older checkpoints) and with its shape. The newest checkpoint of the
+    folder is the one used: if its files are damaged, DamagedCheckpointError names it (a model
+    silently restored from another checkpoint than the one asked for would be worse).
     """
     run_dir = Path(run_dir)
     candidates = [run_dir / BEST, run_dir / CHECKPOINTS] if which == "best" else [run_dir / CHECKPOINTS]
     for folder in candidates:
-        latest = tf.train.latest_checkpoint(str(folder))
-        if latest:
+        history = checkpoint_history(folder)
+        if history:
+            latest = history[0]
             variables = model_variables(model, checkpoint_layout(latest))
             check_weights(latest, variables, f"this model's weights ({type(model).__name__})")
-            status = tf.train.Checkpoint(model=variables).restore(latest)
+            status = restore_checkpoint(tf.train.Checkpoint(model=variables), latest)
             status.assert_existing_objects_matched().expect_partial()
             return latest
     raise CheckpointError(f"{run_dir}: run directory has no checkpoints")

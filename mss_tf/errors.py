@@ -25,5 +25,10 @@ class CheckpointError(MssError):
     """A run directory without a usable checkpoint or config."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint whose files are missing, truncated or corrupt (as opposed to intact files of
+    another model): training can resume from an earlier one, inference cannot use it."""
+
+
 class TrainingError(MssError):
     """A run that cannot go on: too many non-finite steps in a row, a resume that does not match."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pytest
@@ -12,6 +13,14 @@ import soundfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def checkout_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with this checkout first on PYTHONPATH, for a test's subprocess: a command started
+    from any folder (datasets/*.py, python -m) runs the mss_tf under test, not another checkout
+    installed in editable mode in the same environment."""
+    return {**env, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])}
+
 STEM_FREQS = {"vocals": 440.0, "drums": 90.0, "bass": 55.0, "other": 660.0}
 
 

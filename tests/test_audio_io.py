@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mss_tf.audio import decode
 from mss_tf.audio import io as audio_io
 from mss_tf.errors import AudioError, ConfigError
 
@@ -35,7 +36,7 @@ def backend(request, monkeypatch):
     monkeypatch.setenv(audio_io.BACKEND_ENV, request.param)
     audio_io.reset_backend()
     if request.param == "tfio":
-        problem = audio_io._tfio_problem()
+        problem = decode._tfio_problem()
         if problem is not None:
             pytest.skip(f"tensorflow-io cannot load here: {problem}")
     name = audio_io.audio_backend()
@@ -47,10 +48,12 @@ def backend(request, monkeypatch):
 # --------------------------------------------------------------------------- backend choice
 
 
-def test_auto_backend_prefers_tensorflow_io(monkeypatch):
+@pytest.mark.parametrize("problem, expected", [(None, "tensorflow-io"), ("ops built for TensorFlow 2.15", "soundfile")])
+def test_auto_backend_prefers_tensorflow_io(monkeypatch, problem, expected):
+    """Unforced, tensorflow-io decodes when its ops load, soundfile when they do not."""
     monkeypatch.delenv(audio_io.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(decode, "_tfio_problem", lambda: problem)
     audio_io.reset_backend()
-    expected = audio_io.TFIO if audio_io._tfio_problem() is None else audio_io.SOUNDFILE
     assert audio_io.audio_backend() == expected
     audio_io.reset_backend()
 
@@ -69,7 +72,7 @@ def test_backend_env_var_is_read_after_reset(monkeypatch):
 
 def test_forced_tfio_raises_when_ops_cannot_load(monkeypatch):
     monkeypatch.setenv(audio_io.BACKEND_ENV, "tfio")
-    monkeypatch.setattr(audio_io, "_tfio_problem", lambda: "ops built for another TensorFlow")
+    monkeypatch.setattr(decode, "_tfio_problem", lambda: "ops built for another TensorFlow")
     audio_io.reset_backend()
     with pytest.raises(ConfigError, match="another TensorFlow"):
         audio_io.audio_backend()
@@ -106,7 +109,7 @@ def test_flac_round_trip_is_16_bit_and_clipped(backend, tmp_path):
 def test_tfio_backend_decodes_without_soundfile(tmp_path, monkeypatch, extension):
     monkeypatch.setenv(audio_io.BACKEND_ENV, "tfio")
     audio_io.reset_backend()
-    problem = audio_io._tfio_problem()
+    problem = decode._tfio_problem()
     if problem is not None:
         pytest.skip(f"tensorflow-io cannot load here: {problem}")
     if extension == ".mp3" and not sf.check_format("MP3", "MPEG_LAYER_III"):
@@ -117,7 +120,7 @@ def test_tfio_backend_decodes_without_soundfile(tmp_path, monkeypatch, extension
     def no_soundfile(path):
         raise AssertionError(f"soundfile used for {path}")
 
-    monkeypatch.setattr(audio_io, "_load_soundfile", no_soundfile)
+    monkeypatch.setattr(decode, "_load_soundfile", no_soundfile)
     loaded, rate = audio_io.load_audio(path)
     assert rate == SR and loaded.shape[1] == 2 and loaded.dtype == np.float32
     assert 0.3 < np.abs(loaded).max() <= 1.0
@@ -423,7 +426,7 @@ def test_tfio_probe_runs_eagerly_inside_a_traced_function(monkeypatch):
 
     @tf.function
     def traced(x):
-        problems.append(audio_io._tfio_problem())
+        problems.append(decode._tfio_problem())
         return x
 
     traced(tf.constant(1.0))

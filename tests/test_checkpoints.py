@@ -1,15 +1,17 @@
 """Checkpoint keys: weights keyed by attribute path, older positional checkpoints still load."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mss_tf.checkpoints import (
-    BEST, POSITIONS, checkpoint_layout, model_variables, restore_weights, write_untrained_run,
+    BEST, POSITIONS, checkpoint_history, checkpoint_layout, model_variables, restore_weights, write_untrained_run,
 )
 from mss_tf.config import TrainConfig
-from mss_tf.errors import CheckpointError
+from mss_tf.errors import CheckpointError, DamagedCheckpointError
 from mss_tf.models.registry import PRESETS, build_model
 
 
@@ -84,6 +86,13 @@ def test_another_models_checkpoint_is_a_one_line_error(tmp_path):
         restore_weights(wider, run)
 
 
+def test_a_run_without_checkpoints_is_a_one_line_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        restore_weights(build_model("unet-tiny"), tmp_path)
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        TrainConfig.load(tmp_path)
+
+
 def test_every_preset_has_paths():
     """Every tiny preset keys all its weights by path (the larger sizes are the same classes with
     more modules and units)."""
@@ -91,3 +100,45 @@ def test_every_preset_has_paths():
         if preset.endswith("-tiny"):
             model = _built(preset)
             assert len(model_variables(model)) == len(model.weights), preset
+
+
+DAMAGE = ["truncated index", "empty index", "truncated data", "missing data", "corrupt data"]
+
+
+def damage_checkpoint(folder, how, which=0):
+    """Damage the files of a checkpoint of `folder` (0: the newest) as a crash or a bad copy would;
+    returns the checkpoint's path (its prefix, as TensorFlow names it)."""
+    path = checkpoint_history(folder)[which]
+    index, (data,) = Path(path + ".index"), list(Path(path).parent.glob(Path(path).name + ".data-*"))
+    target = index if "index" in how else data
+    if how.startswith("truncated"):
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif how.startswith("empty"):
+        target.write_bytes(b"")
+    elif how.startswith("missing"):
+        target.unlink()
+    else:  # same size, other bytes: only the checksums tell
+        target.write_bytes(bytes(b ^ 0x5A for b in target.read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_checkpoint_is_a_one_line_error_naming_it(tmp_path, how):
+    run = write_untrained_run(tmp_path / "run", "unet-tiny")
+    path = damage_checkpoint(run / BEST, how)
+    with pytest.raises(DamagedCheckpointError) as error:
+        restore_weights(_built("unet-tiny"), run)
+    message = str(error.value)
+    assert message.startswith(f"{path}: damaged checkpoint") and "\n" not in message and len(message) < 400
+
+
+def test_checkpoint_history_is_newest_first_with_or_without_the_state_file(tmp_path):
+    variables = {"w": tf.Variable(1.0)}
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=variables), str(tmp_path), max_to_keep=3)
+    for step in (1, 5, 12):
+        manager.save(checkpoint_number=step)
+    expected = [str(tmp_path / f"ckpt-{step}") for step in (12, 5, 1)]
+    assert checkpoint_history(tmp_path) == expected
+    (tmp_path / "checkpoint").unlink()  # lost: the index files still tell
+    assert checkpoint_history(tmp_path) == expected
+    assert checkpoint_history(tmp_path / "none") == []

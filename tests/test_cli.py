@@ -1,17 +1,19 @@
 """Bad input to the CLIs: one line naming the problem and the path, exit code 2, nothing left behind."""
 
 import importlib
-import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from mss_tf import cli
-from tests.conftest import REPO
+from tests.conftest import REPO, checkout_env
 
 # What TensorFlow's C++ side prints at start-up (and later) unless --verbose: every line of its log
 # format (`2026-01-01 00:00:00.000000: I tensorflow/...`), and the bits of the known messages
@@ -25,11 +27,9 @@ def program(script):
 
 
 def run_cli(script, *args, env_extra=None, cwd=None, timeout=300):
-    env = {**os.environ, **(env_extra or {})}
+    env = checkout_env({**os.environ, **(env_extra or {})})
     env.pop("MUSDB_PATH", None)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLIs quiet TensorFlow themselves
-    if script.startswith("mss_tf."):  # python -m from any folder
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return subprocess.run(
         [*program(script), *map(str, args)],
         capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
@@ -55,11 +55,17 @@ def test_unknown_model(tmp_path, env, monkeypatch, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def assert_refused_in_silence(result, *needles):
+    """A refusal and nothing else: exit code 2, one stderr line naming the problem, no stdout."""
+    assert_one_line_error(result, *needles)
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, (result.stdout, result.stderr)
+
+
 def test_missing_musdb_root(tmp_path, env, monkeypatch, capsys):
-    result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tmp_path / "nowhere",
+    result = run_main("train.py", ["--model", "unet", "--musdb-root", tmp_path / "nowhere",
                                    "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
-    assert_one_line_error(result, tmp_path / "nowhere")
-    assert not (tmp_path / "run").exists()
+    assert_refused_in_silence(result, tmp_path / "nowhere", "no such folder")  # no `shards: ...` line first
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
 
 
 def test_folder_not_in_musdb_layout(tmp_path, env, monkeypatch, capsys):
@@ -67,14 +73,14 @@ def test_folder_not_in_musdb_layout(tmp_path, env, monkeypatch, capsys):
     (tmp_path / "music" / "song.wav").write_bytes(b"RIFF")
     result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tmp_path / "music",
                                    "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
-    assert_one_line_error(result, tmp_path / "music", "layout")
+    assert_refused_in_silence(result, tmp_path / "music", "layout")
 
 
 def test_track_with_missing_stem(tone_musdb, tmp_path, env, monkeypatch, capsys):
     (tone_musdb / "train" / "song 1" / "vocals.wav").unlink()
     result = run_main("train.py", ["--model", "unet-tiny", "--musdb-root", tone_musdb,
                                    "--run-dir", tmp_path / "run"], monkeypatch, capsys, env_extra=env)
-    assert_one_line_error(result, "vocals.wav")
+    assert_refused_in_silence(result, "vocals.wav")
     assert not (tmp_path / "run").exists()
 
 
@@ -104,13 +110,13 @@ def test_evaluate_missing_run_dir(tmp_path, monkeypatch, capsys):
     assert_one_line_error(result, tmp_path / "nope")
 
 
+# the module whose main each top-level script runs (tests/test_packaging.py checks the scripts call it)
+COMMANDS = {"train.py": "mss_tf.cli.train", "evaluate.py": "mss_tf.cli.evaluate", "separate.py": "mss_tf.cli.separate",
+            "datasets/make_demo.py": "mss_tf.cli.make_demo", "datasets/prepare_musdb.py": "mss_tf.cli.prepare_musdb"}
+
+
 def _module(script):
-    if script.startswith("mss_tf."):
-        return importlib.import_module(script)
-    spec = importlib.util.spec_from_file_location(f"cli_{script.replace('/', '_')[:-3]}", REPO / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(COMMANDS.get(script, script))
 
 
 def parser_of(script):
@@ -149,7 +155,12 @@ def test_help_explains_every_flag(script):
     assert isinstance(parser, cli.ArgumentParser)
     options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
     assert "--verbose" in [a.option_strings[-1] for a in options]
-    assert all(a.help and len(a.help) > 10 for a in options), [a.dest for a in options if not (a.help and len(a.help) > 10)]
+    # each flag has its own help text, which says more than the flag's name
+    assert all(a.help for a in options), [a.dest for a in options if not a.help]
+    helps = [a.help for a in options]
+    assert len(set(helps)) == len(helps), [h for h in helps if helps.count(h) > 1]
+    restated = [a.dest for a in options if set(re.findall(r"[a-z]+", a.help.lower())) <= set(a.dest.split("_"))]
+    assert not restated, restated
     shown = set(re.findall(r"(--[a-z][a-z-]+)", parser.format_help()))  # what --help prints
     assert {a.option_strings[-1] for a in options} <= shown
 
@@ -193,6 +204,17 @@ def test_a_bad_flag_is_one_line_and_exit_code_2_before_any_work(tmp_path, monkey
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
     assert result.stdout == "" and list(tmp_path.iterdir()) == []  # no demo set, no run or output folder
+
+
+def test_a_reader_that_stops_reading_ends_the_program_quietly():
+    """`mss-train --list | head -3`: no BrokenPipeError traceback once the reader is gone."""
+    code = "from mss_tf import cli\n\ndef main():\n    for i in range(10 ** 6):\n        print(i)\n\ncli.run(main)\n"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=checkout_env(os.environ))
+    assert process.stdout.readline() == "0\n"
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 1 and stderr == "", stderr
 
 
 def test_tensorflow_is_quiet_unless_verbose():
@@ -246,6 +268,17 @@ def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, e
                          (["--model-arg", "filters=[2,4,8]"], "--model-arg")]:
         assert_one_line_error(run_main("train.py", ["--resume", run, *args], monkeypatch, capsys, env_extra=env), run, needle)
         assert _snapshot(run) == before
+    # its only checkpoint damaged: one line naming it, the run directory untouched
+    from mss_tf.checkpoints import checkpoint_history
+
+    index = Path(checkpoint_history(run / "checkpoints")[0] + ".index")
+    intact = index.read_bytes()
+    index.write_bytes(intact[: len(intact) // 2])
+    before = _snapshot(run)
+    assert_one_line_error(run_main("train.py", ["--resume", run, "--epochs", "2"], monkeypatch, capsys, env_extra=env),
+                          index.with_suffix(""), "damaged checkpoint", "no earlier intact checkpoint")
+    assert _snapshot(run) == before
+    index.write_bytes(intact)
     # a run directory whose checkpoint is not this configuration's model (another architecture)
     saved["model_kwargs"]["filters"] = [2, 4, 8]
     (run / "config.json").write_text(json.dumps(saved))
@@ -259,6 +292,23 @@ def test_config_file_with_flag_overrides_and_bad_resumes(tone_musdb, tmp_path, e
                       monkeypatch, capsys, env_extra=env)
     assert_one_line_error(result, shards, "STFT config")
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("how", ["truncated index", "truncated data"])
+def test_separate_and_evaluate_name_a_damaged_checkpoint_in_one_line(tmp_path, tone_musdb, monkeypatch, capsys, how):
+    from mss_tf.checkpoints import write_untrained_run
+    from tests.test_checkpoints import damage_checkpoint
+
+    run = write_untrained_run(tmp_path / "run", "unet-tiny")
+    damaged = damage_checkpoint(run / "best", how)
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.zeros((4410, 2), np.float32), 44100)
+    separated = run_main("separate.py", [song, "--model", run, "--out", tmp_path / "stems", "--quiet"], monkeypatch, capsys)
+    assert_one_line_error(separated, damaged, "damaged checkpoint")
+    assert "Traceback" not in separated.stderr and not (tmp_path / "stems").exists()
+    evaluated = run_main("evaluate.py", ["--run", run, "--musdb-root", tone_musdb, "--quiet"], monkeypatch, capsys)
+    assert_one_line_error(evaluated, damaged, "damaged checkpoint")
+    assert not (run / "results.json").exists()
 
 
 def test_a_batch_the_replicas_cannot_share_is_refused():

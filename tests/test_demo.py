@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,8 @@ import soundfile as sf
 
 from mss_tf.data import demo
 from mss_tf.errors import ConfigError, DataError
+from tests.conftest import REPO, checkout_env
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(seed=0, n_train=2, n_test=1, seconds=4.0)
 SOURCES = ("mixture", "drums", "bass", "other", "vocals")
 TARGETS = ("vocals", "drums", "bass", "other")
@@ -190,8 +191,9 @@ def test_bad_parameters(tmp_path, bad):
 
 
 def run_cli(*args: object) -> subprocess.CompletedProcess:
+    """`python datasets/make_demo.py ARGS` (it imports mss_tf: this checkout's, by PYTHONPATH)."""
     return subprocess.run([sys.executable, str(REPO / "datasets" / "make_demo.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=checkout_env(os.environ))
 
 
 def test_cli_writes_a_set(tmp_path):

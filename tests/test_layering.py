@@ -1,4 +1,4 @@
-"""The import graph of mss_tf goes one way, bottom to top (DESIGN.md, "Layers").
+"""The import graph of mss_tf goes one way, bottom to top (docs/architecture.md, "Layers").
 
 Every import of every module under mss_tf/ counts, including those inside functions; only a
 module's `if __name__ == "__main__":` block is an entry point and sits with the CLIs.
@@ -7,6 +7,7 @@ module's `if __name__ == "__main__":` block is an entry point and sits with the 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("mss_tf.inference",),
     ("mss_tf.export", "mss_tf.evaluation"),
     ("mss_tf.study_report",),
-    # the command-line programs: the CLI plumbing and the study, which runs train.py and evaluate.py
+    # the command-line programs: mss_tf.cli (their plumbing, and one module per command: train,
+    # evaluate, separate, export, make_demo, prepare_musdb) and the study, which runs train.py and
+    # evaluate.py
     ("mss_tf.cli", "mss_tf.study"),
 ]
 ENTRY_POINT = len(LAYERS) - 1
+ARCHITECTURE = REPO / "docs" / "architecture.md"
 
 
 def layer_of(module: str) -> int:
@@ -121,8 +125,17 @@ def test_no_module_imports_a_higher_layer():
 def test_the_library_never_imports_the_cli_plumbing():
     users = sorted({module_name(path) for path in PACKAGE.rglob("*.py")
                     for _, target, in_main in imports(path.read_text(), module_name(path), path.name == "__init__.py")
-                    if target == "mss_tf.cli" and not in_main})
+                    if (target == "mss_tf.cli" or target.startswith("mss_tf.cli.")) and not in_main
+                    and not module_name(path).startswith("mss_tf.cli.")})  # the commands themselves
     assert users == ["mss_tf.study"]  # itself a command-line program (python -m mss_tf.study)
+
+
+def test_the_oracle_needs_no_model_or_separator():
+    """Ideal masks come from the references: evaluation.oracle imports neither the models (the
+    registry) nor inference (fit_length lives in audio.waveform)."""
+    path = PACKAGE / "evaluation" / "oracle.py"
+    targets = {target for _, target, _ in imports(path.read_text(), module_name(path), False)}
+    assert targets and not {t for t in targets if layer_of(t) >= layer_of("mss_tf.models")}, targets
 
 
 @pytest.mark.parametrize("source, caught", [
@@ -144,3 +157,29 @@ def test_an_upward_import_is_caught(tmp_path, source, caught):
     found = upward_imports(root)
     assert bool(found) == caught, found
     assert all("mss_tf.models.bad" in line for line in found)
+
+
+def documented_layers(text: str) -> list[tuple[str, ...]]:
+    """The layers listed between `<!-- layers` and `<!-- /layers -->` in docs/architecture.md,
+    one `N  name, name, ...` line per layer, N counting from 0."""
+    block = re.search(r"<!-- layers\b[^>]*-->(.*?)<!-- /layers -->", text, re.S)
+    assert block, f"{ARCHITECTURE}: no <!-- layers --> ... <!-- /layers --> block"
+    layers = []
+    for line in block.group(1).splitlines():
+        found = re.fullmatch(r"\s*(\d+)\s+(\S.*)", line)
+        if found:
+            assert int(found.group(1)) == len(layers), f"{ARCHITECTURE}: layer {found.group(1)} out of order"
+            layers.append(tuple(name.strip() for name in found.group(2).split(",")))
+    return layers
+
+
+def test_the_architecture_document_lists_the_enforced_layers():
+    """docs/architecture.md names the same layers, in the same order, as LAYERS above: change both."""
+    assert documented_layers(ARCHITECTURE.read_text()) == LAYERS
+
+
+def test_a_documented_layer_list_is_parsed_as_written():
+    text = "x\n<!-- layers: note -->\n```text\n0  mss_tf, mss_tf.errors\n1  mss_tf.audio\n```\n<!-- /layers -->\n"
+    assert documented_layers(text) == [("mss_tf", "mss_tf.errors"), ("mss_tf.audio",)]
+    with pytest.raises(AssertionError, match="out of order"):
+        documented_layers(text.replace("1  mss_tf.audio", "2  mss_tf.audio"))

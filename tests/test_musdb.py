@@ -13,7 +13,7 @@ import soundfile
 
 from mss_tf.audio import io as audio_io
 from mss_tf.data import musdb
-from mss_tf.errors import AudioError, DataError
+from mss_tf.errors import AudioError, ConfigError, DataError
 from tests.conftest import REPO, write_tone_track
 
 RATE = 44100
@@ -133,6 +133,25 @@ def test_unknown_split_and_subset(tone_musdb):
         musdb.find_tracks(tone_musdb, "valid")
     with pytest.raises(DataError, match="unknown source"):
         musdb.load_track(musdb.find_tracks(tone_musdb, "test")[0], sources=("piano",))
+
+
+def test_select_tracks_by_count_or_name():
+    """evaluate.py --tracks: a count, exact names, else parts of names, each track once."""
+    tracks = [musdb.Track(name, Path("/nowhere") / name, "test", musdb.WAV)
+              for name in ("Al - Song", "Al - Song 2", "Bo - Tune", "Cy - Song")]
+    names = lambda chosen: [t.name for t in chosen]  # noqa: E731
+    assert names(musdb.select_tracks(tracks, None, "/root", "test")) == [t.name for t in tracks]
+    assert names(musdb.select_tracks(tracks, ["2"], "/root", "test")) == ["Al - Song", "Al - Song 2"]
+    assert names(musdb.select_tracks(tracks, ["9"], "/root", "test")) == [t.name for t in tracks]
+    assert names(musdb.select_tracks(tracks, ["Al - Song"], "/root", "test")) == ["Al - Song"]  # exact wins
+    assert names(musdb.select_tracks(tracks, ["tune", "SONG"], "/root", "test")) == [
+        "Bo - Tune", "Al - Song", "Al - Song 2", "Cy - Song"]  # in the order asked, once each
+    with pytest.raises(DataError, match="--tracks 'Dee': no such track in the test split of /root"):
+        musdb.select_tracks(tracks, ["Song", "Dee"], "/root", "test")
+    with pytest.raises(ConfigError, match="--tracks 0"):
+        musdb.select_tracks(tracks, ["0"], "/root", "test")
+    with pytest.raises(DataError, match="/root: no tracks in the test split"):
+        musdb.select_tracks([], ["1"], "/root", "test")
 
 
 # --------------------------------------------------------------------------- stem layout

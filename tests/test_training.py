@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -7,23 +9,11 @@ import tensorflow as tf
 
 from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.config import TrainConfig
-from mss_tf.errors import CheckpointError, ConfigError
+from mss_tf.errors import ConfigError, DamagedCheckpointError, DataError
 from mss_tf.inference import Separator
 from mss_tf.models.registry import build_model
-from mss_tf.checkpoints import model_variables, restore_weights
-from mss_tf.training.run import train_run
-
-
-class PassThrough(keras.Model):
-    """Returns the mixture scaled per target: lets separation arithmetic be checked exactly."""
-
-    def __init__(self, scales):
-        super().__init__()
-        self.scales = scales
-        self.targets = [f"t{i}" for i in range(len(scales))]
-
-    def call(self, mixture, training=None):
-        return tf.stack([s * mixture for s in self.scales], axis=1)
+from mss_tf.checkpoints import checkpoint_history, model_variables
+from mss_tf.training.run import check_resume, ensure_shards, train_run, training_data
 
 
 def _config(**kw):
@@ -94,19 +84,53 @@ def test_training_reduces_loss_on_a_fixed_batch(tmp_path):
     assert not (tmp_path / "run").exists()  # training steps write nothing; checkpoints and logs come from fit
 
 
-def test_restore_weights_refuses_another_models_checkpoint(tmp_path):
-    model = build_model("unet-tiny")
-    model(tf.zeros([1, 16, 513, 2]))
-    tf.train.Checkpoint(model={"unrelated": tf.Variable(1.0)}).save(str(tmp_path / "checkpoints" / "ckpt"))
-    with pytest.raises(CheckpointError, match="does not hold this model"):
-        restore_weights(model, tmp_path, "latest")
+def test_a_resume_keeps_what_defines_the_run(tmp_path):
+    config = _config().resolve()
+    run = tmp_path / "run"
+    check_resume(config, run, "unet-tiny", {"epochs": 5, "learning_rate": 1e-4, "batch_size": 2, "seed": None})
+    for request, message in [
+        ({"model": "bsrnn-tiny"}, f"{run}: is a unet-tiny run, not bsrnn-tiny"),
+        ({"config_file": True}, "--config and --resume together"),
+        ({"model_args": True}, f"{run}: --model-arg cannot change the architecture"),
+        ({"overrides": {"batch_size": 4}}, f"{run}: --batch-size 4 differs from the run's 2"),
+        ({"overrides": {"seed": 1}}, f"{run}: --seed 1 differs from the run's 0"),
+        ({"overrides": {"crop_seconds": 3.0}}, f"{run}: --crop-seconds 3.0 differs from the run's 2.0"),
+        ({"overrides": {"targets": ["vocals"]}}, "--targets ['vocals'] differs"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_resume(config, run, **request)
+    with pytest.raises(ConfigError, match="fitted in one go"):
+        check_resume(TrainConfig(model="nmf").resolve(), run)
 
 
-def test_restore_weights_needs_checkpoints(tmp_path):
-    with pytest.raises(CheckpointError, match="no checkpoints"):
-        restore_weights(build_model("unet-tiny"), tmp_path)
-    with pytest.raises(CheckpointError, match="not a run directory"):
-        TrainConfig.load(tmp_path)
+def test_training_data_is_the_shards_given_else_the_runs_else_a_musdb_folder(tmp_path, monkeypatch):
+    config = _config().resolve()
+    shards, music, run = tmp_path / "shards", tmp_path / "music", tmp_path / "run"
+    shards.mkdir()
+    monkeypatch.setenv("MUSDB_PATH", str(tmp_path / "env-music"))
+    assert training_data(config, shards, str(music)) == (None, shards)
+    assert training_data(config, None, str(music)) == (music, None)
+    assert training_data(config) == (tmp_path / "env-music", None)
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'gone'}: no such shard folder")):
+        training_data(config, tmp_path / "gone")
+    config.shards = str(shards)  # a resumed run trains on its own shards unless told otherwise
+    assert training_data(config, resume=run) == (None, shards)
+    assert training_data(config, None, str(music), resume=run) == (music, None)
+    config.shards = str(tmp_path / "deleted")
+    with pytest.raises(ConfigError, match=re.escape(f"{run}: the run's shard folder '{tmp_path / 'deleted'}' is gone")):
+        training_data(config, resume=run)
+
+
+def test_a_bad_data_root_is_refused_before_anything_is_said_or_written(tmp_path, monkeypatch, tone_musdb):
+    monkeypatch.setenv("MSS_TF_DATA", str(tmp_path / "data"))
+    (tmp_path / "music").mkdir()
+    (tone_musdb / "train" / "song 1" / "vocals.wav").unlink()
+    said = []
+    for root, message in [(tmp_path / "nowhere", "no such folder"), (tmp_path / "music", "not in MUSDB18-HQ layout"),
+                          (tone_musdb, "missing stem 'vocals'")]:
+        with pytest.raises(DataError, match=message):
+            ensure_shards(_config().resolve(), root, None, progress=False, echo=said.append)
+    assert said == [] and not (tmp_path / "data").exists()
 
 
 def test_config_rejects_bad_values():
@@ -116,28 +140,6 @@ def test_config_rejects_bad_values():
         TrainConfig(model="nope").resolve()
     with pytest.raises(ConfigError, match="unknown loss"):
         _config(loss="l2").resolve()
-
-
-@pytest.mark.parametrize("n_samples", [3000, 16000 * 3 + 123])
-def test_chunked_separation_reconstructs_exactly(n_samples):
-    stft = SpectrogramConfig(16000, 1024, 512)
-    separator = Separator(PassThrough([1.0, 0.25]), stft, ["a", "b"], chunk_seconds=1.0, overlap_seconds=0.25)
-    waves = np.random.default_rng(0).uniform(-0.5, 0.5, (2, n_samples)).astype(np.float32)
-    out = separator.separate_model_rate(waves)
-    assert out.shape == (2, 2, n_samples)
-    assert np.max(np.abs(out[0] - waves)) < 1e-4
-    assert np.max(np.abs(out[1] - 0.25 * waves)) < 1e-4
-
-
-def test_separate_resamples_and_keeps_stereo_length():
-    stft = SpectrogramConfig(16000, 1024, 512)
-    separator = Separator(PassThrough([1.0]), stft, ["x"], chunk_seconds=2.0)
-    t = np.arange(44100 * 3) / 44100
-    audio = np.stack([np.sin(2 * np.pi * 300 * t), 0.5 * np.sin(2 * np.pi * 300 * t)], 1).astype(np.float32)
-    out = separator.separate(audio, 44100)["x"]
-    assert out.shape == audio.shape
-    # band-limited to 8 kHz, a 300 Hz tone survives resampling round trips
-    assert np.max(np.abs(out[1000:-1000] - audio[1000:-1000])) < 1e-2
 
 
 class Silencer(keras.Model):
@@ -199,6 +201,38 @@ def test_dead_target_count_survives_a_resume(tmp_path):
     config.epochs = 2
     Trainer(Silencer(), config, tmp_path).fit(_tone_batches(stft).repeat(), _tone_batches(stft), progress=False, log=lines.append)
     assert len([line for line in lines if line.startswith("warning") and "'silent'" in line]) == 1
+
+
+def test_a_resume_passes_over_damaged_checkpoints_to_the_previous_intact_one(tmp_path):
+    from mss_tf.training.loop import Trainer
+    from tests.test_checkpoints import damage_checkpoint
+
+    stft = SpectrogramConfig(8000, 256, 128)
+    config = _config(epochs=1, steps_per_epoch=3, checkpoint_every=1, targets=["keep", "silent"],
+                     stft=stft.to_dict()).resolve()
+    train, valid = _tone_batches(stft).repeat(), _tone_batches(stft)
+    Trainer(Silencer(), config, tmp_path).fit(train, valid, progress=False, log=lambda line: None)
+    folder = tmp_path / "checkpoints"
+    assert [Path(p).name for p in checkpoint_history(folder)] == ["ckpt-3", "ckpt-2", "ckpt-1"]
+    newest = damage_checkpoint(folder, "truncated data")
+    config.epochs = 2
+    lines = []
+    history = Trainer(Silencer(), config, tmp_path).fit(train, valid, progress=False, log=lines.append)
+    (warning,) = [line for line in lines if "damaged" in line]  # one line says so
+    assert warning.startswith(f"warning: {newest}: damaged checkpoint")
+    assert warning.endswith(f"; resuming from the previous intact checkpoint {folder / 'ckpt-2'}")
+    assert f"resumed from {folder / 'ckpt-2'} at step 2 (epoch 1, 4 examples seen)" in lines
+    assert [record["epoch"] for record in history] == [1, 2]  # epoch 1 finished again, from its step 2
+    assert Path(checkpoint_history(folder)[0]).name == "ckpt-6"
+    # every checkpoint damaged: one line, nothing written
+    for which in range(3):
+        damage_checkpoint(folder, "truncated index", which)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    config.epochs = 3
+    with pytest.raises(DamagedCheckpointError, match=re.escape(f"{folder / 'ckpt-6'}: damaged checkpoint")) as error:
+        Trainer(Silencer(), config, tmp_path).fit(train, valid, progress=False, log=lines.append)
+    assert str(error.value).endswith(f"no earlier intact checkpoint in {folder} to resume from")
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
 SPARSE_SR = 8000

@@ -32,15 +32,23 @@ def test_mask_estimate_reuses_mixture_phase_and_is_bounded():
         assert np.all(ratio.real >= 0) and np.all(ratio.real <= 1 + 1e-5)  # sigmoid mask
 
 
-def test_magnitude_head_is_non_negative_and_can_exceed_mixture():
+def test_magnitude_head_estimates_relu_of_the_head_with_the_mixture_phase():
+    """output="magnitude": |estimate| is relu(head) whatever the mixture's magnitude, so unlike a
+    mask it can exceed the mixture, and a negative head gives silence, not a negative magnitude."""
     model = UNet(filters=[4, 8, 8], bottleneck_filters=8, output="magnitude")
     mix = _mixture()
-    out = model(mix, training=False).numpy()
-    mag = np.sqrt((out**2).sum(-1))
-    assert np.all(np.isfinite(out)) and np.all(mag >= 0)
-    mix_c = mix.numpy()[..., 0] + 1j * mix.numpy()[..., 1]
-    est = out[:, 0, ..., 0] + 1j * out[:, 0, ..., 1]
-    assert np.allclose(np.angle(est[np.abs(est) > 1e-3]), np.angle(mix_c[np.abs(est) > 1e-3]), atol=1e-3)
+    model(mix, training=False)
+    mix_c = mix.numpy()[..., 0] + 1j * mix.numpy()[..., 1]  # (B, T, F); |mix| is Rayleigh, mean 1.25
+    estimates = {}
+    for head in (-1.0, 3.0):
+        model.head.kernel.assign(tf.zeros_like(model.head.kernel))
+        model.head.bias.assign(tf.fill(model.head.bias.shape, head))
+        out = model(mix, training=False).numpy()  # (B, targets, T, F, 2)
+        estimates[head] = out[..., 0] + 1j * out[..., 1]  # (B, targets, T, F)
+    np.testing.assert_allclose(np.abs(estimates[-1.0]), 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.abs(estimates[3.0]), 3.0, rtol=1e-4)
+    assert np.mean(np.abs(estimates[3.0]) > np.abs(mix_c)[:, np.newaxis]) > 0.95  # above the mixture nearly everywhere
+    np.testing.assert_allclose(np.angle(estimates[3.0] * np.conj(mix_c)[:, np.newaxis]), 0.0, atol=1e-3)  # its phase
 
 
 def test_seed_architecture_filters():

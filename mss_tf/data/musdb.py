@@ -27,13 +27,13 @@ import collections
 import dataclasses
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from mss_tf import SOURCES, TARGETS
 from mss_tf.audio import io as audio_io
-from mss_tf.errors import AudioError, DataError
+from mss_tf.errors import AudioError, ConfigError, DataError
 
 SUBSETS = ("train", "test")
 SPLITS = ("train", "valid", "test")
@@ -227,6 +227,34 @@ def split_tracks(root: str | os.PathLike, split: str, strict: bool = True) -> li
     chosen = valid if split == "valid" else [t for t in tracks if t not in valid]
     if not chosen:
         raise DataError(f"{root}: the '{split}' split has no tracks")
+    return chosen
+
+
+def select_tracks(tracks: Sequence[Track], wanted: Sequence[str] | None, root: str | os.PathLike,
+                  subset: str) -> list[Track]:
+    """The tracks an evaluation runs on (`--tracks`): all of `tracks` (those of `subset` in
+    `root`) without `wanted`; a single number N: the first N; otherwise names, each matching
+    a track exactly or else every track whose name holds it (case-insensitive), in the order
+    asked, each track once.
+
+    Raises DataError for an empty split or a name that matches nothing, ConfigError for a
+    count below 1.
+    """
+    if not tracks:
+        raise DataError(f"{root}: no tracks in the {subset} split")
+    if not wanted:
+        return list(tracks)
+    if len(wanted) == 1 and wanted[0].lstrip("-").isdigit():
+        if int(wanted[0]) < 1:
+            raise ConfigError(f"--tracks {wanted[0]}: need at least one track")
+        return list(tracks[: int(wanted[0])])
+    chosen: list[Track] = []
+    for name in wanted:
+        exact = [t for t in tracks if t.name == name]
+        matches = exact or [t for t in tracks if name.lower() in t.name.lower()]
+        if not matches:
+            raise DataError(f"--tracks {name!r}: no such track in the {subset} split of {root}")
+        chosen += [t for t in matches if t not in chosen]
     return chosen
 
 

@@ -23,8 +23,8 @@ import tensorflow as tf
 
 from mss_tf.audio import io as audio_io
 from mss_tf.audio.spectrogram import SpectrogramConfig, istft, stft
+from mss_tf.audio.waveform import fit_length
 from mss_tf.errors import ConfigError
-from mss_tf.inference import fit_length
 
 KINDS = ("irm1", "irm2", "ibm")
 EPS = 1e-10

@@ -151,7 +151,7 @@ def summarize(
     rows: list[dict[str, Any]], targets: Sequence[str], model: str, params: int | None, subset: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The results.json structure of DESIGN.md from per-track rows."""
+    """The results.json structure (README, "Evaluation") from per-track rows."""
     targets = list(targets)
     per_target = mean_over_tracks([r["usdr"] for r in rows], targets)
     baseline = mean_over_tracks([r["baseline_usdr"] for r in rows], targets)

@@ -47,14 +47,7 @@ FORMAT = "mss-tf-nmf"
 FORMAT_VERSION = 1
 NMF_FILE = "nmf.npz"  # file name `save`/`load` use when given a directory
 REST = "rest"  # hidden source for the stems that are not targets (trained, never output)
-BETA_NAMES = {
-    "is": 0.0,
-    "itakura-saito": 0.0,
-    "kl": 1.0,
-    "kullback-leibler": 1.0,
-    "euclidean": 2.0,
-    "eu": 2.0,
-}
+BETA_NAMES = {"is": 0.0, "itakura-saito": 0.0, "kl": 1.0, "kullback-leibler": 1.0, "euclidean": 2.0, "eu": 2.0}
 _TINY = 1e-30  # floor of update denominators and column norms (representable in float32)
 _SILENT_FRAME = 1e-5  # training frames whose mean magnitude per bin is below this are skipped
 FIT_BLOCK = 25  # fit iterations per graph call (the progress bar moves once per block)
@@ -224,9 +217,10 @@ class NMFSeparator:
     """Supervised NMF separator with the call signature of the neural models.
 
     Not a Keras model: it has no gradient-trained weights. `fit`, given an iterable of training
-    examples (as the neural models are given a dataset), learns the dictionaries, `save`/`load` keep them in one .npz, and calling the object on a
-    (B, T, F, 2) mixture STFT returns (B, n_targets, T, F, 2) float32, eagerly or inside a
-    `tf.function` (the activation solve is a `tf.while_loop`).
+    examples (as the neural models are given a dataset), learns the dictionaries, `save`/`load`
+    keep them in one .npz, and calling the object on a (B, T, F, 2) mixture STFT returns
+    (B, n_targets, T, F, 2) float32, eagerly or inside a `tf.function` (the activation solve is a
+    `tf.while_loop`).
 
     Args:
         targets: sources to estimate, a subset of mss_tf.TARGETS, in output order. When they
@@ -563,12 +557,7 @@ class NMFSeparator:
         path = Path(path)
         if path.is_dir():
             path = path / NMF_FILE
-        meta = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "config": self.get_config(),
-            "fit_info": self.fit_info,
-        }
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.get_config(), "fit_info": self.fit_info}
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: numpy adds no ".npz"
             np.savez(handle, meta=np.array(json.dumps(meta)), dictionary=self._dictionary.numpy())
         return path

@@ -43,11 +43,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from mss_tf.checkpoints import (
-    BEST, CHECKPOINTS, PATHS, check_weights, checkpoint_layout, model_variables, restore_weights, rng_variables,
+    BEST, CHECKPOINTS, PATHS, check_weights, checkpoint_history, checkpoint_layout, model_variables, restore_checkpoint,
+    restore_weights, rng_variables,
 )
 from mss_tf.config import TrainConfig
 from mss_tf.data.pipeline import distribute
-from mss_tf.errors import CheckpointError, TrainingError
+from mss_tf.errors import CheckpointError, DamagedCheckpointError, TrainingError
 from mss_tf.losses import get_loss
 from mss_tf.training import health, summaries
 from mss_tf.training.distribute import check_batch, is_chief, worker_id
@@ -116,6 +117,8 @@ class Trainer:
             )
         # made in `_build`, once the model's variables exist
         self.checkpoint: tf.train.Checkpoint | None = None
+        self.restored_from: str | None = None  # the checkpoint `restore` resumed from
+        self.damaged: list[DamagedCheckpointError] = []  # the newer ones it passed over
         self.manager: tf.train.CheckpointManager | None = None
         self.best_manager: tf.train.CheckpointManager | None = None
         gradients = self._gradients
@@ -236,8 +239,7 @@ class Trainer:
         self._build_variables(mixture)
         if self.checkpoint is None:
             # a run resumed from a checkpoint of the older, positional layout keeps that layout
-            latest = tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS))
-            self.weight_layout = checkpoint_layout(latest) if latest else PATHS
+            self.weight_layout = self._saved_layout()
             self.checkpoint = tf.train.Checkpoint(
                 model=model_variables(self.model, self.weight_layout), model_rng=rng_variables(self.model), optimizer=self.optimizer,
                 global_step=self.global_step, epoch=self.epoch, best_loss=self.best_loss,
@@ -251,21 +253,45 @@ class Trainer:
                 )
                 self.best_manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / BEST), max_to_keep=1)
 
-    def restore(self) -> int:
-        """Resume from the latest checkpoint in the run directory; returns the global step reached."""
-        assert self.checkpoint is not None, "call _build first"
-        latest = tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS))
-        if latest:
-            check_weights(latest, model_variables(self.model, self.weight_layout),
-                          f"the weights of a {self.config.model} run with this configuration")
+    def _saved_layout(self) -> str:
+        """How the newest readable checkpoint of the run keys its weights (PATHS for a new run)."""
+        for path in checkpoint_history(self.run_dir / CHECKPOINTS):
             try:
-                status = self.checkpoint.restore(latest)
+                return checkpoint_layout(path)
+            except DamagedCheckpointError:
+                continue
+        return PATHS
+
+    def restore(self) -> int:
+        """Resume from the newest intact checkpoint in the run directory; returns the global step
+        reached (0 for a new run).
+
+        A checkpoint whose files are damaged (a crash or a full disk while a run was copied, say)
+        is passed over for the one before it: `restored_from` is the checkpoint restored and
+        `damaged` the errors of those passed over. DamagedCheckpointError when none is intact;
+        CheckpointError for a checkpoint of another model or configuration.
+        """
+        assert self.checkpoint is not None, "call _build first"
+        self.restored_from, self.damaged = None, []
+        folder = self.run_dir / CHECKPOINTS
+        for path in checkpoint_history(folder):
+            try:
+                check_weights(path, model_variables(self.model, self.weight_layout),
+                              f"the weights of a {self.config.model} run with this configuration")
+                status = restore_checkpoint(self.checkpoint, path)
                 status.assert_existing_objects_matched()
+            except DamagedCheckpointError as exc:
+                self.damaged.append(exc)
+                continue
             except (AssertionError, ValueError) as exc:
                 raise CheckpointError(
-                    f"{latest}: this checkpoint does not hold the state of a {self.config.model} run with this "
+                    f"{path}: this checkpoint does not hold the state of a {self.config.model} run with this "
                     f"configuration ({' '.join(str(exc).split())[:200]})"
                 ) from None
+            self.restored_from = path
+            break
+        if self.damaged and self.restored_from is None:
+            raise DamagedCheckpointError(f"{self.damaged[0]}; no earlier intact checkpoint in {folder} to resume from")
         return int(self.global_step.numpy())
 
     def _save(self, best: bool = False) -> str | None:
@@ -349,8 +375,11 @@ class Trainer:
         if self.chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         batch = int(config.batch_size)  # type: ignore[arg-type]
+        if self.damaged:
+            more = f" (and {len(self.damaged) - 1} more)" if len(self.damaged) > 1 else ""
+            log(f"warning: {self.damaged[0]}{more}; resuming from the previous intact checkpoint {self.restored_from}")
         if step:
-            log(f"resumed from {tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS))} at step {step} "
+            log(f"resumed from {self.restored_from} at step {step} "
                 f"(epoch {int(self.epoch.numpy()) + 1}, {step * batch} examples seen)")
         dataset = make_stream(step * batch) if make_stream and step else first_ds
         iterator = iter(distribute(dataset, self.strategy))

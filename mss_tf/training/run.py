@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import keras
 import tensorflow as tf
@@ -15,7 +15,8 @@ from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
-from mss_tf.data.roots import data_dir
+from mss_tf.data import musdb
+from mss_tf.data.roots import data_dir, resolve_data_root
 from mss_tf.data.shards import iterate_examples, read_manifest
 from mss_tf.errors import ConfigError
 from mss_tf.models.registry import build_model, get_preset, is_neural, model_parameters
@@ -68,13 +69,74 @@ class RunLog:
             handle.write(line + "\n")
 
 
+# Settings a resumed run cannot change: they define the model, its data or the stream position.
+FIXED_ON_RESUME = ("batch_size", "seed", "crop_seconds", "targets")
+
+
+def check_resume(config: TrainConfig, run_dir: Path, model: str | None = None,
+                 overrides: Mapping[str, Any] | None = None, config_file: bool = False,
+                 model_args: bool = False) -> None:
+    """A resume continues the run in `run_dir` (whose config.json is `config`) as it was set up:
+    ConfigError, naming the run, for a request that contradicts it.
+
+    Args:
+        model: the preset asked for (None: not given).
+        overrides: settings asked for (None values: not given); those of FIXED_ON_RESUME must
+            equal the run's, the others (epochs, learning rate, ...) may change.
+        config_file: a settings file was given too (a resumed run keeps its own config.json).
+        model_args: architecture arguments were given too.
+    """
+    from mss_tf.models.registry import is_neural
+
+    if model and model != config.model:
+        raise ConfigError(f"{run_dir}: is a {config.model} run, not {model}")
+    if config_file:
+        raise ConfigError("--config and --resume together: a resumed run keeps its own config.json")
+    if not is_neural(config.model):
+        raise ConfigError(f"{run_dir}: is a {config.model} run, fitted in one go: there is nothing to resume "
+                          "(fit again with --run-dir)")
+    if model_args:
+        raise ConfigError(f"{run_dir}: --model-arg cannot change the architecture of a run being resumed")
+    for key in FIXED_ON_RESUME:
+        value = (overrides or {}).get(key)
+        if value is not None and value != getattr(config, key):
+            raise ConfigError(f"{run_dir}: --{key.replace('_', '-')} {value} differs from the run's "
+                              f"{getattr(config, key)}; a resumed run keeps it")
+
+
+def training_data(config: TrainConfig, shards: Path | None = None, musdb_root: str | None = None,
+                  resume: Path | None = None, log: Callable[[str], None] = print) -> tuple[Path | None, Path | None]:
+    """Where a run's examples come from, as `(data_root, shard_dir)` with one of them None: a
+    prepared shard folder, else a MUSDB folder whose cached shards `ensure_shards` builds.
+
+    `shards` wins; a resumed run (`resume`: its directory) given neither `shards` nor
+    `musdb_root` trains on the shard folder it started with (`config.shards`); otherwise the MUSDB folder is
+    `musdb_root`, `$MUSDB_PATH` or the built-in demo set (announced through `log`, generated
+    once). ConfigError names a shard folder that is not there.
+    """
+    if resume and shards is None and musdb_root is None:
+        if not config.shards or not Path(config.shards).is_dir():
+            raise ConfigError(f"{resume}: the run's shard folder {config.shards!r} is gone; pass --shards DIR "
+                              "or --musdb-root DIR to rebuild it")
+        shards = Path(config.shards)
+    if shards is not None:
+        if not Path(shards).is_dir():
+            raise ConfigError(f"{shards}: no such shard folder")
+        return None, Path(shards)
+    return resolve_data_root(musdb_root, log)[0], None
+
+
 def ensure_shards(config: TrainConfig, data_root: Path | None, shard_dir: Path | None, progress: bool,
                   echo: Callable[[str], None]) -> Path:
     """The shard folder a run trains on: `shard_dir` as given, or the cached one for `data_root`
-    and this config's STFT and shard settings (built the first time)."""
+    and this config's STFT and shard settings (built the first time).
+
+    A data root that is missing, not in MUSDB layout or lacks a stem is refused (DataError)
+    before anything is printed or written."""
     if shard_dir is not None:
         return shard_dir
     assert data_root is not None, "need a data root or a shard folder"
+    musdb.find_tracks(data_root, "train")  # the checks preparation makes first, before the line below
     shard_dir = default_shard_dir(data_root, config)
     echo(f"shards: {shard_dir} (built from {data_root} if missing)")
     prepare_dataset(data_root, shard_dir, config.spectrogram, prepare_config(config), progress=progress)

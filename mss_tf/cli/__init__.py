@@ -1,5 +1,13 @@
-"""Shared plumbing of the command-line programs (train.py, evaluate.py, separate.py, datasets/*.py,
-`python -m mss_tf.study`, `python -m mss_tf.export`); the library never imports it.
+"""The command-line programs: this package's modules are their mains, and this module their
+shared plumbing; the library never imports it.
+
+One module per command, each with `build_parser`, `main(argv)` (raises the typed errors of
+`mss_tf.errors`) and `run()` (main under `run` below), which the console scripts of
+pyproject.toml and the thin top-level scripts both call: `train` (`mss-train`, train.py),
+`evaluate` (`mss-evaluate`, evaluate.py), `separate` (`mss-separate`, separate.py), `export`
+(`mss-export`, python -m mss_tf.export), `make_demo` (`mss-make-demo`, datasets/make_demo.py)
+and `prepare_musdb` (`mss-prepare`, datasets/prepare_musdb.py). `python -m mss_tf.study` is a
+command too (it runs train.py and evaluate.py).
 
 - `ArgumentParser`: a bad flag is one line, `error: ...`, on stderr and exit code 2 (no usage
   block); every program gets `--verbose`.
@@ -64,7 +72,9 @@ def add_separation_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(main: Callable[[], int | None]) -> None:
-    """Run a CLI's main; typed errors become `error: <message>` on stderr and exit code 2."""
+    """Run a CLI's main; typed errors become `error: <message>` on stderr and exit code 2. A
+    reader that stops reading (`mss-train --list | head -3`) ends the program quietly, exit code
+    1, as Python's documentation recommends for SIGPIPE, rather than with a traceback."""
     try:
         code = main()
     except MssError as exc:
@@ -74,4 +84,7 @@ def run(main: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        sys.exit(1)
     sys.exit(code or 0)
