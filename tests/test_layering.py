@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mss_tf.config", "mss_tf.checkpoints", "mss_tf.threads"),
     ("mss_tf.training",),
     ("mss_tf.inference",),
-    ("mss_tf.export", "mss_tf.evaluation"),
+    ("mss_tf.export", "mss_tf.evaluation", "mss_tf.convert"),
     ("mss_tf.study_report",),
     # the command-line programs: the CLI plumbing and the study, which runs train.py and evaluate.py
     ("mss_tf.cli", "mss_tf.study"),
