@@ -11,7 +11,7 @@ DEMO_REPORT ?= runs/demo-report
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference demo report study test test-slow lint bench bench-quick clean
+.PHONY: setup ffmpeg torch-reference convert-deps demo report study test test-slow lint bench bench-quick clean
 
 setup: $(STAMP) ffmpeg
 
@@ -41,6 +41,11 @@ torch-reference:
 	@test -x $(TORCH_VENV)/bin/python || ($(PYTHON) -m venv $(TORCH_VENV) && \
 		$(TORCH_VENV)/bin/python -m pip install --quiet $(TORCH_REQ)) || \
 		(rm -rf $(TORCH_VENV); echo "warning: could not install $(TORCH_REQ); no PyTorch reference")
+
+# torch for `python -m mss_tf.convert` to read PyTorch checkpoints: into .venv, only when asked
+# (never by setup or test: nothing else imports torch)
+convert-deps: setup
+	$(PY) -m pip install --quiet -r requirements-convert.txt
 
 demo: setup
 	rm -rf $(DEMO_RUN) $(DEMO_EVALS) $(DEMO_REPORT)

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 from mss_tf.errors import ConfigError
 
+PADDINGS = ("zero", "reflect")  # SpectrogramConfig.padding
+
 
 @dataclasses.dataclass(frozen=True)
 class SpectrogramConfig:
@@ -18,11 +20,15 @@ class SpectrogramConfig:
         sample_rate: waveform sample rate in Hz.
         n_fft: FFT size and window length in samples.
         hop: hop size in samples.
+        padding: how `stft` centre-pads the waveform's ends: "zero" (the suite's own models) or
+            "reflect" (torch.stft's default, librosa's pad_mode="reflect": what models converted
+            from PyTorch checkpoints were trained with). `istft` does not depend on it.
     """
 
     sample_rate: int = 44100
     n_fft: int = 2048
     hop: int = 512
+    padding: str = "zero"
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "n_fft", "hop"):
@@ -31,6 +37,8 @@ class SpectrogramConfig:
                 raise ConfigError(f"SpectrogramConfig.{name} must be a positive integer, got {value!r}")
         if self.hop > self.n_fft // 2:
             raise ConfigError(f"SpectrogramConfig.hop={self.hop} must be at most n_fft/2={self.n_fft // 2}")
+        if self.padding not in PADDINGS:
+            raise ConfigError(f"SpectrogramConfig.padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
 
     @property
     def n_bins(self) -> int:
@@ -40,14 +48,20 @@ class SpectrogramConfig:
         """Number of STFT frames `stft` returns for a waveform of `n_samples`."""
         return n_samples // self.hop + 1
 
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain data; `padding` only when it is not "zero", so the manifests, run
+        configs and exports written before the option existed still compare equal."""
+        data = dataclasses.asdict(self)
+        if self.padding == "zero":
+            del data["padding"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SpectrogramConfig":
+        """Inverse of `to_dict`; a dict without "padding" (every one written before the option) is "zero"."""
         try:
-            return cls(int(data["sample_rate"]), int(data["n_fft"]), int(data["hop"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            return cls(int(data["sample_rate"]), int(data["n_fft"]), int(data["hop"]), str(data.get("padding", "zero")))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not a SpectrogramConfig: {data!r}") from exc
 
 
@@ -63,15 +77,25 @@ def _padding(config: SpectrogramConfig, n_samples: tf.Tensor) -> tuple[tf.Tensor
 def stft(waveform: tf.Tensor, config: SpectrogramConfig) -> tf.Tensor:
     """Complex STFT of `waveform` (..., samples) -> (..., frames, bins), complex64.
 
-    Frames are centred (librosa's `center=True` with zero padding): frame t covers samples
-    [t*hop - n_fft/2, t*hop + n_fft/2), so `config.n_frames(samples)` frames are returned.
+    Frames are centred (librosa's `center=True`): frame t covers samples
+    [t*hop - n_fft/2, t*hop + n_fft/2), so `config.n_frames(samples)` frames are returned. The
+    ends are padded with zeros, or with `config.padding == "reflect"` mirrored without repeating
+    the edge sample (torch.stft(center=True) and librosa's pad_mode="reflect"; the waveform must
+    then be longer than n_fft/2 samples, as torch requires).
     """
     waveform = tf.convert_to_tensor(waveform, tf.float32)
     n_samples = tf.shape(waveform)[-1]
     left, right = _padding(config, n_samples)
     rank = waveform.shape.rank
-    paddings = [[0, 0]] * (rank - 1) + [[left, right]]
-    padded = tf.pad(waveform, paddings)
+    if config.padding == "reflect":
+        static = waveform.shape[-1]
+        if static is not None and static <= config.n_fft // 2:
+            raise ConfigError(f"reflect padding needs more than n_fft/2={config.n_fft // 2} samples, got {static}")
+        # torch pads n_fft/2 on both ends; the frames reach at most `right` (<= n_fft/2) into the end's
+        padded = tf.pad(waveform, [[0, 0]] * (rank - 1) + [[left, left]], mode="REFLECT")  # (..., samples + n_fft)
+        padded = padded[..., : left + n_samples + right]  # (..., left + samples + right)
+    else:
+        padded = tf.pad(waveform, [[0, 0]] * (rank - 1) + [[left, right]])  # (..., left + samples + right)
     return tf.signal.stft(
         padded,
         frame_length=config.n_fft,
