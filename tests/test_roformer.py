@@ -14,10 +14,9 @@ from mss_tf.config import TrainConfig
 from mss_tf.errors import ConfigError
 from mss_tf.models.per_band import BandSplit
 from mss_tf.models.registry import build_model, get_preset, model_parameters, search_space
-from mss_tf.models.roformer import (
-    DEFAULT_FREQS_PER_BANDS, Attention, BSRoformer, MelBandRoformer, RMSNorm, RotaryEmbedding, bs_roformer_bands,
-    dot_product_attention_available, mel_band_bins, mel_filterbank,
-)
+from mss_tf.models.bands import DEFAULT_FREQS_PER_BANDS, bs_roformer_bands, mel_band_bins, mel_filterbank
+from mss_tf.models.roformer import BSRoformer, MelBandRoformer
+from mss_tf.models.transformer import Attention, RMSNorm, RotaryEmbedding, dot_product_attention_available
 from mss_tf.training.loop import Trainer
 
 BINS = 129  # n_fft 256: the unit tests' STFT

@@ -174,7 +174,7 @@ _ROFORMER_TRAINING = TrainingDefaults(batch_size=2, learning_rate=5e-4, clip_nor
 # training do not overfit). Sized for about bsrnn-small's parameters and training step: on 2 cores
 # (2026-12-02), at batch 4 of 3 s crops, 1.13 s (BS) and 1.19 s (Mel) a step to bsrnn-small's
 # 0.92 s, interleaved. BS bands: the reference layout's edges in Hz at 16 kHz / n_fft 1024, cut at
-# Nyquist (52 bands: `roformer.bs_roformer_bands`); Mel: 45 mel bands, the mel width of the paper's
+# Nyquist (52 bands: `bands.bs_roformer_bands`); Mel: 45 mel bands, the mel width of the paper's
 # 60 bands at 44.1 kHz, up to 8 kHz.
 _ROFORMER_SMALL = {**_ROFORMER_PAPER, "targets": list(TARGETS), "channels": 1, "dim": 48, "depth": 2, "heads": 4,
                    "dim_head": 12, "attn_dropout": 0.0, "ff_dropout": 0.0, "mlp_expansion_factor": 2}
