@@ -306,8 +306,6 @@ def _describe(hint: Any) -> str:
 
 def count_parameters(preset: Preset | str) -> int:
     """Trainable parameters of a preset's model (NMF: its dictionary entries at the preset's STFT)."""
-    import tensorflow as tf
-
     if isinstance(preset, str):
         preset = get_preset(preset)
     model = build_model(preset)
