@@ -190,13 +190,13 @@ def write_untrained_run(run_dir: str | Path, preset: str) -> Path:
     """A run directory holding `preset`'s resolved config and its untrained (initial) weights as
     the best checkpoint: what benchmarks and tests time or export without training a model."""
     from mss_tf.config import TrainConfig
-    from mss_tf.models.registry import build_model
+    from mss_tf.models.registry import build_model, example_mixture
 
     run_dir = Path(run_dir)
     config = TrainConfig(model=preset).resolve()
     run_dir.mkdir(parents=True)
     config.save(run_dir)
     model = build_model(config.model, **config.model_kwargs)
-    model(tf.zeros([1, 16, config.spectrogram.n_bins, 2]), training=False)
+    model(example_mixture(model, 16, config.spectrogram.n_bins), training=False)
     tf.train.Checkpoint(model=model_variables(model)).save(str(run_dir / BEST / "ckpt"))
     return run_dir

@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         from mss_tf.models.registry import count_parameters
 
-        print(f"{'preset':<14} {'parameters':>12}  description")
+        width = max(len(name) for name in PRESETS)
+        print(f"{'preset':<{width}} {'parameters':>12}  description")
         for name, preset in PRESETS.items():
-            print(f"{name:<14} {count_parameters(preset):>12,}  {preset.description}")
+            print(f"{name:<{width}} {count_parameters(preset):>12,}  {preset.description}")
         return 0
     overrides = {
         "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,

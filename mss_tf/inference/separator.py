@@ -25,7 +25,7 @@ from mss_tf.checkpoints import restore_weights
 from mss_tf.config import TrainConfig
 from mss_tf.errors import AudioError, ConfigError
 from mss_tf.inference.chunks import ChunkPlan, OverlapAdd, model_channels, separate_chunks
-from mss_tf.models.registry import MODEL_CLASSES, build_model, get_preset, is_neural, precision_scope
+from mss_tf.models.registry import MODEL_CLASSES, build_model, example_mixture, get_preset, is_neural, precision_scope
 
 DEFAULT_CHUNK_SECONDS = 10.0  # a model class may set its own `default_chunk_seconds` (BSRNN: 5 s)
 DEFAULT_OVERLAP_SECONDS = 1.0
@@ -264,12 +264,6 @@ def default_chunk_seconds(preset: str) -> float:
     return float(getattr(MODEL_CLASSES[get_preset(preset).model], "default_chunk_seconds", DEFAULT_CHUNK_SECONDS))
 
 
-def _dummy_mixture(channels: int, spec: SpectrogramConfig) -> tf.Tensor:
-    """A silent mixture STFT of the layout a model of `channels` takes, to build its weights."""
-    frames = spec.n_frames(spec.hop * 8)
-    return tf.zeros([1, frames, spec.n_bins, 2] if channels == 1 else [1, channels, frames, spec.n_bins, 2])
-
-
 class Separator(WaveformSeparator):
     """A trained model with its STFT config: waveform in, one waveform per target out.
 
@@ -347,7 +341,7 @@ class Separator(WaveformSeparator):
         else:
             with precision_scope(precision):
                 model = build_model(config.model, stft=spec, **config.model_kwargs)
-            model(_dummy_mixture(model_channels(model), spec), training=False)
+            model(example_mixture(model, spec.n_frames(spec.hop * 8), spec.n_bins), training=False)
             restore_weights(model, run_dir, which)
         return cls(model, spec, config.targets or [], name=config.model, **kwargs)
 
