@@ -66,7 +66,7 @@ TEST_WORKERS ?= 2
 # TensorFlow's intra-op pool of each worker and of the CLIs it starts: the cores shared out among
 # the workers, so that two workers do not each spin a pool over every core (10:50 -> 10:07 on 2 cores)
 TEST_THREADS ?= $(shell $(PYTHON) -c 'import os; print(max(1, (os.cpu_count() or 2) // $(TEST_WORKERS)))')
-# the study (python -m mss_tf.study --help): NMF, U-Net, BSRNN, BSRNN-SE under one budget, on the
+# the study (python -m mss_tf.study --help): NMF, U-Net, BSRNN(-SE), BS- and Mel-RoFormer under one budget, on the
 # demo set unless MUSDB_PATH is set; writes study/REPORT.md and the README's Results block
 STUDY_ARGS ?=
 study: setup

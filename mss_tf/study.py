@@ -1,12 +1,13 @@
-"""The study in one command: NMF, U-Net, BSRNN and BSRNN-SE trained and evaluated alike.
+"""The study in one command: NMF, U-Net, BSRNN, BSRNN-SE, BS-RoFormer and Mel-Band RoFormer trained
+and evaluated alike.
 
-    python -m mss_tf.study [--budget-minutes 60] [--musdb-root DIR] [--size cpu|paper] [--seeds 1]
+    python -m mss_tf.study [--budget-minutes 90] [--musdb-root DIR] [--size cpu|paper] [--seeds 1]
                            [--ablation] [--out study]
 
 Runs the project's own commands, so every number in the report is what a user would get:
 
-1. `train.py` for each model (all four targets; NMF, the U-Net, and the CPU-sized BSRNN and
-   BSRNN-SE, or the paper-size ones with `--size paper`) with the same seed and the same budget:
+1. `train.py` for each model (all four targets; NMF, the U-Net, and the CPU-sized BSRNN, BSRNN-SE,
+   BS-RoFormer and Mel-Band RoFormer, or the paper-size ones with `--size paper`) with the same seed and the same budget:
    a share of `--budget-minutes` each (`--max-minutes`), or `--budget-steps` training steps each.
    The data is prepared once per STFT configuration (train.py caches shards by their settings).
 2. `evaluate.py` on the same test tracks for each (museval BSSEval v4 and uSDR; `--fast` for the
@@ -37,7 +38,10 @@ from mss_tf.errors import ConfigError
 from mss_tf.utils import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = {"cpu": ["nmf", "unet", "bsrnn-small", "bsrnn-se-small"], "paper": ["nmf", "unet", "bsrnn", "bsrnn-se"]}
+MODELS = {
+    "cpu": ["nmf", "unet", "bsrnn-small", "bsrnn-se-small", "bs-roformer-small", "mel-roformer-small"],
+    "paper": ["nmf", "unet", "bsrnn", "bsrnn-se", "bs-roformer", "mel-roformer"],
+}
 TRAIN_SHARE = 0.7  # of --budget-minutes for training; the rest evaluates
 STEPS_PER_EPOCH = 100  # the budget is checked at each epoch's end
 ABLATION = [(placement, r) for placement in ("blstm", "module") for r in (4, 8, 16)]
@@ -47,15 +51,15 @@ ORACLE, MIXTURE = "oracle-irm2", "mixture"
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(prog="python -m mss_tf.study", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget-minutes", type=float, default=60.0,
+    parser.add_argument("--budget-minutes", type=float, default=90.0,
                         help="the whole study's time: 70%% goes to training, shared equally by the trained models "
-                        "(default 60)")
+                        "(default 90: 12.6 minutes for each of the five neural models of --size cpu)")
     parser.add_argument("--budget-steps", type=int,
                         help="instead of a time share, train every model for this many steps")
     parser.add_argument("--musdb-root", help="MUSDB18(-HQ) folder (default: $MUSDB_PATH, else the demo set)")
     parser.add_argument("--size", choices=list(MODELS), default="cpu",
-                        help="cpu: the BSRNN presets that learn on 2 CPU cores in minutes; paper: the paper's size (GPU)")
-    parser.add_argument("--models", nargs="+", help="presets to compare (default: nmf, unet and the BSRNN pair of --size)")
+                        help="cpu: the -small BSRNN and RoFormer presets, which learn on 2 CPU cores in minutes; paper: the papers' sizes (GPU)")
+    parser.add_argument("--models", nargs="+", help="presets to compare (default: nmf, unet, the BSRNN pair and the two RoFormers of --size)")
     parser.add_argument("--seeds", type=int, default=1, help="train each model this many times (seeds 0..N-1)")
     parser.add_argument("--ablation", action="store_true",
                         help="also train BSRNN-SE with SE after each BLSTM or each module, r in {4, 8, 16}")

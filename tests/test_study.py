@@ -28,6 +28,7 @@ def test_the_plan_trains_every_model_per_seed_and_the_ablation_variants():
     jobs = plan(build_parser().parse_args(["--seeds", "3", "--ablation"]))
     labels = list(dict.fromkeys(j["label"] for j in jobs))
     assert labels[:4] == ["nmf", "unet", "bsrnn-small", "bsrnn-se-small"]
+    assert labels[-2:] == ["bs-roformer-small", "mel-roformer-small"]
     assert sum(j["label"] == "nmf" for j in jobs) == 1  # NMF's fit does not depend on a seed
     assert [j["seed"] for j in jobs if j["label"] == "unet"] == [0, 1, 2]
     variants = {(j["model_args"].get("se_placement"), j["model_args"].get("se_reduction"))
@@ -37,7 +38,7 @@ def test_the_plan_trains_every_model_per_seed_and_the_ablation_variants():
     assert variants == {(None, None)} | {(p, r) for p in ("blstm", "module") for r in (4, 8, 16)} - {("blstm", own)}
     assert len({j["dir"] for j in jobs}) == len(jobs)
     paper = plan(build_parser().parse_args(["--size", "paper"]))
-    assert [j["preset"] for j in paper] == ["nmf", "unet", "bsrnn", "bsrnn-se"]
+    assert [j["preset"] for j in paper] == ["nmf", "unet", "bsrnn", "bsrnn-se", "bs-roformer", "mel-roformer"]
     with pytest.raises(ConfigError):
         plan(build_parser().parse_args(["--models", "unet", "no-such-model"]))
 
