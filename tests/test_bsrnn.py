@@ -195,6 +195,18 @@ def test_auto_band_scheme_follows_the_target():
     assert len(_small(targets=["vocals", "bass"], band_scheme="auto").band_widths) == 41
 
 
+def _output_without(model, block, mix):
+    """The model's output with one SE block made the identity (excitation 1 on every channel:
+    zero kernel, saturated sigmoid), its weights restored afterwards."""
+    weights = block.get_weights()
+    block.excite_dense.kernel.assign(tf.zeros_like(block.excite_dense.kernel))
+    block.excite_dense.bias.assign(tf.fill(block.excite_dense.bias.shape, 40.0))  # sigmoid(40) == 1 in float32
+    try:
+        return model(mix, training=False).numpy()
+    finally:
+        block.set_weights(weights)
+
+
 def test_every_one_of_24_se_blocks_changes_the_output():
     # the paper-size structure (12 modules, SE after each of the 24 BLSTMs) at N = 8; the fused
     # LSTM kernel (one op per direction) keeps these 25 eager forward passes fast
@@ -203,11 +215,16 @@ def test_every_one_of_24_se_blocks_changes_the_output():
     reference = model(mix, training=False).numpy()
     assert len(model.se_blocks) == 24
     for i, block in enumerate(model.se_blocks):
-        block.active = False
-        changed = np.max(np.abs(model(mix, training=False).numpy() - reference))
-        block.active = True
+        changed = np.max(np.abs(_output_without(model, block, mix) - reference))
         assert changed > 1e-4 * np.max(np.abs(reference)), f"SE block {i} does not change the output"
     np.testing.assert_allclose(model(mix, training=False).numpy(), reference, atol=1e-6)
+
+
+def test_se_placement_module_puts_one_block_after_each_band_blstm():
+    model = _small(num_modules=3, squeeze_excitation=True, se_placement="module")
+    model(_mixture(3, batch=1), training=False)
+    assert len(model.se_blocks) == 3
+    assert all(m.time_rnn.se is None and m.band_rnn.se is model.se_blocks[i] for i, m in enumerate(model.band_sequence))
 
 
 def test_se_squeeze_and_output_ignore_frames_past_valid_frames():
@@ -298,18 +315,39 @@ def test_fused_lstm_matches_keras_lstm_outputs_and_gradients():
         np.testing.assert_allclose(dense(g_fused), dense(g_keras), atol=1e-5, rtol=1e-3, err_msg=v.path)
 
 
+def _numpy_lstm(x, kernel, recurrent_kernel, bias):
+    """An LSTM written out in NumPy (Keras' gate order i, f, c, o; sigmoid gates, tanh cell):
+    x (steps, batch, features) -> hidden states (steps, batch, units)."""
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))
+    units = recurrent_kernel.shape[0]
+    h = c = np.zeros((x.shape[1], units))
+    states = []
+    for x_t in x:
+        i, f, g, o = np.split(x_t @ kernel + h @ recurrent_kernel + bias, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        states.append(h)
+    return np.stack(states)
+
+
 def test_blstm_layer_fused_call_matches_keras_call():
     x = tf.random.stateless_normal([9, 3, 6], seed=[9, 10])  # time-major (steps, batch, features)
     keras_blstm, fused_blstm = BidirectionalLSTM(5, "keras"), BidirectionalLSTM(5, "fused")
     keras_blstm.build(x.shape)
     fused_blstm.build(x.shape)
+    _perturb(keras_blstm, seed=3)  # non-zero biases
     fused_blstm.set_weights(keras_blstm.get_weights())
     expected = keras_blstm(x).numpy()
     assert expected.shape == (9, 3, 10)
     np.testing.assert_allclose(fused_blstm(x).numpy(), expected, atol=1e-5)
-    # batch-major Keras Bidirectional on the same weights: the layer really is time-major
-    direct = keras_blstm.rnn(tf.transpose(x, [1, 0, 2])).numpy().transpose(1, 0, 2)
-    np.testing.assert_allclose(expected, direct, atol=1e-6)
+    # both against an LSTM written out in NumPy: the forward direction runs over axis 0 (the
+    # layer is time-major), the backward one over axis 0 reversed, its states back in time order
+    cells = [keras_blstm.rnn.forward_layer.cell, keras_blstm.rnn.backward_layer.cell]
+    weights = [[w.numpy().astype(np.float64) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)] for cell in cells]
+    values = x.numpy().astype(np.float64)
+    forward = _numpy_lstm(values, *weights[0])
+    backward = _numpy_lstm(values[::-1], *weights[1])[::-1]
+    np.testing.assert_allclose(expected, np.concatenate([forward, backward], axis=-1), atol=1e-5)
 
 
 def test_auto_lstm_implementation_is_fused_on_cpu_and_keras_with_a_gpu(monkeypatch):
@@ -593,7 +631,5 @@ def test_paper_size_every_se_block_changes_the_output():
     mix = _mixture(4, batch=1)
     reference = model(mix, training=False).numpy()
     for i, block in enumerate(model.se_blocks):
-        block.active = False
-        changed = np.max(np.abs(model(mix, training=False).numpy() - reference))
-        block.active = True
+        changed = np.max(np.abs(_output_without(model, block, mix) - reference))
         assert changed > 1e-5 * np.max(np.abs(reference)), f"SE block {i} does not change the output"

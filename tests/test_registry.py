@@ -8,17 +8,28 @@ from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.config import TrainConfig
 from mss_tf.errors import ConfigError
 from mss_tf.models.bands import band_widths
-from mss_tf.models.registry import PRESETS, build_model, check_model_kwargs, get_preset
+from mss_tf.models.registry import PRESETS, STFT_ARGUMENTS, build_model, check_model_kwargs, get_preset
 
-BSRNN_PRESETS = [name for name, preset in PRESETS.items() if preset.model == "BSRNN"]
+# presets whose model takes its band edges from the STFT (BSRNN, the RoFormers), paper size excluded
+STFT_PRESETS = [name for name, preset in PRESETS.items()
+                if preset.model in STFT_ARGUMENTS and (name.endswith("-tiny") or name.endswith("-small"))]
 
 
-@pytest.mark.parametrize("name", BSRNN_PRESETS)
-def test_a_bsrnn_preset_states_its_stft_once(name):
+@pytest.mark.parametrize("name", STFT_PRESETS)
+def test_a_band_split_preset_states_its_stft_once(name):
     preset = get_preset(name)
     assert not {"sample_rate", "n_fft"} & set(preset.kwargs)
     model = build_model(name)
     assert (model.sample_rate, model.n_fft) == (preset.stft.sample_rate, preset.stft.n_fft)
+    assert sum(model.band_widths) == preset.stft.n_bins or preset.model == "MelBandRoformer"
+
+
+def test_every_preset_is_listed_with_its_family_and_sizes():
+    families = {"unet": "UNet", "nmf": "NMFSeparator", "bsrnn": "BSRNN", "bsrnn-se": "BSRNN",
+                "bs-roformer": "BSRoformer", "mel-roformer": "MelBandRoformer"}
+    sizes = {"unet": ["", "-tiny"], "nmf": [""]}
+    expected = {f"{family}{size}": model for family, model in families.items() for size in sizes.get(family, ["", "-small", "-tiny"])}
+    assert {name: preset.model for name, preset in PRESETS.items()} == expected
 
 
 def test_a_run_stft_sets_the_band_edges():
@@ -101,15 +112,21 @@ def test_one_parameter_count_for_list_summary_and_benchmarks():
     assert count_values(trainable) == model_parameters(model) < model.count_params()  # BatchNorm statistics excluded
 
 
-@pytest.mark.parametrize("preset, kwargs", [("bsrnn-se-tiny", {"targets": ["vocals", "drums"]}), ("unet-tiny", {})])
+@pytest.mark.parametrize("preset, kwargs", [
+    ("bsrnn-se-tiny", {"targets": ["vocals", "drums"]}), ("unet-tiny", {}),
+    ("bs-roformer-tiny", {"targets": ["vocals", "drums"], "channels": 2}), ("mel-roformer-tiny", {}),
+])
 def test_config_round_trip_and_save_load_identical_outputs(tmp_path, preset, kwargs):
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from mss_tf.checkpoints import BEST, model_variables, restore_weights
+
     model = build_model(preset, **kwargs)
     bins = get_preset(preset).stft.n_fft // 2 + 1
-    mix = tf.random.stateless_normal([2, 10, bins, 2], seed=[1, 1])
+    shape = [2, 10, bins, 2] if kwargs.get("channels", 1) == 1 else [2, kwargs["channels"], 10, bins, 2]
+    mix = tf.random.stateless_normal(shape, seed=[1, 1])
     out = model(mix, training=False)
     clone = type(model).from_config(model.get_config())
     clone(mix, training=False)
@@ -120,3 +137,9 @@ def test_config_round_trip_and_save_load_identical_outputs(tmp_path, preset, kwa
     loaded = keras.models.load_model(path)
     assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
     np.testing.assert_allclose(loaded(mix, training=False), out, atol=1e-6)
+    # the suite's checkpoints (weights keyed by attribute path), into a fresh model of the same preset
+    tf.train.Checkpoint(model=model_variables(model)).save(str(tmp_path / "run" / BEST / "ckpt"))
+    fresh = build_model(preset, **kwargs)
+    fresh(mix, training=False)
+    restore_weights(fresh, tmp_path / "run")
+    np.testing.assert_allclose(fresh(mix, training=False), out, atol=1e-6)

@@ -5,16 +5,17 @@ Tensor layout (the suite's convention, see unet.py): the mixture STFT comes in a
 (batch, frames, bins, 2) [real, imag] and the estimates go out as (batch, targets, frames,
 bins, 2) float32. With `channels=2` the input is (batch, 2, frames, bins, 2) and the output
 (batch, targets, 2, frames, bins, 2). Inside, features are (B, T, K, N): batch, frames,
-subbands, feature dim. The blocks follow figure 1 of the paper, in this file's order:
+subbands, feature dim. The blocks follow figure 1 of the paper:
 
     mixture -> BandSplit -> 12 x BandSequenceModule (time BLSTM, band BLSTM) -> MaskEstimator
             -> complex mask x mixture                                           (BSRNN)
 
-Every per-band operation (band-split LayerNorm + Dense, mask-estimation LayerNorm + MLP) runs
-on a few runs of bands of similar width at once (v7: 5 runs for 41 bands; the Dense layers
-whose one side has the band's width are `mss_tf.models.per_band.PerBandDense`). The BLSTMs
-(`mss_tf.models.lstm.BidirectionalLSTM`) run on all bands (time path) or all frames (band
-path) as one batched sequence call; there is no Python loop over bands.
+The two per-band ends, `BandSplit` (per band LayerNorm + Dense) and `MaskEstimator` (per band
+LayerNorm + MLP + GLU), live in `mss_tf.models.per_band`, shared with the RoFormers; they run on
+a few runs of bands of similar width at once (v7: 5 runs for 41 bands). This file holds the
+middle, the band and sequence modules. Their BLSTMs (`mss_tf.models.lstm.BidirectionalLSTM`)
+run on all bands (time path) or all frames (band path) as one batched sequence call; there is
+no Python loop over bands.
 
 Speed on CPU (benchmarks/models.py): the forward pass is almost all BLSTM recurrence (the
 fused path runs each direction as one `BlockLSTM` op); the two directions of a block are
@@ -28,95 +29,15 @@ from __future__ import annotations
 from typing import Any, Sequence, Union
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from mss_tf.errors import ConfigError
 from mss_tf.models.bands import band_widths, resolve_scheme
 from mss_tf.models.lstm import LSTM_IMPLEMENTATIONS, BidirectionalLSTM
-from mss_tf.models.per_band import BandLayout, PerBandDense
+from mss_tf.models.per_band import BandSplit, MaskEstimator
 from mss_tf.models.search import HyperParameter, scaled_choices
 
 SE_PLACEMENTS = ("blstm", "module")
-
-
-class _PerBandLayer(keras.layers.Layer):
-    """Shared set-up of the layers with weights of their own for every band (band split, mask
-    estimation): the band widths, N, the values per bin and the LayerNorm epsilon. Inputs stay
-    float32: the normalisation runs in float32 and casts to the compute dtype itself."""
-
-    def __init__(
-        self, band_widths: Sequence[int], feature_dim: int, features_per_bin: int = 2,
-        epsilon: float = 1e-5, **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.band_widths = [int(w) for w in band_widths]
-        self.feature_dim = int(feature_dim)
-        self.features_per_bin = int(features_per_bin)
-        self.epsilon = float(epsilon)
-        self.band_sizes = [w * self.features_per_bin for w in self.band_widths]  # values per band
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "band_widths": self.band_widths,
-            "feature_dim": self.feature_dim,
-            "features_per_bin": self.features_per_bin,
-            "epsilon": self.epsilon,
-        }
-
-
-@keras.saving.register_keras_serializable(package="mss_tf")
-class BandSplit(_PerBandLayer):
-    """Band split module: per band, LayerNorm over its 2*C*width values, then Dense to N.
-
-    Each band has its own LayerNorm (gain and bias per value) and its own Dense layer
-    (`PerBandDense`), as in the paper. The bands are computed in runs of similar width
-    (`BandLayout`), each run gathered into a layout zero-padded to its widest band.
-
-    Args:
-        band_widths: bins per band; they tile the spectrum in order.
-        feature_dim: N, features per band.
-        features_per_bin: values per bin, 2 * channels (real and imaginary part per channel).
-        epsilon: LayerNorm epsilon.
-    """
-
-    def __init__(
-        self, band_widths: Sequence[int], feature_dim: int, features_per_bin: int = 2,
-        epsilon: float = 1e-5, **kwargs: Any,
-    ) -> None:
-        super().__init__(band_widths, feature_dim, features_per_bin, epsilon, **kwargs)
-        self.layout = BandLayout(self.band_sizes)
-        self.total = self.layout.total
-        sizes = np.array(self.band_sizes, np.float32)
-        # per run of bands: (pad_index (K_r, D_r), valid (K_r, D_r), sizes (K_r, 1))
-        self.runs = [
-            (tf.constant(pad), tf.constant((pad < self.total).astype(np.float32)), tf.constant(sizes[first:stop, None]))
-            for first, stop, pad in self.layout.runs
-        ]
-        self.dense = PerBandDense(self.band_sizes, self.feature_dim, varying="inputs", name="dense")
-
-    def build(self, input_shape: Any) -> None:
-        self.gamma = self.add_weight(name="norm_gamma", shape=(self.total,), initializer="ones")
-        self.beta = self.add_weight(name="norm_beta", shape=(self.total,), initializer="zeros")
-        self.dense.build()  # band k's Dense: kernel rows [start_k : start_k + 2*C*w_k], Glorot for fan-in 2*C*w_k
-
-    def call(self, spectrum: tf.Tensor) -> tf.Tensor:
-        """spectrum: (B, T, F*C*2) float32, bins in order, each bin's (channel, real/imag) values."""
-        spectrum = tf.cast(spectrum, tf.float32)
-        spectrum = tf.pad(spectrum, [[0, 0], [0, 0], [0, 1]])  # (B, T, F*C*2 + 1), a zero for padding
-        # (total + 1,) per-value gains and biases, a zero last (gathered past each band's width)
-        gamma, beta = (tf.concat([w, tf.zeros_like(w[:1])], axis=0) for w in (self.gamma, self.beta))
-        runs = []
-        for pad_index, valid, sizes in self.runs:  # runs of similar bands, K_r of them, D_r wide
-            x = tf.gather(spectrum, pad_index, axis=-1)  # (B, T, K_r, D_r)
-            mean = tf.reduce_sum(x, axis=-1, keepdims=True) / sizes  # (B, T, K_r, 1)
-            centred = (x - mean) * valid  # (B, T, K_r, D_r)
-            variance = tf.reduce_sum(tf.square(centred), axis=-1, keepdims=True) / sizes  # (B, T, K_r, 1)
-            x = centred * tf.math.rsqrt(variance + self.epsilon)
-            runs.append(x * tf.gather(gamma, pad_index) + tf.gather(beta, pad_index))  # zero past each band
-        return self.dense(runs)  # (B, T, K, N)
 
 
 @keras.saving.register_keras_serializable(package="mss_tf")
@@ -182,10 +103,9 @@ class ResidualRNN(keras.layers.Layer):
 
     Layout: the sequence is built time-major directly, (T, B*K, N) or (K, B*T, N), which is
     what the fused kernel wants (for B = 1 the time-path transpose only moves a size-1 axis).
-    The fused path (`_fused_call`) computes the same function in fewer passes over the
-    activations: the norm's gain and bias are folded into the BLSTM's input weights and the
-    projection is applied to each direction separately (`BidirectionalLSTM.project`), and the
-    residual sum is one add.
+    Dense_N(BLSTM(Norm(x))) is `BidirectionalLSTM.project`, which runs the Keras layers or the
+    fused kernel (`lstm_implementation`) and returns the result as summands (the fused path's
+    forward and backward parts), so that without SE the residual sum is one add.
 
     `call(x, valid_frames)` hands `valid_frames` (int (B,), frames holding signal) to the SE
     squeeze only; the BLSTM runs over every frame, so along time its backward direction starts
@@ -233,46 +153,23 @@ class ResidualRNN(keras.layers.Layer):
         if self.se is not None:
             self.se.build((None, None, None, n))
 
-    def _fused_call(self, x: tf.Tensor, valid_frames: tf.Tensor | None) -> tf.Tensor:
-        """The fused path of `call`, the same computation in fewer passes over the activations:
-        the norm's gain and bias are folded into the BLSTM's input weights, the projection is
-        applied to each direction separately (`BidirectionalLSTM.project`) and, without SE, the
-        residual sum is one 3-way add in the sequence layout."""
-        n = self.feature_dim
-        sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
-        seq_shape = tf.shape(sequence)
-        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (S, M, N): (T, B*K, N) or (K, B*T, N)
-        values = tf.cast(seq, tf.float32)
-        mean = tf.reduce_mean(values, axis=-1, keepdims=True)  # (S, M, 1)
-        centred = values - mean
-        variance = tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)  # (S, M, 1)
-        normed = centred * tf.math.rsqrt(variance + self.norm.epsilon)  # (S, M, N), gain and bias still to apply
-        y_forward, y_backward = self.blstm.project(
-            normed, self.projection, scale=tf.cast(self.norm.gamma, tf.float32), shift=tf.cast(self.norm.beta, tf.float32),
-        )  # (S, M, N) each, their sum the projection of the BLSTM output
-        if self.se is None:
-            out = tf.add_n([seq, tf.cast(y_forward, x.dtype), tf.cast(y_backward, x.dtype)])  # x + y, (S, M, N)
-            out = tf.transpose(tf.reshape(out, seq_shape), self._inverse)  # (B, T, K, N)
-            out.set_shape(x.shape)
-            return out
-        y = tf.transpose(tf.reshape(y_forward + y_backward, seq_shape), self._inverse)  # (B, T, K, N)
-        y.set_shape(x.shape)
-        return x + tf.cast(self.se(y, valid_frames=valid_frames), x.dtype)  # (B, T, K, N)
-
     def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
         """x: (B, T, K, N); valid_frames: int (B,) frames holding signal, for the SE squeeze."""
-        if self.blstm.runs_fused:
-            return self._fused_call(x, valid_frames)
         n = self.feature_dim
         sequence = tf.transpose(x, self._perm)  # (T, B, K, N) or (K, B, T, N)
         seq_shape = tf.shape(sequence)
-        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (T, B*K, N) or (K, B*T, N), time-major
-        y = self.projection(self.blstm(self.norm(seq)))  # (S, M, 2H) -> (S, M, N)
-        y = tf.transpose(tf.reshape(y, seq_shape), self._inverse)  # (B, T, K, N)
-        y.set_shape(x.shape)
-        if self.se is not None:
-            y = self.se(y, valid_frames=valid_frames)  # (B, T, K, N)
-        return x + tf.cast(y, x.dtype)
+        seq = tf.reshape(sequence, [seq_shape[0], -1, n])  # (S, M, N): (T, B*K, N) or (K, B*T, N), time-major
+        y = self.blstm.project(seq, self.projection, norm=self.norm)  # Dense_N(BLSTM(Norm(x))) as summands, (S, M, N)
+        if self.se is None:
+            return self._unsequence(tf.add_n([seq, *[tf.cast(part, x.dtype) for part in y]]), seq_shape, x)  # x + y
+        y = self._unsequence(tf.add_n(y), seq_shape, x)  # (B, T, K, N)
+        return x + tf.cast(self.se(y, valid_frames=valid_frames), x.dtype)  # x + SE(y)
+
+    def _unsequence(self, seq: tf.Tensor, seq_shape: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        """(S, M, N) in this axis' sequence layout -> (B, T, K, N), x's layout."""
+        out = tf.transpose(tf.reshape(seq, seq_shape), self._inverse)  # (B, T, K, N)
+        out.set_shape(x.shape)
+        return out
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -303,9 +200,6 @@ class SqueezeExcitation(keras.layers.Layer):
     Args:
         channels: N.
         reduction: r; the bottleneck has max(1, N // r) units.
-
-    The attribute `active` (not part of the config) switches the block to the identity; it
-    exists for ablations and the test that every SE block changes the output.
     """
 
     def __init__(self, channels: int, reduction: int = 16, **kwargs: Any) -> None:
@@ -316,7 +210,6 @@ class SqueezeExcitation(keras.layers.Layer):
         self.reduction = int(reduction)
         self.squeeze_dense = keras.layers.Dense(max(1, self.channels // self.reduction), activation="relu", name="squeeze")
         self.excite_dense = keras.layers.Dense(self.channels, activation="sigmoid", name="excite")
-        self.active = True
 
     def build(self, input_shape: Any) -> None:
         self.squeeze_dense.build((None, self.channels))
@@ -339,84 +232,12 @@ class SqueezeExcitation(keras.layers.Layer):
         return total / tf.maximum(count, 1.0)  # (B, N)
 
     def call(self, x: tf.Tensor, valid_frames: tf.Tensor | None = None) -> tf.Tensor:
-        if not self.active:
-            return x
         squeezed = self.squeeze(x, valid_frames)  # (B, N)
         scale = self.excite_dense(self.squeeze_dense(squeezed))  # (B, N/r) -> (B, N)
         return x * tf.cast(scale, x.dtype)[:, tf.newaxis, tf.newaxis, :]  # (B, T, K, N)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "channels": self.channels, "reduction": self.reduction}
-
-
-@keras.saving.register_keras_serializable(package="mss_tf")
-class MaskEstimator(_PerBandLayer):
-    """Mask estimation module of one target: per band LayerNorm(N) -> Dense(hidden) + tanh ->
-    Dense(2 * 2*C*width) + GLU, giving the real and imaginary mask of every bin of the band.
-
-    Each band has its own LayerNorm and MLP. The bands are computed band-major, in runs of
-    similar width (`BandLayout`): one batched matmul per run and layer, the second Dense a
-    `PerBandDense` whose outputs, [value (D_k) | gate (D_k)] per band, are each zero-padded to
-    the run's widest band. GLU: value * sigmoid(gate), the value being the first half of the
-    band's Dense output, as torch.nn.GLU.
-
-    Args:
-        band_widths: bins per band.
-        feature_dim: N.
-        hidden_dim: MLP hidden size (paper: 4N).
-        features_per_bin: 2 * channels.
-        epsilon: LayerNorm epsilon.
-    """
-
-    def __init__(
-        self, band_widths: Sequence[int], feature_dim: int, hidden_dim: int, features_per_bin: int = 2,
-        epsilon: float = 1e-5, **kwargs: Any,
-    ) -> None:
-        super().__init__(band_widths, feature_dim, features_per_bin, epsilon, **kwargs)
-        self.hidden_dim = int(hidden_dim)
-        self.layout = BandLayout(self.band_sizes)
-        self.total = self.layout.total
-        self.unpad_index = tf.constant(self.layout.unpad_index)
-        self.glu = PerBandDense([2 * size for size in self.band_sizes], self.hidden_dim, varying="outputs", chunks=2,
-                                name="glu")
-
-    def build(self, input_shape: Any) -> None:
-        k, n, h = len(self.band_widths), self.feature_dim, self.hidden_dim
-        self.gamma = self.add_weight(name="norm_gamma", shape=(k, n), initializer="ones")
-        self.beta = self.add_weight(name="norm_beta", shape=(k, n), initializer="zeros")
-        self.hidden_kernel = self.add_weight(
-            name="hidden_kernel", shape=(k, n, h),
-            initializer=lambda shape, dtype=None: tf.stack([keras.initializers.GlorotUniform()((n, h)) for _ in range(k)]),
-        )
-        self.hidden_bias = self.add_weight(name="hidden_bias", shape=(k, h), initializer="zeros")
-        self.glu.build()  # band k's Dense: kernel columns [2*start_k : 2*(start_k + 2*C*w_k)], [value | gate]
-
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        """x: (B, T, K, N) -> mask (B, T, F*C*2) float32 in the band split's value order."""
-        dtype = self.compute_dtype
-        shape = tf.shape(x)
-        x = tf.cast(x, tf.float32)
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)  # (B, T, K, 1)
-        # (the norm in this layout: written on (K, B*T, N) with gains (K, 1, N), the same expression
-        # crashes TensorFlow 2.16's oneDNN graph rewrite when batch and frames are unknown)
-        x = (x - mean) * tf.math.rsqrt(variance + self.epsilon) * self.gamma + self.beta  # (B, T, K, N)
-        x = tf.reshape(tf.transpose(tf.cast(x, dtype), [2, 0, 1, 3]), [shape[2], -1, self.feature_dim])  # (K, B*T, N)
-        hidden_kernel = tf.cast(self.hidden_kernel, dtype)  # (K, N, 4N)
-        hidden_bias = tf.cast(self.hidden_bias, dtype)[:, tf.newaxis]  # (K, 1, 4N)
-        hidden = []
-        for first, stop, _ in self.layout.runs:  # runs of similar bands, K_r of them, D_r values wide
-            h = tf.matmul(x[first:stop], hidden_kernel[first:stop])  # (K_r, B*T, 4N)
-            hidden.append(tf.tanh(h + hidden_bias[first:stop]))
-        masks = []
-        for out in self.glu(hidden):  # (K_r, B*T, 2*D_r): [value | gate], each zero-padded to D_r
-            value, gate = tf.split(tf.cast(out, tf.float32), 2, axis=-1)  # (K_r, B*T, D_r) each
-            mask = tf.transpose(value * tf.sigmoid(gate), [1, 0, 2])  # (B*T, K_r, D_r), GLU
-            masks.append(tf.reshape(mask, [shape[0], shape[1], -1]))  # (B, T, K_r*D_r)
-        mask = tf.concat(masks, axis=-1) if len(masks) > 1 else masks[0]  # (B, T, sum of K_r*D_r)
-        return tf.gather(mask, self.unpad_index, axis=-1)  # (B, T, F*C*2)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "hidden_dim": self.hidden_dim}
 
 
 @keras.saving.register_keras_serializable(package="mss_tf")
@@ -439,7 +260,8 @@ class BSRNN(keras.Model):
         Dense(N/r) -> Dense(N)), before the residual addition; the squeeze averages over time
         and bands of the current chunk, only over its first `valid_frames` frames when given
         (a chunk zero-padded to the traced length: padding must not dilute the mean). Every
-        BLSTM has its own SE block (2 per module).
+        BLSTM has its own SE block (2 per module) with `se_placement="blstm"` (the default); with
+        "module", one SE block per module, after its band BLSTM.
       * padding at the end of a chunk is otherwise left to the model: the time BLSTMs run
         over it, so the forward direction is untouched on the valid frames but the backward
         direction starts in the padding and carries it into the valid frames (padding is silent

@@ -5,8 +5,9 @@ c, o), so checkpoints do not depend on how the layer runs. On CPU the "fused" pa
 same weights through TensorFlow's `BlockLSTM` kernel, one op per direction for the whole
 sequence: the gate blocks are reordered to BlockLSTM's (i, c, f, o), an affine map of the
 input (a norm's gain and bias) can be folded into the input weights, and a Dense layer after
-the BLSTM can be applied to each direction separately (`project`), so the two directions'
-states are never concatenated.
+the BLSTM can be applied to each direction separately, so the two directions' states are never
+concatenated. `BidirectionalLSTM.project` (norm -> BLSTM -> Dense) is the one interface of both
+paths: a model calls it and never sees which one runs.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from mss_tf.errors import ConfigError
+from mss_tf.models.per_band import normalize
 
 LSTM_IMPLEMENTATIONS = ("auto", "keras", "fused")
 _BLOCK_LSTM_GATES = (0, 2, 1, 3)  # Keras gate blocks (i, f, c, o) in BlockLSTM's order (i, c, f, o)
@@ -43,9 +45,9 @@ class BidirectionalLSTM(keras.layers.Layer):
         op per direction for the whole sequence; computed in float32, not XLA-compilable);
       * `"auto"` (default) picks "fused" when TensorFlow sees no GPU, else "keras".
 
-    `call` returns (steps, batch, 2 * units); `directions` returns the forward states and the
-    backward states in reversed time order, and `project` a Dense layer's output split into
-    its forward and backward parts, so a following projection can avoid the concat.
+    `call` returns (steps, batch, 2 * units); `project(x, dense, norm)` computes
+    dense(BLSTM(norm(x))) by either path (a residual block's body); `directions` (fused path)
+    returns the forward states and the backward states in reversed time order.
 
     Args:
         units: hidden size per direction.
@@ -121,19 +123,32 @@ class BidirectionalLSTM(keras.layers.Layer):
         return forward, backward
 
     def project(
-        self, x: tf.Tensor, dense: keras.layers.Dense, scale: tf.Tensor | None = None, shift: tf.Tensor | None = None,
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Fused path of dense(BLSTM(x * scale + shift)): x (steps, batch, features) -> its forward
-        part (with the bias) and backward part (back in time order), each (steps, batch,
-        dense.units) in dense's compute dtype; their sum is the Dense output.
+        self, x: tf.Tensor, dense: keras.layers.Dense, norm: keras.layers.LayerNormalization | None = None,
+    ) -> list[tf.Tensor]:
+        """dense(BLSTM(norm(x))) for x (steps, batch, features), as a list of summands, each (steps,
+        batch, dense.units) in dense's compute dtype: the one interface of both implementations.
 
-        The Dense kernel W (2 * units, out) is applied per direction (W = [W_fwd; W_bwd]), so the
-        directions' states are never concatenated and the backward reversal runs on `out` rather
-        than 2 * units features; the bias is fused into the forward matmul.
+          * "keras": [dense(BLSTM(norm(x)))], the Keras layers one after the other;
+          * "fused": [forward part (with dense's bias), backward part]. The norm's standardisation
+            is computed here (`mss_tf.models.per_band.normalize`) and its gain and bias are folded
+            into the BLSTM's input weights (`_fused_weights`); the Dense kernel W (2 * units, out)
+            is applied per direction (W = [W_fwd; W_bwd]), so the directions' states are never
+            concatenated and the backward reversal runs on `out` rather than 2 * units features.
+
+        A caller adds the summands (to its residual too, in one add).
+
+        norm: a LayerNormalization over the features (its gamma, beta, epsilon), or None.
         """
+        if not self.runs_fused:
+            return [dense(self(norm(x) if norm is not None else x))]
         h, n = self.units, dense.units
         dtype = dense.compute_dtype
         steps = tf.shape(x)[0]
+        scale = shift = None
+        x = tf.cast(x, tf.float32)
+        if norm is not None:
+            x = normalize(x, "layer", norm.epsilon)  # (S, M, features), gain and bias still to apply
+            scale, shift = tf.cast(norm.gamma, tf.float32), tf.cast(norm.beta, tf.float32)
         forward, backward = self.directions(x, scale=scale, shift=shift)  # (S, M, H) each, backward reversed
         kernel = tf.cast(dense.kernel, dtype)  # (2H, out)
         y_forward = tf.nn.bias_add(
@@ -142,7 +157,7 @@ class BidirectionalLSTM(keras.layers.Layer):
         y_backward = tf.matmul(tf.cast(tf.reshape(backward, [-1, h]), dtype), kernel[h:])  # (S*M, out)
         y_forward = tf.reshape(y_forward, [steps, -1, n])  # (S, M, out)
         y_backward = tf.reverse(tf.reshape(y_backward, [steps, -1, n]), [0])  # (S, M, out), back in order
-        return y_forward, y_backward
+        return [y_forward, y_backward]
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """x: (steps, batch, features) -> (steps, batch, 2 * units)."""

@@ -19,6 +19,7 @@ from mss_tf.audio.spectrogram import SpectrogramConfig
 from mss_tf.errors import ConfigError
 from mss_tf.models.bsrnn import BSRNN
 from mss_tf.models.nmf import NMFSeparator
+from mss_tf.models.roformer import BSRoformer, MelBandRoformer
 from mss_tf.models.search import SearchSpace, training_space
 from mss_tf.models.unet import UNet
 
@@ -66,10 +67,15 @@ class Preset:
         }
 
 
-MODEL_CLASSES: dict[str, Callable[..., Any]] = {"UNet": UNet, "BSRNN": BSRNN, "NMFSeparator": NMFSeparator}
-# Constructor arguments a model class takes from the STFT it runs at (BSRNN: its band edges in
-# bins): `build_model` fills them from the SpectrogramConfig; they are not model arguments.
-STFT_ARGUMENTS: dict[str, tuple[str, ...]] = {"BSRNN": ("sample_rate", "n_fft")}
+MODEL_CLASSES: dict[str, Callable[..., Any]] = {
+    "UNet": UNet, "BSRNN": BSRNN, "BSRoformer": BSRoformer, "MelBandRoformer": MelBandRoformer,
+    "NMFSeparator": NMFSeparator,
+}
+# Constructor arguments a model class takes from the STFT it runs at (BSRNN, the RoFormers: their
+# band edges in bins): `build_model` fills them from the SpectrogramConfig; not model arguments.
+STFT_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "BSRNN": ("sample_rate", "n_fft"), "BSRoformer": ("sample_rate", "n_fft"), "MelBandRoformer": ("sample_rate", "n_fft"),
+}
 
 PRESETS: dict[str, Preset] = {
     "unet": Preset(
@@ -145,6 +151,53 @@ PRESETS.update(_bsrnn_pair(
     "BSRNN at CPU size (N=32, 4 modules, V7 bands at 16 kHz, all four targets)",
     "BSRNN-SE at CPU size (N=32, 4 modules, 8 SE blocks with r=8, 16 kHz, all four targets)",
 ))
+
+
+# BS-RoFormer and Mel-Band RoFormer at the papers' MUSDB18 size (Lu et al. 2023, Wang et al. 2023):
+# D = 384, L = 6 blocks of one time and one band transformer layer, 8 heads of 64, dropout 0.1,
+# stereo (both channels enter the band split together), the reference code's 62 bands (BS) or 60
+# mel bands (Mel), a mask MLP of depth 2 (each model's reading of it), BSRNN's STFT (44.1 kHz,
+# n_fft 2048, hop 512), one target per model as `bsrnn` (`--model-arg targets=[...]` adds heads).
+_ROFORMER_PAPER = {"targets": ["vocals"], "channels": 2, "dim": 384, "depth": 6, "time_transformer_depth": 1,
+                   "freq_transformer_depth": 1, "heads": 8, "dim_head": 64, "attn_dropout": 0.1, "ff_dropout": 0.1,
+                   "mask_estimator_depth": 2}
+# Training: Adam at 5e-4, the BS-RoFormer paper's learning rate, no weight decay (the loop's is
+# coupled L2, not a decoupled AdamW decay), 8 s crops (the paper's training segments); batch 2,
+# global-norm clipping at 5 and epochs of 10,000 steps as `bsrnn`, since the paper's batch and
+# schedule are for many GPUs (the reference training code's MUSDB18 configs: batch 7-10 of 3 s
+# crops, lr 5e-5, no clipping).
+_ROFORMER_TRAINING = TrainingDefaults(batch_size=2, learning_rate=5e-4, clip_norm=5.0, epochs=100,
+                                      steps_per_epoch=10_000, train_seconds=8.0)
+# CPU size, as bsrnn-small: the U-Net's 16 kHz STFT, all four targets, mono (so the study compares
+# like with like), 3 s crops; D = 48, L = 2, 4 heads of 12, a mask MLP of 2D (the reference's 4D
+# makes the Mel heads' hidden-to-hidden layers 3x the rest of the model), no dropout (minutes of
+# training do not overfit). Sized for about bsrnn-small's parameters and training step: on 2 cores
+# (2026-12-02), at batch 4 of 3 s crops, 1.13 s (BS) and 1.19 s (Mel) a step to bsrnn-small's
+# 0.92 s, interleaved. BS bands: the reference layout's edges in Hz at 16 kHz / n_fft 1024, cut at
+# Nyquist (52 bands: `roformer.bs_roformer_bands`); Mel: 45 mel bands, the mel width of the paper's
+# 60 bands at 44.1 kHz, up to 8 kHz.
+_ROFORMER_SMALL = {**_ROFORMER_PAPER, "targets": list(TARGETS), "channels": 1, "dim": 48, "depth": 2, "heads": 4,
+                   "dim_head": 12, "attn_dropout": 0.0, "ff_dropout": 0.0, "mlp_expansion_factor": 2}
+_ROFORMER_SMALL_TRAINING = dataclasses.replace(_ROFORMER_TRAINING, train_seconds=3.0, epochs=10, steps_per_epoch=100)
+# Unit-test size: D = 16, one block, 2 heads of 8, the small presets' STFT and bands (Mel: 16 bands), 1 s crops.
+_ROFORMER_TINY = {**_ROFORMER_SMALL, "targets": ["vocals"], "dim": 16, "depth": 1, "heads": 2, "dim_head": 8}
+_ROFORMER_TINY_TRAINING = dataclasses.replace(_ROFORMER_SMALL_TRAINING, train_seconds=1.0)
+
+for _suffix, _kwargs, _stft, _training, _mel_bands, _bs_text, _mel_text in [
+    ("", _ROFORMER_PAPER, BSRNN_STFT, _ROFORMER_TRAINING, 60,
+     "BS-RoFormer at paper size (D=384, L=6, 8 heads, 62 bands, stereo, vocals), 44.1 kHz",
+     "Mel-Band RoFormer at paper size (D=384, L=6, 8 heads, 60 mel bands, stereo, vocals), 44.1 kHz"),
+    ("-small", _ROFORMER_SMALL, UNET_STFT, _ROFORMER_SMALL_TRAINING, 45,
+     "BS-RoFormer at CPU size (D=48, L=2, 4 heads, 52 bands at 16 kHz, all four targets)",
+     "Mel-Band RoFormer at CPU size (D=48, L=2, 4 heads, 45 mel bands at 16 kHz, all four targets)"),
+    ("-tiny", _ROFORMER_TINY, UNET_STFT, _ROFORMER_TINY_TRAINING, 16,
+     "BS-RoFormer for tests (D=16, L=1, 2 heads, 52 bands at 16 kHz)",
+     "Mel-Band RoFormer for tests (D=16, L=1, 2 heads, 16 mel bands at 16 kHz)"),
+]:
+    PRESETS[f"bs-roformer{_suffix}"] = Preset(f"bs-roformer{_suffix}", "BSRoformer", dict(_kwargs), _stft, _training,
+                                              _bs_text)
+    PRESETS[f"mel-roformer{_suffix}"] = Preset(f"mel-roformer{_suffix}", "MelBandRoformer",
+                                               {**_kwargs, "num_bands": _mel_bands}, _stft, _training, _mel_text)
 
 
 def get_preset(name: str) -> Preset:
@@ -260,8 +313,18 @@ def count_parameters(preset: Preset | str) -> int:
     model = build_model(preset)
     if not is_neural(preset):
         return int(preset.stft.n_bins * model.n_components)
-    model(tf.zeros([1, preset.stft.n_frames(preset.stft.hop * 16), preset.stft.n_bins, 2]), training=False)
+    model(example_mixture(model, preset.stft.n_frames(preset.stft.hop * 16), preset.stft.n_bins), training=False)
     return model_parameters(model)
+
+
+def example_mixture(model: Any, frames: int, n_bins: int) -> Any:
+    """Zeros shaped as a model's input STFT, to build its weights: (1, frames, bins, 2), or
+    (1, channels, frames, bins, 2) for a model fed several channels at once (`model.channels`)."""
+    import tensorflow as tf
+
+    channels = int(getattr(model, "channels", 1))
+    shape = [1, frames, n_bins, 2] if channels == 1 else [1, channels, frames, n_bins, 2]
+    return tf.zeros(shape, tf.float32)
 
 
 def model_parameters(model: Any) -> int:
@@ -300,15 +363,16 @@ def precision_scope(precision: str) -> Iterator[None]:
 
 def search_space(preset: Preset | str) -> SearchSpace:
     """What `train.py --tune` searches for a preset: the training settings of every neural model
-    and the architecture arguments its model module defines (`search_space` in unet.py, bsrnn.py)."""
-    from mss_tf.models import bsrnn, unet
+    and the architecture arguments its model module defines (`search_space` in unet.py, bsrnn.py,
+    roformer.py)."""
+    from mss_tf.models import bsrnn, roformer, unet
 
     if isinstance(preset, str):
         preset = get_preset(preset)
-    modules = {"UNet": unet, "BSRNN": bsrnn}
+    modules = {"UNet": unet, "BSRNN": bsrnn, "BSRoformer": roformer, "MelBandRoformer": roformer}
     if preset.model not in modules:
         raise ConfigError(f"{preset.name}: {preset.model} is fitted, not trained by gradient steps; there is nothing "
-                          "to tune (choose a U-Net or BSRNN preset)")
+                          "to tune (choose a U-Net, BSRNN or RoFormer preset)")
     module = modules[preset.model]
     training = training_space(preset.training.learning_rate, preset.training.weight_decay)
     return SearchSpace(training + module.search_space(preset.kwargs), module.search_kwargs)
