@@ -5,7 +5,10 @@ real PyTorch code: tests/data/roformer/README.md) reproduced from the parsed wei
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +30,8 @@ from tests.conftest import REPO
 from tests.roformer_numpy import CHANGES, forward, parse_weights
 
 FIXTURES = REPO / "tests" / "data" / "roformer"
+# A Python with torch, for the tests that need the real torch.load (make torch-reference makes it)
+TORCH_PYTHON = Path(os.environ.get("MSS_TORCH_PYTHON") or REPO / ".venv-torch" / "bin" / "python")
 NAMES = ["bs_mono_1", "bs_stereo_4", "mel_mono_4", "mel_stereo_1"]
 
 
@@ -483,8 +488,6 @@ def test_cli_writes_a_run_with_the_references_stft(tmp_path, capsys):
 def test_importing_the_converter_leaves_tensorflow_for_the_cli_to_start(tmp_path):
     """`python -m mss_tf.convert` imports the package before its __main__ quiets TensorFlow's
     start-up lines (mss_tf.cli): the package itself must not import TensorFlow."""
-    import subprocess
-
     code = "import sys, mss_tf.convert; print('tensorflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.stdout.strip() == "False", result.stderr[-2000:]
@@ -554,3 +557,87 @@ def test_torch_checkpoints_when_torch_is_installed(tmp_path):
     torch.save({"model": tensors, "note": object()}, tmp_path / "c.pt")  # needs unpickling code: refused
     with pytest.raises(CheckpointError, match=r"c.pt: torch.load\(weights_only=True\) cannot read it"):
         read_checkpoint(tmp_path / "c.pt")
+
+
+# A stand-in for torch in the Python that `--torch-python` names (tests without torch): `load`
+# returns the tensors of an .npz in float16 under the wrappers and prefix of a training checkpoint.
+FAKE_TORCH = '''
+import numpy as np
+MODE = {mode!r}
+if MODE == "missing":
+    raise ImportError("No module named 'torch'")
+class Tensor:
+    def __init__(self, array): self.array = array
+    def detach(self): return self
+    def cpu(self): return self
+    def float(self): return Tensor(self.array.astype(np.float32))
+    def numpy(self): return self.array
+def load(path, map_location=None, weights_only=False):
+    assert map_location == "cpu" and weights_only is True
+    if MODE == "broken":
+        raise RuntimeError("\\x1b[31mPytorchStreamReader failed reading zip archive\\x1b[0m")
+    with np.load(path) as archive:
+        state = {{"module." + key: Tensor(archive[key].astype(np.float16)) for key in archive.files}}
+    return {{"state_dict": state, "epoch": 7, "optimizer": {{"lr": 0.1, "step": Tensor(np.zeros(3))}}}}
+'''
+
+
+def fake_torch(tmp_path, monkeypatch, mode: str) -> None:
+    folder = tmp_path / f"torch-{mode}"
+    folder.mkdir()
+    (folder / "torch.py").write_text(FAKE_TORCH.format(mode=mode))
+    monkeypatch.setenv("PYTHONPATH", str(folder))
+
+
+def test_checkpoints_read_by_another_python(tmp_path, monkeypatch, capsys):
+    """--torch-python: the checkpoint is read in that Python (torch.load(weights_only=True) there),
+    its tensors handed over as float32, unwrapped as in-process; this Python needs no torch."""
+    config, state, _ = fixture("mel_stereo_1")
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes((FIXTURES / "mel_stereo_1" / "state_dict.npz").read_bytes())
+    fake_torch(tmp_path, monkeypatch, "ok")
+    read = read_checkpoint(checkpoint, torch_python=sys.executable)
+    assert list(read) == list(state) and all(v.dtype == np.float32 for v in read.values())
+    assert max(relative(read[k], v) for k, v in state.items()) < 1e-3  # float16 in the checkpoint
+    check_state_dict(read, config, "model.ckpt")
+    code, out, err = run_convert([checkpoint, "--config", FIXTURES / "mel_stereo_1" / "config.yaml", "--out",
+                                  tmp_path / "run", "--torch-python", sys.executable], capsys)
+    assert (code, err) == (0, "") and (tmp_path / "run" / "best").is_dir()
+
+
+def test_another_pythons_failures_are_one_line(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes((FIXTURES / "bs_mono_1" / "state_dict.npz").read_bytes())
+    fake_torch(tmp_path, monkeypatch, "missing")
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(checkpoint, torch_python=sys.executable)
+    assert str(caught.value) == f"{sys.executable}: has no torch (No module named 'torch'); {convert.TORCH_HINT}"
+    fake_torch(tmp_path, monkeypatch, "broken")
+    with pytest.raises(CheckpointError) as caught:
+        read_checkpoint(checkpoint, torch_python=sys.executable)
+    assert str(caught.value).startswith(f"{checkpoint}: torch.load(weights_only=True) cannot read it "
+                                        "(PytorchStreamReader failed reading zip archive);")
+    with pytest.raises(CheckpointError, match=r"nope/python: cannot run this Python to read .*model.ckpt"):
+        read_checkpoint(checkpoint, torch_python=tmp_path / "nope" / "python")
+
+
+def test_real_torch_checkpoints_through_torch_python(tmp_path):
+    """torch.save'd checkpoints (a training checkpoint's wrappers and DataParallel prefix in
+    bfloat16, a plain float32 state dict) read through the Python of TORCH_PYTHON."""
+    if not TORCH_PYTHON.is_file():
+        pytest.skip(f"no Python with torch at {TORCH_PYTHON} (make torch-reference, or set MSS_TORCH_PYTHON)")
+    _, state, _ = fixture("bs_stereo_4")
+    save = """
+import sys, numpy as np, torch
+with np.load(sys.argv[1]) as archive:
+    tensors = {k: torch.from_numpy(archive[k]) for k in archive.files}
+torch.save({"state_dict": {"module." + k: v.to(torch.bfloat16) for k, v in tensors.items()}, "epoch": 3}, sys.argv[2])
+torch.save(tensors, sys.argv[3])
+"""
+    result = subprocess.run([str(TORCH_PYTHON), "-c", save, str(FIXTURES / "bs_stereo_4" / "state_dict.npz"),
+                             str(tmp_path / "a.ckpt"), str(tmp_path / "b.pth")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    wrapped = read_checkpoint(tmp_path / "a.ckpt", torch_python=TORCH_PYTHON)
+    assert list(wrapped) == list(state) and max(relative(wrapped[k], v) for k, v in state.items()) < 1e-2
+    plain = read_checkpoint(tmp_path / "b.pth", torch_python=TORCH_PYTHON)
+    assert list(plain) == list(state) and all(np.array_equal(plain[k], v) for k, v in state.items())
