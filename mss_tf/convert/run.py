@@ -86,9 +86,7 @@ def convert(checkpoint: str | Path, config_path: str | Path, out: str | Path, mo
                   "model_type": reference.model_type, "reference_arguments": _plain(reference.arguments)}
 
     def assign(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        arrays = keras_weights(reference, state, variables)
-        state.clear()  # the reference's copy is no longer needed (paper size: hundreds of MB)
-        return arrays
+        return keras_weights(reference, state, variables, release=True)  # paper size: the state dict is not held twice
 
     return write_run(out, config, assign, provenance)
 
