@@ -43,7 +43,7 @@ torch-reference:
 		(rm -rf $(TORCH_VENV); echo "warning: could not install $(TORCH_REQ); no PyTorch reference")
 
 # torch for `python -m mss_tf.convert` to read PyTorch checkpoints: into .venv, only when asked
-# (never by setup or test: nothing else imports torch)
+# (never by setup or test: nothing else imports torch); or `--torch-python .venv-torch/bin/python`
 convert-deps: setup
 	$(PY) -m pip install --quiet -r requirements-convert.txt
 

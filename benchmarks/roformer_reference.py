@@ -28,6 +28,19 @@ Per configuration, into OUT/NAME/:
 
 And OUT/stft.npz: torch.stft / torch.istft with the models' settings (centre, reflect padding,
 periodic Hann window of n_fft, not normalized), for the suite's STFT to be checked against.
+
+With `--paper CONFIG.yaml` (a config of the repository, e.g. configs/viperx/*.yaml), it writes no
+fixtures but a checkpoint at the published size, for tests/test_convert_paper.py:
+
+    .venv-torch/bin/python benchmarks/roformer_reference.py --reference-repo PATH --paper CONFIG.yaml
+        --checkpoint OUT.ckpt [--audio IN.npy --output OUT.npy] [--seed K] [--threads N]
+
+builds the reference model of CONFIG as the repository's get_model_from_config does (its class
+with the config's `model:` section), with torch's initialisation and then, as the fixtures, every
+gain drawn around 1 and every bias redrawn (seeded); `torch.save`s its state dict to OUT.ckpt
+(the format of the published .ckpt files); and with `--audio` (float32 (channels, samples)) writes
+its eval-mode output on that audio, in one forward pass, as OUT.npy (stems, channels, samples).
+One JSON line on stdout: parameters, checkpoint bytes, seconds to build, save and run.
 """
 
 from __future__ import annotations
@@ -197,6 +210,52 @@ def stft_fixture() -> dict[str, np.ndarray]:
     }
 
 
+def published_model(config_path: Path, seed: int) -> tuple[torch.nn.Module, dict]:
+    """The reference model of a published config (`model_type` from training.model_type, else
+    num_bands -> Mel), weights seeded as `build` draws them but not rounded; eval mode."""
+    with open(config_path) as handle:
+        config = yaml.load(handle, Loader=yaml.FullLoader)  # as the repository loads them (!!python/tuple)
+    model_type = (config.get("training") or {}).get("model_type") or (
+        "mel_band_roformer" if "num_bands" in config["model"] else "bs_roformer")
+    torch.manual_seed(seed)
+    model = model_class(model_type)(**config["model"])
+    generator = torch.Generator().manual_seed(1000 + seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(".gamma"):
+                parameter.copy_(1 + 0.3 * torch.randn(parameter.shape, generator=generator))
+            elif name.endswith(".bias"):
+                parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
+    return model.eval(), config
+
+
+def paper(args: argparse.Namespace) -> None:
+    """--paper: a published-size checkpoint and, with --audio, the reference's output on it."""
+    import time
+
+    started = time.perf_counter()
+    model, config = published_model(args.paper, args.seed)
+    built = time.perf_counter()
+    torch.save(model.state_dict(), args.checkpoint)
+    saved = time.perf_counter()
+    stats = {"model_class": type(model).__name__, "parameters": int(sum(p.numel() for n, p in model.named_parameters()
+                                                                         if not n.endswith("rotary_embed.freqs"))),
+             "checkpoint_bytes": args.checkpoint.stat().st_size, "build_seconds": built - started,
+             "save_seconds": saved - built, "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    if args.audio is not None:
+        audio = np.load(args.audio).astype(np.float32)  # (channels, samples)
+        with torch.no_grad():
+            begin = time.perf_counter()
+            output = model(torch.from_numpy(audio)[None])
+            stats["forward_seconds"] = time.perf_counter() - begin
+        output = output.numpy()[0]
+        if output.ndim == 2:  # one stem: (channels, samples)
+            output = output[None]
+        np.save(args.output, output)
+        stats["output_shape"] = list(output.shape)
+    print(json.dumps(stats))
+
+
 def reference_commit(repo: Path, given: str | None) -> str:
     if given:
         return given
@@ -214,13 +273,25 @@ def main() -> int:
     parser.add_argument("--reference-commit", help="the commit that copy is of (read with git when it is a work tree)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "tests/data/roformer")
     parser.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="configurations to write (default all)")
+    parser.add_argument("--paper", type=Path, metavar="CONFIG.yaml",
+                        help="instead of the fixtures: a checkpoint of this published config (see the docstring)")
+    parser.add_argument("--checkpoint", type=Path, help="with --paper: where to torch.save the state dict")
+    parser.add_argument("--audio", type=Path, help="with --paper: float32 (channels, samples) .npy to run the model on")
+    parser.add_argument("--output", type=Path, help="with --audio: the model's output, (stems, channels, samples) .npy")
+    parser.add_argument("--seed", type=int, default=0, help="with --paper: the weights' seed")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
+    if args.paper is not None and (args.checkpoint is None or (args.audio is None) != (args.output is None)):
+        parser.error("--paper needs --checkpoint, and --audio with --output")
     if not (args.reference_repo / "models" / "bs_roformer" / "bs_roformer.py").is_file():
         parser.error(f"{args.reference_repo}: no models/bs_roformer/bs_roformer.py (not the reference repository)")
     # the reference's `models` is a namespace package: this folder's models.py would shadow it
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [str(args.reference_repo.resolve())] + [p for p in sys.path if Path(p or ".").resolve() != Path(here)]
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
+    if args.paper is not None:
+        paper(args)
+        return 0
     commit = reference_commit(args.reference_repo, args.reference_commit)
     versions = {"torch": torch.__version__, "numpy": np.__version__, "reference_commit": commit}
     for package in ("einops", "rotary_embedding_torch", "librosa", "beartype"):

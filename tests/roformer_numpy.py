@@ -1,5 +1,6 @@
-"""A plain numpy forward pass of the reference RoFormers from a converted state dict
-(`mss_tf.convert.RoformerWeights`), written from the conventions in mss_tf/convert.py's docstring.
+"""A plain numpy forward pass of the reference RoFormers from a state dict (`parse_weights`: the
+tensors as `RoformerWeights`, per block, transformer, layer, band and stem, in torch's layout),
+written from the conventions in mss_tf/convert/__init__.py's docstring.
 
 tests/test_convert.py runs it on the fixtures of the real PyTorch code (tests/data/roformer/) and
 expects the reference's outputs: it is the executable statement of those conventions (RoPE
@@ -12,12 +13,112 @@ tell every one of them from the reference.
 from __future__ import annotations
 
 import dataclasses
+from typing import Mapping
 
 import numpy as np
 from scipy.special import erf
 
 from mss_tf.audio.spectrogram import istft, stft
-from mss_tf.convert import AttentionWeights, FeedForwardWeights, RoformerWeights, TransformerWeights, rotary_frequencies
+from mss_tf.convert import ReferenceConfig, check_state_dict, rotary_frequencies
+
+
+@dataclasses.dataclass
+class AttentionWeights:
+    """One attention layer, torch layout (Linear weights are (out, in)).
+
+    Attributes:
+        norm: (dim,) RMSNorm gain.
+        qkv: (3 * heads * dim_head, dim), output rows [q | k | v], each (heads, dim_head) head-major.
+        gates: (heads, dim) and gates_bias (heads,): per-head sigmoid gates on the normed input.
+        out: (dim, heads * dim_head), input columns (heads, dim_head) head-major; no bias.
+    """
+
+    norm: np.ndarray
+    qkv: np.ndarray
+    gates: np.ndarray
+    gates_bias: np.ndarray
+    out: np.ndarray
+
+
+@dataclasses.dataclass
+class FeedForwardWeights:
+    """norm (dim,); inner (4 dim, dim) + inner_bias; outer (dim, 4 dim) + outer_bias; GELU between."""
+
+    norm: np.ndarray
+    inner: np.ndarray
+    inner_bias: np.ndarray
+    outer: np.ndarray
+    outer_bias: np.ndarray
+
+
+@dataclasses.dataclass
+class TransformerWeights:
+    """`layers` of (attention, feed-forward); `norm` the output RMSNorm gain (Mel only, else None)."""
+
+    layers: list[tuple[AttentionWeights, FeedForwardWeights]]
+    norm: np.ndarray | None
+
+
+@dataclasses.dataclass
+class BandWeights:
+    """One band's input values (`bins`, each [channel][real, imag]) -> features: RMSNorm `norm`
+    (values,), Linear `weight` (dim, values) + `bias` (dim,)."""
+
+    bins: np.ndarray
+    norm: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+@dataclasses.dataclass
+class RoformerWeights:
+    """A reference state dict, structured.
+
+    Attributes:
+        config: the configuration it belongs to.
+        bands: per band, its bins and band-split weights.
+        blocks: per block, (time transformer, frequency transformer).
+        final_norm: (dim,) RMSNorm gain after the last block (BS), None (Mel).
+        masks: per target, per band, the MLP's Linear layers as (weight (out, in), bias (out,)).
+    """
+
+    config: ReferenceConfig
+    bands: list[BandWeights]
+    blocks: list[tuple[TransformerWeights, TransformerWeights]]
+    final_norm: np.ndarray | None
+    masks: list[list[list[tuple[np.ndarray, np.ndarray]]]]
+
+
+def parse_weights(state: Mapping[str, np.ndarray], config: ReferenceConfig, where: str = "checkpoint") -> RoformerWeights:
+    """`check_state_dict`, then the tensors as float32 `RoformerWeights` (read here by key, apart
+    from the converter's own mapping `mss_tf.convert.mapping`, so that the two are independent
+    readings of the reference's state dict)."""
+    check_state_dict(state, config, where)
+    get = {key: np.asarray(value, np.float32) for key, value in state.items()}.__getitem__
+    a = config.arguments
+
+    def transformer(prefix: str, depth: int) -> TransformerWeights:
+        layers = []
+        for j in range(depth):
+            attn, ff = f"{prefix}.layers.{j}.0", f"{prefix}.layers.{j}.1"
+            layers.append((
+                AttentionWeights(get(f"{attn}.norm.gamma"), get(f"{attn}.to_qkv.weight"), get(f"{attn}.to_gates.weight"),
+                                 get(f"{attn}.to_gates.bias"), get(f"{attn}.to_out.0.weight")),
+                FeedForwardWeights(get(f"{ff}.net.0.gamma"), get(f"{ff}.net.1.weight"), get(f"{ff}.net.1.bias"),
+                                   get(f"{ff}.net.4.weight"), get(f"{ff}.net.4.bias")),
+            ))
+        norm = get(f"{prefix}.norm.gamma") if config.model_type == "mel_band_roformer" else None
+        return TransformerWeights(layers, norm)
+
+    blocks = [(transformer(f"layers.{i}.0", a["time_transformer_depth"]),
+               transformer(f"layers.{i}.1", a["freq_transformer_depth"])) for i in range(a["depth"])]
+    bands = [BandWeights(bins, get(f"band_split.to_features.{k}.0.gamma"), get(f"band_split.to_features.{k}.1.weight"),
+                         get(f"band_split.to_features.{k}.1.bias")) for k, bins in enumerate(config.band_bins())]
+    masks = [[[(get(f"mask_estimators.{n}.to_freqs.{k}.0.{2 * layer}.weight"),
+                get(f"mask_estimators.{n}.to_freqs.{k}.0.{2 * layer}.bias")) for layer in range(config.mask_linear_layers)]
+              for k in range(len(bands))] for n in range(a["num_stems"])]
+    final_norm = get("final_norm.gamma") if config.model_type == "bs_roformer" else None
+    return RoformerWeights(config, bands, blocks, final_norm, masks)
 
 
 # Misreadings of the reference that `forward(changes=...)` makes, one at a time.

@@ -5,9 +5,10 @@ One module per command, each with `build_parser`, `main(argv)` (raises the typed
 `mss_tf.errors`) and `run()` (main under `run` below), which the console scripts of
 pyproject.toml and the thin top-level scripts both call: `train` (`mss-train`, train.py),
 `evaluate` (`mss-evaluate`, evaluate.py), `separate` (`mss-separate`, separate.py), `export`
-(`mss-export`, python -m mss_tf.export), `make_demo` (`mss-make-demo`, datasets/make_demo.py)
-and `prepare_musdb` (`mss-prepare`, datasets/prepare_musdb.py). `python -m mss_tf.study` is a
-command too (it runs train.py and evaluate.py).
+(`mss-export`, python -m mss_tf.export), `convert` (`mss-convert`, python -m mss_tf.convert),
+`make_demo` (`mss-make-demo`, datasets/make_demo.py) and `prepare_musdb` (`mss-prepare`,
+datasets/prepare_musdb.py). `python -m mss_tf.study` is a command too (it runs train.py and
+evaluate.py).
 
 - `ArgumentParser`: a bad flag is one line, `error: ...`, on stderr and exit code 2 (no usage
   block); every program gets `--verbose`.
