@@ -195,10 +195,14 @@ class Worker:
             if line.startswith("{"):
                 return json.loads(line)
 
-    def run(self, label: str) -> float:
+    def call(self, label: str) -> dict[str, Any]:
+        """One timed call: the worker's reply ({"seconds": ...} and whatever else it reports)."""
         self.proc.stdin.write(f"run {label}\n")
         self.proc.stdin.flush()
-        return float(self._reply()["seconds"])
+        return self._reply()
+
+    def run(self, label: str) -> float:
+        return float(self.call(label)["seconds"])
 
     def close(self) -> None:
         if self.proc.stdin:
@@ -287,8 +291,9 @@ def stage_flops(model: keras.Model, frames: int) -> dict[str, float]:
             "mask estimation": 2 * len(model.targets) * (positions * n * m + frames * m * 2 * values) / 1e9}
 
 
-def op_breakdown(forward: Callable[[], Any]) -> dict[str, Any]:
-    """Op time by type over one traced forward pass (tf.profiler), summed over TensorFlow's threads."""
+def op_breakdown(forward: Callable[[], Any], key: Callable[[str, str], str] | None = None) -> dict[str, Any]:
+    """Op time by type over one traced forward pass (tf.profiler), summed over TensorFlow's threads;
+    `key(op name, op type)` groups by something else."""
     import collections
     import glob
     import tempfile
@@ -314,7 +319,8 @@ def op_breakdown(forward: Callable[[], Any]) -> dict[str, Any]:
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name  # "op name:op type"
                 if ":" in name and not name.endswith(":Process"):  # not the executor's own span
-                    by_type[name.rsplit(":", 1)[1]] += event.duration_ps / 1e12
+                    op, op_type = name.rsplit(":", 1)
+                    by_type[key(op, op_type) if key else op_type] += event.duration_ps / 1e12
                     threads.add(line.name)
     return {"wall_s": round(wall, 3), "threads": len(threads),
             "op_seconds": {op: round(t, 3) for op, t in by_type.most_common()}}

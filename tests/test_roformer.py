@@ -16,6 +16,8 @@ from mss_tf.models.per_band import BandSplit
 from mss_tf.models.registry import build_model, get_preset, model_parameters, search_space
 from mss_tf.models.bands import DEFAULT_FREQS_PER_BANDS, bs_roformer_bands, mel_band_bins, mel_filterbank
 from mss_tf.models.roformer import BSRoformer, MelBandRoformer
+from mss_tf.models import blocked_attention as blocked_attention_module
+from mss_tf.models.blocked_attention import blocked_attention
 from mss_tf.models.transformer import Attention, RMSNorm, RotaryEmbedding, dot_product_attention_available
 from mss_tf.training.loop import Trainer
 
@@ -138,15 +140,20 @@ def _numpy_attention(layer, x):
     return out.reshape(*x.shape[:2], h * d) @ layer.to_out.kernel.numpy()
 
 
-def test_attention_einsum_path_matches_numpy_and_dot_product_attention():
+@pytest.mark.parametrize("implementation", ["blocked", "einsum"])
+@pytest.mark.parametrize("transformer_implementation", ["layers", "fused"])
+def test_attention_matches_numpy_in_every_implementation(implementation, transformer_implementation):
     rope = RotaryEmbedding(8)
-    layer = Attention(12, heads=3, dim_head=8, rotary_embed=rope, implementation="einsum")
+    layer = Attention(12, heads=3, dim_head=8, rotary_embed=rope, implementation=implementation,
+                      transformer_implementation=transformer_implementation)
     x = np.random.default_rng(4).standard_normal((2, 9, 12)).astype(np.float32)
     layer.build()
     _perturb(layer, seed=5)
     rope.freqs.assign(10000.0 ** -(np.arange(0, 8, 2) / 8))  # (_perturb moved the frequencies too)
     expected = _numpy_attention(layer, x.astype(np.float64))
     np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-5)
+    if (implementation, transformer_implementation) != ("einsum", "layers"):
+        return
     if not dot_product_attention_available():
         with pytest.raises(ConfigError, match="needs keras.ops.dot_product_attention"):
             _model(BSRoformer, attention_implementation="dot_product_attention")
@@ -155,6 +162,80 @@ def test_attention_einsum_path_matches_numpy_and_dot_product_attention():
     fused.build()
     fused.set_weights(layer.get_weights())
     np.testing.assert_allclose(fused(x), layer(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("group_elements, groups, per", [(25, 8, 1), (3 * 25, 3, 3), (1 << 20, 1, 8)])
+def test_blocked_attention_and_its_gradient_are_softmax_attentions_with_the_same_dropout(group_elements, groups, per):
+    """8 sequences of 5 steps, one, three (3 + 3 + 2, one padded) or all at a time."""
+    rng = np.random.default_rng(8)
+    q, k, v, weight = (tf.constant(rng.standard_normal((8, 5, 4)).astype(np.float32)) for _ in range(4))
+    grouped, count = blocked_attention_module._groups(q, group_elements)
+    assert (int(count), *grouped.shape[:2]) == (groups, groups, per)
+    seed = tf.constant([3, 9], tf.int64)
+    masks = [blocked_attention_module._keep_mask(seed, g, [per, 5, 5], 0.4) for g in range(groups)]
+    for rate, mask in [(0.0, 1.0), (0.4, tf.concat(masks, axis=0)[:8])]:
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([q, k, v])
+            expected = tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True)) * mask, v)
+            got = blocked_attention(q, k, v, dropout=rate, seed=seed if rate else None, group_elements=group_elements)
+            losses = [tf.reduce_sum(out * weight) for out in (expected, got)]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        for a, b in zip(tape.gradient(losses[1], [q, k, v]), tape.gradient(losses[0], [q, k, v])):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert float(tf.reduce_max(tf.abs(got - tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True)), v)))) > 0.1  # dropped
+
+
+@pytest.mark.parametrize("cls, channels", [(BSRoformer, 2), (MelBandRoformer, 1)])
+def test_fused_transformer_blocks_compute_what_the_layers_do(cls, channels):
+    """The fused blocks (the default) on the same weights: outputs and gradients of the layer by
+    layer path, with gains, gates and rotary frequencies away from their initial values."""
+    models = [_model(cls, channels=channels, depth=2, transformer_implementation=impl) for impl in ("layers", "fused")]
+    x = _mixture(7, channels=channels)
+    for model in models:
+        model(x, training=False)
+    _perturb(models[0], seed=7)
+    models[1].set_weights(models[0].get_weights())
+    outputs, gradients = [], []
+    for model in models:
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)  # no dropout in _model: deterministic
+            loss = tf.reduce_sum(tf.square(out))
+        outputs.append(out.numpy())
+        gradients.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, model.trainable_variables)])
+    peak = np.abs(outputs[0]).max()
+    assert np.abs(outputs[1] - outputs[0]).max() <= 1e-5 * peak
+    for plain, fused in zip(*gradients):
+        np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+    assert _model(cls).transformer_implementation == "auto"
+
+
+def test_gradient_checkpointing_recomputes_the_same_dropout_masks():
+    """Transformers recomputed in the backward pass give the gradients of the model that keeps
+    its activations, dropout included (the recomputation draws the forward pass's masks)."""
+    models = [_model(BSRoformer, attn_dropout=0.3, ff_dropout=0.3, gradient_checkpointing=flag) for flag in (False, True)]
+    x = _mixture(6)
+    for model in models:
+        model(x, training=False)
+    models[1].set_weights(models[0].get_weights())
+    seeds = [[v for v in model.variables if "seed_generator_state" in v.path] for model in models]
+    assert len(seeds[0]) == 2 * 4  # (time, freq) x (attention weights and output, 2 in the feed-forward)
+
+    def step(model):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(model(x, training=True)))
+        return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+
+    plain, checkpointed = (tf.function(lambda model=model: step(model)) for model in models)
+    for variable, value in zip(seeds[1], seeds[0]):
+        variable.assign(value)
+    loss, expected = plain()
+    loss_checkpointed, got = checkpointed()
+    assert float(loss_checkpointed) == pytest.approx(float(loss), rel=1e-6)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b.numpy()).max())
+    np.testing.assert_array_equal([v.numpy() for v in seeds[1]], [v.numpy() for v in seeds[0]])  # drew as often
+    _, other = checkpointed()  # the next masks: another gradient (dropout is active)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(other, got)) > 1e-3
 
 
 def test_dropout_only_in_training():
@@ -341,6 +422,7 @@ def test_bad_options_are_one_line_errors():
         (BSRoformer, {"freqs_per_bands": [64, 64]}, "summing to the 129 bins"),
         (MelBandRoformer, {"num_bands": 100}, "no bin|in no band"),
         (BSRoformer, {"attention_implementation": "flash"}, "attention_implementation must be one of"),
+        (BSRoformer, {"transformer_implementation": "xla"}, "transformer_implementation must be one of"),
         (BSRoformer, {"mask_estimator_depth_counts": "layers"}, "mask_estimator_depth_counts must be"),
         (MelBandRoformer, {"dim_head": 7}, "even dim_head"),
     ]

@@ -34,7 +34,8 @@ from mss_tf.models.bands import bs_roformer_bands, mel_band_bins
 from mss_tf.models.per_band import BandSplit, MaskEstimator
 from mss_tf.models.search import HyperParameter, scaled_choices
 from mss_tf.models.transformer import (
-    ATTENTION_IMPLEMENTATIONS, RMSNorm, RotaryEmbedding, Transformer, dot_product_attention_available,
+    ATTENTION_IMPLEMENTATIONS, TRANSFORMER_IMPLEMENTATIONS, RMSNorm, RotaryEmbedding, Transformer,
+    dot_product_attention_available,
 )
 
 MASK_DEPTH_COUNTS = ("linear_layers", "hidden_layers")
@@ -54,7 +55,8 @@ class _BandRoformer(keras.Model):
         time_transformer_depth: int, freq_transformer_depth: int, heads: int, dim_head: int,
         attn_dropout: float, ff_dropout: float, mask_estimator_depth: int, mlp_expansion_factor: int,
         zero_dc: bool, gated_attention: bool, final_norm: bool, transformer_norm_output: bool,
-        mask_estimator_depth_counts: str, attention_implementation: str, **kwargs: Any,
+        mask_estimator_depth_counts: str, attention_implementation: str, transformer_implementation: str,
+        gradient_checkpointing: bool, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         name = type(self).__name__
@@ -70,6 +72,9 @@ class _BandRoformer(keras.Model):
         if attention_implementation == "dot_product_attention" and not dot_product_attention_available():
             raise ConfigError(f"attention_implementation='dot_product_attention' needs keras.ops.dot_product_attention "
                               f"of Keras >= 3.7 (this is Keras {keras.__version__}); use 'einsum' or 'auto'")
+        if transformer_implementation not in TRANSFORMER_IMPLEMENTATIONS:
+            raise ConfigError(f"transformer_implementation must be one of {', '.join(TRANSFORMER_IMPLEMENTATIONS)}, "
+                              f"got {transformer_implementation!r}")
         if mask_estimator_depth_counts not in MASK_DEPTH_COUNTS:
             raise ConfigError(f"mask_estimator_depth_counts must be one of {', '.join(MASK_DEPTH_COUNTS)}, "
                               f"got {mask_estimator_depth_counts!r}")
@@ -89,6 +94,8 @@ class _BandRoformer(keras.Model):
         self.transformer_norm_output = bool(transformer_norm_output)
         self.mask_estimator_depth_counts = mask_estimator_depth_counts
         self.attention_implementation = attention_implementation
+        self.transformer_implementation = transformer_implementation
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.n_bins = self.n_fft // 2 + 1
         self.band_widths = self._bands()  # bins per band
         values_per_bin = 2 * self.channels
@@ -99,7 +106,8 @@ class _BandRoformer(keras.Model):
         self.freq_rotary_embed = RotaryEmbedding(self.dim_head, name="freq_rotary_embed")
         common = dict(heads=self.heads, dim_head=self.dim_head, attn_dropout=self.attn_dropout,
                       ff_dropout=self.ff_dropout, norm_output=self.transformer_norm_output,
-                      gated_attention=self.gated_attention, attention_implementation=attention_implementation)
+                      gated_attention=self.gated_attention, attention_implementation=attention_implementation,
+                      implementation=transformer_implementation, gradient_checkpointing=self.gradient_checkpointing)
         self.time_transformers = [
             Transformer(self.dim, self.time_transformer_depth, rotary_embed=self.time_rotary_embed,
                         name=f"time_transformer_{i}", **common)
@@ -200,6 +208,8 @@ class _BandRoformer(keras.Model):
             "transformer_norm_output": self.transformer_norm_output,
             "mask_estimator_depth_counts": self.mask_estimator_depth_counts,
             "attention_implementation": self.attention_implementation,
+            "transformer_implementation": self.transformer_implementation,
+            "gradient_checkpointing": self.gradient_checkpointing,
         }
 
 
@@ -237,8 +247,13 @@ class BSRoformer(_BandRoformer):
         mlp_expansion_factor: the mask MLP's hidden size / D.
         zero_dc, gated_attention, final_norm, transformer_norm_output, mask_estimator_depth_counts:
             the reference's switches, above.
-        attention_implementation: "auto", "einsum" or "dot_product_attention" (see Attention;
-            "auto" picks einsum, `resolve_attention_implementation`).
+        attention_implementation: "auto", "blocked", "einsum" or "dot_product_attention" (see
+            Attention; "auto" picks blocked, `resolve_attention_implementation`).
+        transformer_implementation: "auto", "layers" or "fused": how the transformer blocks
+            compute the same maths (see `mss_tf.models.transformer`; "auto" picks fused).
+        gradient_checkpointing: recompute each transformer's activations in the backward pass
+            instead of keeping them (the reference's `use_torch_checkpoint`): what makes a
+            paper-size training step at batch 2 x 8 s fit in CPU memory.
     """
 
     def __init__(
@@ -264,13 +279,16 @@ class BSRoformer(_BandRoformer):
         transformer_norm_output: bool = False,
         mask_estimator_depth_counts: str = "linear_layers",
         attention_implementation: str = "auto",
+        transformer_implementation: str = "auto",
+        gradient_checkpointing: bool = False,
         **kwargs: Any,
     ) -> None:
         self.freqs_per_bands = None if freqs_per_bands is None else [int(w) for w in freqs_per_bands]
         super().__init__(
             targets, sample_rate, n_fft, channels, dim, depth, time_transformer_depth, freq_transformer_depth, heads,
             dim_head, attn_dropout, ff_dropout, mask_estimator_depth, mlp_expansion_factor, zero_dc, gated_attention,
-            final_norm, transformer_norm_output, mask_estimator_depth_counts, attention_implementation, **kwargs,
+            final_norm, transformer_norm_output, mask_estimator_depth_counts, attention_implementation,
+            transformer_implementation, gradient_checkpointing, **kwargs,
         )
 
     def _bands(self) -> list[int]:
@@ -327,6 +345,8 @@ class MelBandRoformer(_BandRoformer):
         transformer_norm_output: bool = True,
         mask_estimator_depth_counts: str = "hidden_layers",
         attention_implementation: str = "auto",
+        transformer_implementation: str = "auto",
+        gradient_checkpointing: bool = False,
         **kwargs: Any,
     ) -> None:
         if num_bands < 2:
@@ -335,7 +355,8 @@ class MelBandRoformer(_BandRoformer):
         super().__init__(
             targets, sample_rate, n_fft, channels, dim, depth, time_transformer_depth, freq_transformer_depth, heads,
             dim_head, attn_dropout, ff_dropout, mask_estimator_depth, mlp_expansion_factor, zero_dc, gated_attention,
-            final_norm, transformer_norm_output, mask_estimator_depth_counts, attention_implementation, **kwargs,
+            final_norm, transformer_norm_output, mask_estimator_depth_counts, attention_implementation,
+            transformer_implementation, gradient_checkpointing, **kwargs,
         )
         # spectrum value of each band value: bin f, channel s, part c at (f * C + s) * 2 + c, bands in order
         per_bin = 2 * self.channels
