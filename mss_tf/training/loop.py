@@ -18,9 +18,10 @@ Around it: the learning rate ``lr x lr_decay ** (epoch // lr_decay_epochs)`` set
 validation every epoch (loss, per-target uSDR and energy ratio, `mss_tf.training.health`), early
 stopping on the smoothed validation loss (`mss_tf.training.stopping`), checkpoints of the whole
 training state (model, dropout generator states, optimizer with its loss scale, global step,
-epoch, early-stopping state, non-finite counters, the running epoch loss) every ``checkpoint_every`` steps and at each epoch
-under ``run_dir/checkpoints`` and the best validation state under ``run_dir/best``, per-epoch
-records in ``metrics.jsonl`` and TensorBoard under ``run_dir/logs``.
+epoch, early-stopping state, non-finite counters, the running epoch loss) every
+``checkpoint_every`` steps and at each epoch under ``run_dir/checkpoints`` and the best validation
+state under ``run_dir/best``, per-epoch records in ``metrics.jsonl`` and TensorBoard under
+``run_dir/logs``.
 
 The data position is the global step: a training stream built by
 `mss_tf.data.pipeline.make_dataset(start=global_step * batch_size)` yields exactly the examples
