@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ from mss_tf.utils import atomic_write
 
 CONFIG_FILE = "config.json"
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")  # --strategy (mss_tf.training.distribute)
+# The fewest examples a data-sized epoch draws per training track (`epoch_steps`): Open-Unmix's
+# samples_per_track, whose epochs are this many random crops of every training song.
+SAMPLES_PER_TRACK = 64
 
 # The JSON types each setting accepts (None is accepted for every setting: the preset's default).
 _NUMBER = (int, float)
@@ -23,7 +27,8 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "validation_steps": (int,), "batch_size": (int,), "learning_rate": _NUMBER, "lr_decay": _NUMBER,
     "lr_decay_epochs": (int,), "weight_decay": _NUMBER, "clip_norm": _NUMBER, "train_seconds": _NUMBER,
     "loss": (str,), "loss_alpha": _NUMBER, "crop_seconds": _NUMBER, "online_augment": (dict,),
-    "early_stopping_patience": (int,), "max_minutes": _NUMBER, "seed": (int,), "deterministic": (bool,),
+    "early_stopping_patience": (int,), "early_stopping_min_delta": _NUMBER, "early_stopping_smoothing": _NUMBER,
+    "max_minutes": _NUMBER, "seed": (int,), "deterministic": (bool,),
     "strategy": (str,), "precision": (str,), "jit_compile": (bool,), "checkpoint_every": (int,),
     "summary_every": (int,), "max_nonfinite": (int,), "keep_checkpoints": (int,), "stft": (dict,),
     "targets": (list,), "data_root": (str,), "shards": (str,),
@@ -59,6 +64,21 @@ def model_channels(model: str, model_kwargs: dict[str, Any] | None = None) -> in
     return 1
 
 
+def epoch_steps(n_examples: int, n_tracks: int, batch_size: int) -> int:
+    """Steps of a data-sized epoch: one pass over the `n_examples` training crops (stored crops
+    and their augmented copies) of `n_tracks` songs in batches of `batch_size`, and at least
+    SAMPLES_PER_TRACK examples per song.
+
+    MUSDB18's 86 training songs give about 6,900 crops (a pass: 1,725 steps at batch 4); a set of
+    short songs (the demo set's 14 training songs of 12 s: 42 crops) would otherwise get epochs of
+    a few steps, with validation costing more than training and a patience of a few hundred steps.
+    """
+    if n_examples <= 0 or n_tracks <= 0 or batch_size <= 0:
+        raise ConfigError(f"an epoch needs training examples, tracks and a positive batch, got {n_examples}, "
+                          f"{n_tracks} and {batch_size}")
+    return math.ceil(max(int(n_examples), SAMPLES_PER_TRACK * int(n_tracks)) / int(batch_size))
+
+
 def _default_online_augment() -> dict[str, Any]:
     from mss_tf.data.online import OnlineAugmentConfig
 
@@ -89,6 +109,8 @@ class TrainConfig:
     crop_seconds: float = 6.0
     online_augment: dict[str, Any] | None = dataclasses.field(default_factory=lambda: _default_online_augment())
     early_stopping_patience: int = 10
+    early_stopping_min_delta: float = 0.002
+    early_stopping_smoothing: float = 0.8
     max_minutes: float | None = None
     seed: int = 0
     deterministic: bool = False
@@ -123,8 +145,14 @@ class TrainConfig:
             raise ConfigError(f"unknown loss {self.loss!r} (choose from {', '.join(sorted(LOSSES))})")
         for name in ("epochs", "steps_per_epoch", "batch_size", "checkpoint_every", "summary_every",
                      "max_nonfinite", "early_stopping_patience", "lr_decay_epochs", "keep_checkpoints"):
+            if name == "steps_per_epoch" and self.steps_per_epoch is None:
+                continue  # a pass over the training crops: `set_epoch_length` once the data is known
             if int(getattr(self, name)) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                flag = "--patience" if name == "early_stopping_patience" else f"--{name.replace('_', '-')}"
+                raise ConfigError(f"{flag} must be positive, got {getattr(self, name)}")
+        for name, flag in (("early_stopping_min_delta", "--min-delta"), ("early_stopping_smoothing", "--smoothing")):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ConfigError(f"{flag} must be in [0, 1), got {getattr(self, name)}")
         for name in ("learning_rate", "lr_decay"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -136,6 +164,15 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
         return self
+
+    def set_epoch_length(self, n_examples: int, n_tracks: int) -> int:
+        """Fix `steps_per_epoch` of a run whose preset sizes its epochs by the data (None): one
+        pass over the `n_examples` training crops of `n_tracks` songs (`epoch_steps`). A value
+        already set (the command line, a paper-size preset, a resumed run's config.json) is kept.
+        Returns it."""
+        if self.steps_per_epoch is None:
+            self.steps_per_epoch = epoch_steps(n_examples, n_tracks, int(self.batch_size))  # type: ignore[arg-type]
+        return int(self.steps_per_epoch)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":

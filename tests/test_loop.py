@@ -145,8 +145,9 @@ class Constant(keras.Model):
 
 
 def test_early_stopping_best_checkpoint_and_lr_schedule(tmp_path):
-    config = _config(epochs=8, steps_per_epoch=2, early_stopping_patience=2, lr_decay=0.5, lr_decay_epochs=2,
-                     learning_rate=1e-2)
+    # the raw rule (no smoothing, no minimum improvement) is the smoothed rule's special case
+    config = _config(epochs=8, steps_per_epoch=2, early_stopping_patience=2, early_stopping_smoothing=0.0,
+                     early_stopping_min_delta=0.0, lr_decay=0.5, lr_decay_epochs=2, learning_rate=1e-2)
     model = Constant()
     # validation estimate scale per epoch: target is 0.7 x mixture; distance |s - 0.7| -> loss
     scales = iter([0.0, 0.6, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1])
@@ -179,6 +180,64 @@ def test_early_stopping_best_checkpoint_and_lr_schedule(tmp_path):
                 "valid_usdr/vocals", "audio/mixture", "audio/vocals/estimate", "audio/vocals/reference"):
         assert tag in tags, tags
     assert any(tag.startswith("spectrogram/vocals") for tag in tags), tags
+
+
+def _scripted_fit(run_dir, scales, epochs, **kw):
+    """Fit a Constant model whose validation estimate is `scales[e]` x the mixture in epoch e + 1
+    (the target is 0.7 x the mixture); returns the Trainer and this call's records."""
+    config = _config(epochs=epochs, steps_per_epoch=1, early_stopping_patience=3, **kw)
+    model = Constant()
+    trainer = Trainer(model, config, run_dir)
+    done = {"epochs": None}
+
+    def log(line):
+        if line.startswith("epoch="):
+            epoch = int(line.split()[0].split("=")[1])
+            model.scale.assign(scales[min(epoch, len(scales) - 1)])
+
+    def start():
+        done["epochs"] = int(trainer.epoch.numpy())
+        model.scale.assign(scales[min(done["epochs"], len(scales) - 1)])
+
+    history = trainer.fit(_batches(targets=1).repeat(), _batches(count=2), progress=False, log=log, on_start=start)
+    return trainer, history
+
+
+def test_the_smoothed_rule_stops_late_and_its_state_resumes(tmp_path):
+    # a lucky low reading (epoch 3), then a loss that keeps falling slowly below it and flattens at
+    # epoch 12: the raw rule (patience 3) stops at epoch 6; the smoothed one after the plateau began
+    losses = [1.0, 0.5, 0.2, 0.4, 0.36, 0.32, 0.28, 0.25, 0.22, 0.19, 0.17] + [0.15] * 11
+    scales = [0.7 * (1 - np.sqrt(loss)) for loss in losses]  # the loss is (0.7 - scale)^2 times epoch 1's
+    rule = dict(early_stopping_smoothing=0.5, early_stopping_min_delta=0.02)
+    _, raw = _scripted_fit(tmp_path / "raw", scales, 22, early_stopping_smoothing=0.0, early_stopping_min_delta=0.0)
+    assert [h["epoch"] for h in raw][-1] == 6
+    _, whole = _scripted_fit(tmp_path / "whole", scales, 22, **rule)
+    stop = whole[-1]["epoch"]
+    assert 12 + 3 <= stop < 22, [(h["epoch"], h["valid_loss"], h["smoothed_valid_loss"], h["stale_epochs"]) for h in whole]
+    # the best checkpoint is the raw loss's best: an epoch of the plateau
+    assert whole[-1]["best_valid_loss"] == pytest.approx(min(h["valid_loss"] for h in whole))
+    assert min(h["valid_loss"] for h in whole) < 0.8 * whole[2]["valid_loss"]
+    # stopped after 8 epochs, resumed: the same smoothed losses, counts and stopping epoch
+    _scripted_fit(tmp_path / "resumed", scales, 8, **rule)
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "resumed" / "checkpoints")))
+    names = reader.get_variable_to_shape_map()
+    for key in ("smoothed_loss", "smoothing_weight", "best_smoothed_loss", "stale_epochs", "best_loss"):
+        assert f"{key}/.ATTRIBUTES/VARIABLE_VALUE" in names, sorted(names)
+    trainer, rest = _scripted_fit(tmp_path / "resumed", scales, 22, **rule)
+    assert [h["epoch"] for h in rest] == [h["epoch"] for h in whole[8:]]
+    for a, b in zip(rest, whole[8:]):
+        assert (a["smoothed_valid_loss"], a["stale_epochs"]) == pytest.approx((b["smoothed_valid_loss"], b["stale_epochs"]))
+    # a run saved before the smoothed state existed resumes: its smoothing starts again from its best
+    legacy = tmp_path / "legacy"
+    old, _ = _scripted_fit(legacy, scales, 4, **rule)
+    old_state = tf.train.Checkpoint(**old._state_objects(stopping_state=False))
+    for path in (legacy / "checkpoints").glob("ckpt-*"):
+        path.unlink()
+    (legacy / "checkpoints" / "checkpoint").unlink()
+    tf.train.CheckpointManager(old_state, str(legacy / "checkpoints"), 1).save(checkpoint_number=4)
+    trainer, rest = _scripted_fit(legacy, scales, 6, **rule)
+    assert [h["epoch"] for h in rest] == [5, 6] and trainer.restored_from.endswith("ckpt-4")
+    assert rest[0]["smoothed_valid_loss"] == pytest.approx(rest[0]["valid_loss"])  # a new average from epoch 5
 
 
 def test_mirrored_strategy_over_two_cpus_follows_the_default_strategy(tmp_path):

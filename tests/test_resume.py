@@ -112,5 +112,8 @@ def test_deterministic_resume_after_sigkill_ends_with_the_uninterrupted_weights(
         assert a["epoch"] == b["epoch"] and a["step"] == b["step"]
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-5)
+        # and so is the early-stopping state (its smoothed loss and count come from the checkpoint)
+        assert a["smoothed_valid_loss"] == pytest.approx(b["smoothed_valid_loss"], rel=1e-5)
+        assert a["stale_epochs"] == b["stale_epochs"]
 
 

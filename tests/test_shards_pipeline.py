@@ -296,3 +296,32 @@ def test_stereo_stream_keeps_channel_pairs_and_resumes_exactly(tone_musdb, tmp_p
         resumed = make_dataset(out / "train", STFT, ["vocals"], config, seed=9, start=step * 3, channels=2)
         for k, (mixture, _) in enumerate(resumed.take(2)):
             np.testing.assert_array_equal(mixture.numpy(), whole[step + k], err_msg=f"step {step + k}")
+
+
+def test_validation_set_is_every_stored_crop_of_every_validation_song_whole_and_fixed(tmp_path):
+    from mss_tf.data.pipeline import validation_dataset
+    from tests.conftest import write_tone_musdb
+
+    root = write_tone_musdb(tmp_path / "musdb", 4.0, n_train=12)  # the last 2 of 12 are held out
+    out = prepare_dataset(root, tmp_path / "shards", STFT, PREP, splits=["valid"], progress=False)
+    valid = [t.name for t in musdb.split_tracks(root, "valid")]
+    manifest = read_manifest(out / "valid", STFT, STEMS4)
+    stored = list(iterate_examples(out / "valid"))
+    # 4 s songs, 2 s crops at a 1 s hop: crops at 0, 1 and 2 s cover every song from start to end
+    assert sorted({e["track"].decode() for e in stored}) == sorted(valid) and len(valid) == 2
+    for name in valid:
+        assert sorted(e["offset"] for e in stored if e["track"].decode() == name) == [0, 16000, 32000]
+    ds = validation_dataset(out / "valid", STFT, STEMS4, batch_size=4)
+    epochs = [[(m.numpy(), t.numpy()) for m, t in ds] for _ in range(2)]
+    mixtures = np.concatenate([m for m, _ in epochs[0]])
+    assert mixtures.shape == (manifest["n_examples"], manifest["n_frames"][0], STFT.n_bins, 2)  # whole crops
+    targets = np.concatenate([t for _, t in epochs[0]])
+    matched = set()
+    for example in stored:  # each stored crop exactly once, with its own stems
+        same = [i for i in range(len(mixtures)) if np.array_equal(mixtures[i], example["mixture"])]
+        assert len(same) == 1 and same[0] not in matched
+        matched.add(same[0])
+        np.testing.assert_array_equal(targets[same[0]], example["stems"])
+    for (m0, t0), (m1, t1) in zip(*epochs):  # the same crops, the same order, every epoch
+        np.testing.assert_array_equal(m0, m1)
+        np.testing.assert_array_equal(t0, t1)

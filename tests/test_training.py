@@ -69,6 +69,46 @@ def test_train_run_writes_run_dir_and_resumes(tone_musdb, tmp_path, monkeypatch)
     assert [h["epoch"] for h in result["history"]] == [3]
 
 
+def test_an_epoch_is_a_pass_over_the_training_crops_and_at_least_64_per_song():
+    from mss_tf.config import epoch_steps
+
+    # MUSDB18-sized: 86 songs, 6,900 crops -> a pass over the crops
+    assert epoch_steps(6900, 86, 4) == 1725
+    assert epoch_steps(6901, 86, 4) == 1726
+    # twice the songs at the same length: twice the steps
+    assert epoch_steps(13800, 172, 4) == 2 * epoch_steps(6900, 86, 4)
+    # the demo set: 14 songs of 12 s, 42 crops -> 64 per song
+    assert epoch_steps(42, 14, 4) == 224 and epoch_steps(42, 14, 2) == 448
+    with pytest.raises(ConfigError):
+        epoch_steps(0, 1, 4)
+    # a preset sized by the data keeps a length given on the command line, or by a resumed run
+    config = TrainConfig(model="unet").resolve()
+    assert config.steps_per_epoch is None
+    assert config.set_epoch_length(42, 14) == 224 and config.set_epoch_length(6900, 86) == 224
+    assert TrainConfig(model="unet", steps_per_epoch=100).resolve().set_epoch_length(42, 14) == 100
+    # paper-size presets keep the paper's 10,000 steps
+    assert TrainConfig(model="bsrnn").resolve().set_epoch_length(42, 14) == 10_000
+
+
+def test_an_epoch_of_a_preset_follows_the_size_of_its_training_data(tone_musdb, tmp_path, monkeypatch):
+    from mss_tf.config import SAMPLES_PER_TRACK, epoch_steps
+    from mss_tf.data.shards import read_manifest
+    from mss_tf.training.run import make_datasets
+
+    monkeypatch.setenv("MSS_TF_DATA", str(tmp_path / "data"))
+    config = _config(steps_per_epoch=None).resolve()
+    assert config.steps_per_epoch is None  # unet-tiny sizes its epochs by the data
+    shards = ensure_shards(config, tone_musdb, None, progress=False, echo=lambda s: None)
+    manifest = read_manifest(shards / "train")
+    make_datasets(config, shards)
+    # 2 training songs of 4 s, 3 crops of 2 s each: 6 crops, fewer than 64 per song -> 128 examples
+    assert (manifest["n_examples"], len(manifest["tracks"])) == (6, 2)
+    assert config.steps_per_epoch == epoch_steps(6, 2, 2) == SAMPLES_PER_TRACK * 2 // 2
+    flagged = _config(steps_per_epoch=5).resolve()  # --steps-per-epoch overrides it
+    make_datasets(flagged, shards)
+    assert flagged.steps_per_epoch == 5
+
+
 def test_training_reduces_loss_on_a_fixed_batch(tmp_path):
     from mss_tf.training.loop import Trainer
 

@@ -20,9 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "flags given on the command line override it")
     parser.add_argument("--targets", help="comma-separated targets to separate, e.g. vocals or vocals,drums,bass,other "
                         "(default: the preset's)")
-    parser.add_argument("--epochs", type=int, help="number of epochs (default: the preset's; 100 for paper-size BSRNN, else 10)")
-    parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default: the preset's; the paper's "
-                        "10,000 for paper-size BSRNN, else 100)")
+    parser.add_argument("--epochs", type=int, help="at most this many epochs (default: the preset's: 100 for paper-size BSRNN and "
+                        "RoFormers, else 200; early stopping or --max-minutes usually ends a run first)")
+    parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default: the paper's 10,000 for "
+                        "paper-size BSRNN and RoFormers; else one pass over the training crops, at least 64 crops per "
+                        "training song)")
     parser.add_argument("--batch-size", type=int, help="global batch: examples per step over all replicas (default: the preset's)")
     parser.add_argument("--loss", help="loss by name: mag_phase_l2 (default: weighted magnitude + phase squared error), "
                         "mag_phase_l1 (the seed's weighted L1; silences sparse targets of multi-target models, see "
@@ -37,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight-decay", type=float, help="coupled L2 weight decay: gradient + WD * weight (default: "
                         "1e-5 for the U-Net, 0 for BSRNN)")
     parser.add_argument("--clip-norm", type=float, help="clip the global gradient norm to this; 0 turns clipping off (default 5)")
-    parser.add_argument("--patience", type=int, help="early stopping: epochs without validation improvement (default 10)")
+    parser.add_argument("--patience", type=int, help="early stopping: stop after this many epochs in a row in which the "
+                        "smoothed validation loss made no progress (default 10)")
+    parser.add_argument("--min-delta", type=float, help="early stopping: the relative fall of the smoothed validation loss "
+                        "below its best that counts as progress (default 0.002 = 0.2%%)")
+    parser.add_argument("--smoothing", type=float, help="early stopping: factor of the exponential moving average of the "
+                        "validation loss, in [0, 1); 0 watches the raw loss (default 0.8)")
     parser.add_argument("--crop-seconds", type=float, help="length of the crops stored in the shards (default 6)")
     parser.add_argument("--max-minutes", type=float, help="stop after the epoch in which this much time has passed")
     parser.add_argument("--seed", type=int, help="seed of Python, NumPy, TensorFlow, the data order, crops and "
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
         "learning_rate": args.lr, "lr_decay": args.lr_decay, "lr_decay_epochs": args.lr_decay_epochs,
         "weight_decay": args.weight_decay, "clip_norm": args.clip_norm, "early_stopping_patience": args.patience,
+        "early_stopping_min_delta": args.min_delta, "early_stopping_smoothing": args.smoothing,
         "max_minutes": args.max_minutes, "seed": args.seed, "crop_seconds": args.crop_seconds, "loss": args.loss,
         "loss_alpha": args.alpha, "deterministic": args.deterministic, "strategy": args.strategy,
         "precision": args.precision, "jit_compile": args.jit_compile, "checkpoint_every": args.checkpoint_every,

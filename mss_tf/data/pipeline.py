@@ -163,6 +163,27 @@ def make_dataset(
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def validation_dataset(
+    shard_dir: str | Path,
+    stft: SpectrogramConfig,
+    targets: Sequence[str],
+    batch_size: int,
+    channels: int | None = None,
+) -> tf.data.Dataset:
+    """The validation set a training run scores every epoch: every stored crop of every
+    validation track, whole (all its frames, not a training-length piece), in the fixed order of
+    `make_dataset`'s evaluation stream (a crop of each shard file in turn), no augmentation,
+    batches of `batch_size` (the last one partial).
+
+    It is the same set every epoch and covers each validation track as the shards do (crops of
+    `crop_seconds` at 50% overlap from the start of the track, those the quality filter kept):
+    each moment of a track past its first crop hop is scored in two crops, so a score does not
+    hinge on where a crop boundary falls. Batches are (mixture, targets) as `make_dataset` streams them.
+    """
+    return make_dataset(shard_dir, stft, targets, PipelineConfig(batch_size=int(batch_size)), training=False,
+                        channels=channels)
+
+
 def distribute(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy | None = None) -> tf.data.Dataset:
     """Spread a batched stream over a `tf.distribute` strategy's replicas.
 

@@ -39,8 +39,10 @@ class TrainingDefaults:
     lr_decay_epochs: int = 2
     weight_decay: float = 0.0  # coupled L2 (PyTorch's weight_decay): gradient + weight_decay * w
     clip_norm: float = 5.0  # global-norm clipping; 0 turns it off
-    epochs: int = 10
-    steps_per_epoch: int = 100
+    # at most this many epochs: early stopping (or --max-minutes) ends a run before
+    epochs: int = 200
+    # None: one pass over the training crops, at least 64 per training song (mss_tf.config.epoch_steps)
+    steps_per_epoch: int | None = None
     train_seconds: float = 3.0
     loss: str = "mag_phase_l2"  # squared errors, not the seed's L1: see mss_tf/losses.py
     loss_alpha: float = 0.5
@@ -114,15 +116,15 @@ _BSRNN_TINY = {**_BSRNN_PAPER, "band_scheme": "coarse", "feature_dim": 16, "num_
 # 10,000 steps (early stopping after 10 epochs without improvement ends a run).
 _BSRNN_TRAINING = TrainingDefaults(batch_size=2, learning_rate=1e-3, lr_decay=0.98, lr_decay_epochs=2, clip_norm=5.0,
                                    epochs=100, steps_per_epoch=10_000)
-# Smaller presets keep the schedule with CPU-sized epochs.
-_BSRNN_TINY_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=1.0, epochs=10, steps_per_epoch=100)
+# Smaller presets keep the schedule with epochs sized by the data (a pass over the training crops).
+_BSRNN_TINY_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=1.0, epochs=200, steps_per_epoch=None)
 
 # CPU size, between tiny and paper: the paper's architecture (V7 bands cut at Nyquist: 30 bands,
 # complex masks, BLSTM hidden 2N, mask MLP 4N) at the U-Net's 16 kHz STFT with N = 32, 4 modules,
 # all four targets and 3 s crops, so that it learns within minutes on 2 CPU cores (the tiny
 # presets are sized for unit tests and plateau; benchmarks/RESULTS.md, "Separation quality").
 _BSRNN_SMALL = {**_BSRNN_PAPER, "targets": list(TARGETS), "feature_dim": 32, "num_modules": 4}
-_BSRNN_SMALL_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=3.0, epochs=10, steps_per_epoch=100)
+_BSRNN_SMALL_TRAINING = dataclasses.replace(_BSRNN_TRAINING, train_seconds=3.0, epochs=200, steps_per_epoch=None)
 
 
 def _bsrnn_pair(suffix: str, kwargs: dict[str, Any], stft: SpectrogramConfig, training: TrainingDefaults,
@@ -178,7 +180,7 @@ _ROFORMER_TRAINING = TrainingDefaults(batch_size=2, learning_rate=5e-4, clip_nor
 # 60 bands at 44.1 kHz, up to 8 kHz.
 _ROFORMER_SMALL = {**_ROFORMER_PAPER, "targets": list(TARGETS), "channels": 1, "dim": 48, "depth": 2, "heads": 4,
                    "dim_head": 12, "attn_dropout": 0.0, "ff_dropout": 0.0, "mlp_expansion_factor": 2}
-_ROFORMER_SMALL_TRAINING = dataclasses.replace(_ROFORMER_TRAINING, train_seconds=3.0, epochs=10, steps_per_epoch=100)
+_ROFORMER_SMALL_TRAINING = dataclasses.replace(_ROFORMER_TRAINING, train_seconds=3.0, epochs=200, steps_per_epoch=None)
 # Unit-test size: D = 16, one block, 2 heads of 8, the small presets' STFT and bands (Mel: 16 bands), 1 s crops.
 _ROFORMER_TINY = {**_ROFORMER_SMALL, "targets": ["vocals"], "dim": 16, "depth": 1, "heads": 2, "dim_head": 8}
 _ROFORMER_TINY_TRAINING = dataclasses.replace(_ROFORMER_SMALL_TRAINING, train_seconds=1.0)

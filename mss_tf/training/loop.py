@@ -16,11 +16,12 @@ One training step, in a `tf.function` (the forward and backward pass optionally 
 
 Around it: the learning rate ``lr x lr_decay ** (epoch // lr_decay_epochs)`` set at each epoch,
 validation every epoch (loss, per-target uSDR and energy ratio, `mss_tf.training.health`), early
-stopping on the validation loss, checkpoints of the whole training state (model, dropout
-generator states, optimizer with its loss scale, global step, epoch, early-stopping state,
-non-finite counters, the running epoch loss) every ``checkpoint_every`` steps and at each epoch
-under ``run_dir/checkpoints`` and the best validation state under ``run_dir/best``, per-epoch
-records in ``metrics.jsonl`` and TensorBoard under ``run_dir/logs``.
+stopping on the smoothed validation loss (`mss_tf.training.stopping`), checkpoints of the whole
+training state (model, dropout generator states, optimizer with its loss scale, global step,
+epoch, early-stopping state, non-finite counters, the running epoch loss) every
+``checkpoint_every`` steps and at each epoch under ``run_dir/checkpoints`` and the best validation
+state under ``run_dir/best``, per-epoch records in ``metrics.jsonl`` and TensorBoard under
+``run_dir/logs``.
 
 The data position is the global step: a training stream built by
 `mss_tf.data.pipeline.make_dataset(start=global_step * batch_size)` yields exactly the examples
@@ -50,12 +51,13 @@ from mss_tf.config import TrainConfig
 from mss_tf.data.pipeline import distribute
 from mss_tf.errors import CheckpointError, DamagedCheckpointError, TrainingError
 from mss_tf.losses import get_loss
-from mss_tf.training import health, summaries
+from mss_tf.training import health, stopping, summaries
 from mss_tf.training.distribute import check_batch, is_chief, worker_id
 
 __all__ = ["BEST", "CHECKPOINTS", "METRICS", "Trainer", "model_variables", "restore_weights"]
 
 METRICS = "metrics.jsonl"
+STOPPING_KEY = "smoothed_loss/.ATTRIBUTES/VARIABLE_VALUE"  # in checkpoints that hold the stopping state
 PROGRESS_EVERY = 20  # steps between progress-bar loss readouts (each one syncs with the device)
 
 # A training stream: a dataset, or a function from the stream position (examples already
@@ -110,6 +112,10 @@ class Trainer:
             self.epoch_steps = counter("epoch_finite_steps")
             self.epoch_loss = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch_loss_sum")
             self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_valid_loss")
+            # the early-stopping rule's smoothed loss and its best (stale_epochs counts epochs without progress)
+            self.smoothed_loss = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="smoothed_valid_loss")
+            self.smoothing_weight = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="smoothing_weight")
+            self.best_smoothed_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_smoothed_loss")
             # consecutive epochs each target's estimate stayed nearly silent (checkpointed, so a
             # resumed run keeps counting)
             self.low_energy_epochs = tf.Variable(
@@ -240,18 +246,27 @@ class Trainer:
         if self.checkpoint is None:
             # a run resumed from a checkpoint of the older, positional layout keeps that layout
             self.weight_layout = self._saved_layout()
-            self.checkpoint = tf.train.Checkpoint(
-                model=model_variables(self.model, self.weight_layout), model_rng=rng_variables(self.model), optimizer=self.optimizer,
-                global_step=self.global_step, epoch=self.epoch, best_loss=self.best_loss,
-                stale_epochs=self.stale_epochs, low_energy_epochs=self.low_energy_epochs,
-                nonfinite_total=self.nonfinite_total, nonfinite_streak=self.nonfinite_streak,
-                epoch_loss=self.epoch_loss, epoch_steps=self.epoch_steps,
-            )
+            self.checkpoint = tf.train.Checkpoint(**self._state_objects())
             if self.chief:
                 self.manager = tf.train.CheckpointManager(
                     self.checkpoint, str(self.run_dir / CHECKPOINTS), max_to_keep=self.config.keep_checkpoints
                 )
                 self.best_manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / BEST), max_to_keep=1)
+
+    def _state_objects(self, stopping_state: bool = True) -> dict[str, Any]:
+        """What a checkpoint holds; without `stopping_state`, as checkpoints written before the
+        smoothed early-stopping state existed."""
+        objects = dict(
+            model=model_variables(self.model, self.weight_layout), model_rng=rng_variables(self.model), optimizer=self.optimizer,
+            global_step=self.global_step, epoch=self.epoch, best_loss=self.best_loss,
+            stale_epochs=self.stale_epochs, low_energy_epochs=self.low_energy_epochs,
+            nonfinite_total=self.nonfinite_total, nonfinite_streak=self.nonfinite_streak,
+            epoch_loss=self.epoch_loss, epoch_steps=self.epoch_steps,
+        )
+        if stopping_state:
+            objects.update(smoothed_loss=self.smoothed_loss, smoothing_weight=self.smoothing_weight,
+                           best_smoothed_loss=self.best_smoothed_loss)
+        return objects
 
     def _saved_layout(self) -> str:
         """How the newest readable checkpoint of the run keys its weights (PATHS for a new run)."""
@@ -278,8 +293,14 @@ class Trainer:
             try:
                 check_weights(path, model_variables(self.model, self.weight_layout),
                               f"the weights of a {self.config.model} run with this configuration")
-                status = restore_checkpoint(self.checkpoint, path)
+                current = STOPPING_KEY in tf.train.load_checkpoint(path).get_variable_to_shape_map()
+                checkpoint = self.checkpoint if current else tf.train.Checkpoint(**self._state_objects(stopping_state=False))
+                status = restore_checkpoint(checkpoint, path)
                 status.assert_existing_objects_matched()
+                if not current:  # an older run: its smoothed loss starts again, from its best loss
+                    self.smoothed_loss.assign(math.nan)
+                    self.smoothing_weight.assign(0.0)
+                    self.best_smoothed_loss.assign(self.best_loss)
             except DamagedCheckpointError as exc:
                 self.damaged.append(exc)
                 continue
@@ -364,6 +385,8 @@ class Trainer:
         written to the run directory before: a mismatched one stays untouched).
         """
         config = self.config
+        if config.steps_per_epoch is None:
+            raise TrainingError("steps_per_epoch is not set: TrainConfig.set_epoch_length sizes it by the training data")
         make_stream = train_data if callable(train_data) else None
         first_ds = make_stream(0) if make_stream else train_data
         spec = first_ds.element_spec[0]
@@ -387,7 +410,8 @@ class Trainer:
         writer = tf.summary.create_file_writer(log_dir) if self.chief else tf.summary.create_noop_writer()
         started = time.monotonic()
         history: list[dict[str, Any]] = []
-        spe, epochs = int(config.steps_per_epoch), int(config.epochs)  # type: ignore[arg-type]
+        spe, epochs = int(config.steps_per_epoch), int(config.epochs)
+        rule = self.stopping_rule()
         first_epoch = int(self.epoch.numpy())
         in_epoch = max(0, min(step - first_epoch * spe, spe))
         for epoch in range(first_epoch, epochs):
@@ -443,17 +467,16 @@ class Trainer:
                 record.update(valid)
                 warnings = self._dead_target_warnings(record.get("energy_ratio", {}))
             monitored = record.get("valid_loss", record["train_loss"])
-            improved = math.isfinite(monitored) and monitored < float(self.best_loss.numpy())
+            decision = stopping.update(rule, self._stopping_state(), monitored)
+            self._set_stopping_state(decision.state)
             self.epoch.assign(epoch + 1)
-            if improved:
-                self.best_loss.assign(monitored)
-                self.stale_epochs.assign(0)
-            else:
-                self.stale_epochs.assign_add(1)
             self._save()
-            if improved:
+            if decision.best:
                 self._save(best=True)
-            record["best_valid_loss" if valid_ds is not None else "best_train_loss"] = float(self.best_loss.numpy())
+            name = "valid_loss" if valid_ds is not None else "train_loss"
+            record[f"best_{name}"] = decision.state.best_loss
+            record[f"smoothed_{name}"] = decision.state.smoothed
+            record["stale_epochs"] = decision.state.stale_epochs
             if self.chief:
                 with writer.as_default(step=epoch + 1):
                     self._epoch_summaries(record, example)
@@ -463,14 +486,39 @@ class Trainer:
             log(_format_record(record))
             for warning in warnings:
                 log(warning)
-            if int(self.stale_epochs.numpy()) >= config.early_stopping_patience:
-                log(f"early stopping: no improvement for {config.early_stopping_patience} epochs")
+            if decision.stop:
+                log(f"early stopping: the smoothed {name.replace('_', ' ')} (EMA {rule.smoothing:g}) has not improved "
+                    f"by {100 * rule.min_delta:g}% of its best ({decision.state.best_smoothed:.4f}) for {rule.patience} "
+                    f"epochs; the best checkpoint ({name.replace('_', ' ')} {decision.state.best_loss:.4f}) is in "
+                    f"{self.run_dir / BEST}")
                 break
             if config.max_minutes and time.monotonic() - started > 60 * config.max_minutes:
                 log(f"stopping: --max-minutes {config.max_minutes} reached")
                 break
         writer.close()
         return history
+
+    def stopping_rule(self) -> stopping.StoppingRule:
+        """The early-stopping rule of the run's config."""
+        config = self.config
+        return stopping.StoppingRule(patience=int(config.early_stopping_patience),
+                                     min_delta=float(config.early_stopping_min_delta),
+                                     smoothing=float(config.early_stopping_smoothing))
+
+    def _stopping_state(self) -> stopping.StoppingState:
+        return stopping.StoppingState(
+            best_loss=float(self.best_loss.numpy()), smoothed=float(self.smoothed_loss.numpy()),
+            weight=float(self.smoothing_weight.numpy()),
+            best_smoothed=float(self.best_smoothed_loss.numpy()), stale_epochs=int(self.stale_epochs.numpy()),
+            epochs=int(self.epoch.numpy()),
+        )
+
+    def _set_stopping_state(self, state: stopping.StoppingState) -> None:
+        self.best_loss.assign(state.best_loss)
+        self.smoothed_loss.assign(state.smoothed)
+        self.smoothing_weight.assign(state.weight)
+        self.best_smoothed_loss.assign(state.best_smoothed)
+        self.stale_epochs.assign(state.stale_epochs)
 
     def _check_nonfinite(self, step: int) -> None:
         streak = int(self.nonfinite_streak.numpy())
@@ -491,7 +539,7 @@ class Trainer:
             tf.summary.scalar("train/loss_scale", self.optimizer.dynamic_scale)
 
     def _epoch_summaries(self, record: dict[str, Any], example: tuple[tf.Tensor, ...] | None) -> None:
-        for key in ("train_loss", "valid_loss", "learning_rate", "input_wait"):
+        for key in ("train_loss", "valid_loss", "smoothed_valid_loss", "learning_rate", "input_wait"):
             if key in record and math.isfinite(record[key]):
                 tf.summary.scalar(key, record[key])
         for key in ("valid_usdr", "energy_ratio"):

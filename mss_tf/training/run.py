@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from mss_tf.config import TrainConfig
 from mss_tf.data.online import OnlineAugmentConfig
-from mss_tf.data.pipeline import PipelineConfig, make_dataset
+from mss_tf.data.pipeline import PipelineConfig, make_dataset, validation_dataset
 from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset, settings_key
 from mss_tf.data.quality import targets_config
 from mss_tf.data import musdb
@@ -145,7 +145,11 @@ def ensure_shards(config: TrainConfig, data_root: Path | None, shard_dir: Path |
 
 def make_datasets(config: TrainConfig, shard_dir: Path) -> tuple[Callable[[int], tf.data.Dataset], tf.data.Dataset | None]:
     """The training stream as a function of its position (a resumed run starts where it stopped)
-    and the validation dataset (None when the shards have no valid/ split)."""
+    and the validation set (`validation_dataset`: every stored crop of every validation track,
+    whole; None when the shards have no valid/ split).
+
+    A config whose preset sizes epochs by the data gets its `steps_per_epoch` here: one pass over
+    the training crops (`TrainConfig.set_epoch_length`)."""
     spec = config.spectrogram
     pipeline = PipelineConfig(
         batch_size=int(config.batch_size),  # type: ignore[arg-type]
@@ -154,13 +158,14 @@ def make_datasets(config: TrainConfig, shard_dir: Path) -> tuple[Callable[[int],
     )
     targets = list(config.targets or [])
     channels = config.channels
-    read_manifest(shard_dir / "train", spec, targets, channels=channels)  # a mismatched folder fails here, not in fit
+    manifest = read_manifest(shard_dir / "train", spec, targets, channels=channels)  # a mismatched folder fails here
+    config.set_epoch_length(int(manifest["n_examples"]), len(manifest["tracks"]))
     train_data = lambda start: make_dataset(  # noqa: E731
         shard_dir / "train", spec, targets, pipeline, training=True, seed=config.seed, start=start, channels=channels
     )
     valid_ds = None
     if (shard_dir / "valid").is_dir():
-        valid_ds = make_dataset(shard_dir / "valid", spec, targets, pipeline, training=False, channels=channels)
+        valid_ds = validation_dataset(shard_dir / "valid", spec, targets, int(config.batch_size), channels=channels)  # type: ignore[arg-type]
     return train_data, valid_ds
 
 
@@ -204,7 +209,9 @@ def train_run(
             config.save(run_dir)
         log(f"training {config.model} on {strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
             f"global batch {config.batch_size}, {config.precision}{', XLA' if config.jit_compile else ''}"
-            f"{', deterministic' if config.deterministic else ''}, seed {config.seed}")
+            f"{', deterministic' if config.deterministic else ''}, seed {config.seed}, epochs of "
+            f"{config.steps_per_epoch} steps (at most {config.epochs}), early stopping after {config.early_stopping_patience} "
+            f"epochs without progress")
 
     history = trainer.fit(train_data, valid_ds, progress=progress, log=log, on_start=start)
     params = model_parameters(model)
