@@ -22,7 +22,9 @@ the reference's `use_torch_checkpoint=True`).
 
 Every variant and the reference run in their own worker processes (peak RSS is per process) that
 take turns, one call each per round, so a slow spell of the shared machine hits all alike; PyTorch
-with torch.set_num_threads(cores), TensorFlow with its default threads (one per core). Workers
+with torch.set_num_threads(N), TensorFlow with N intra- and inter-op threads (TF_NUM_*_THREADS=N; N:
+--threads, default the machine's cores; 1 lets another job use the other core without either side
+sharing its core). Workers
 return freed memory to the system after each call (malloc_trim), so idle ones hold little.
 
 Writes benchmarks/results/roformer.json, the "BS-RoFormer against PyTorch
@@ -152,9 +154,10 @@ def compare(mode: str, labels: list[str], rounds: int, args: argparse.Namespace)
     """Start a worker per TensorFlow variant and one for the reference, then `rounds` rounds in
     which each takes one timed call in turn. Returns per-entry times, first call and peak RSS."""
     script = str(Path(__file__).resolve())
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_NUM_INTRAOP_THREADS": str(args.threads),
+           "TF_NUM_INTEROP_THREADS": str(args.threads)}
     entries: dict[str, Worker] = {}
-    threads = os.cpu_count() or 2
+    threads = args.threads
     variants = {v[0]: v for v in (FORWARD_VARIANTS if mode == "forward" else TRAIN_VARIANTS)}
     for label in labels:  # one at a time: a worker's first call (tracing, compiling) runs alone
         print(f"{mode}: starting {label}", flush=True)
@@ -293,7 +296,8 @@ def render(results: dict[str, Any], readme: bool = False) -> str:
         lines.append(f"Paper-size `bs-roformer` against the PyTorch reference it was ported from "
                      f"({info['date']}, {info['cores']} cores of {info['cpu']}, `benchmarks/roformer.py`; "
                      "medians of interleaved rounds, each side in its own process, PyTorch with "
-                     f"torch.set_num_threads({info['cores']})): {summary(results)}")
+                     f"torch.set_num_threads({results['threads']}), TensorFlow {results['threads']} intra-op "
+                     f"thread(s)): {summary(results)}")
         return "\n".join(lines)
     lines += [machine_line(info) + ("  (`--quick` run)" if results["quick"] else ""), "",
               "Paper-size `bs-roformer` (D 384, 6 blocks of a time and a band transformer, 8 heads of 64, 62 bands, "
@@ -301,8 +305,8 @@ def render(results: dict[str, Any], readme: bool = False) -> str:
               f"`BSRoformer` in the same configuration (`benchmarks/peer_roformer.py`, commit {results['reference_commit']}), "
               "on this CPU. Each TensorFlow variant and the reference run in their own processes and take turns, one "
               "call each per round; median and range over the rounds; peak RSS of each process (the model, its "
-              f"inputs and everything the call allocates). PyTorch with torch.set_num_threads({info['cores']}), "
-              "TensorFlow with one intra-op thread per core.", ""]
+              f"inputs and everything the call allocates). PyTorch with torch.set_num_threads({results['threads']}), "
+              f"TensorFlow with {results['threads']} intra-op thread(s) (`--threads`).", ""]
     if results.get("forward"):
         result = results["forward"]
         lines += [f"Forward pass of one 8 s stereo chunk, audio in, audio out (ours: `separate_chunks`, STFT -> model "
@@ -355,6 +359,8 @@ def main() -> None:
     parser.add_argument("--reference-repo", type=Path, default=None,
                         help="work tree or extracted copy of ZFTurbo/Music-Source-Separation-Training")
     parser.add_argument("--reference-commit", default=None, help="the commit that copy is of (read with git if a work tree)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                        help="threads of each side: torch.set_num_threads and TF_NUM_INTRAOP_THREADS (default: the cores)")
     parser.add_argument("--forward-rounds", type=int, default=5)
     parser.add_argument("--train-rounds", type=int, default=3)
     parser.add_argument("--forward-variants", nargs="*", default=None, help="labels (default: all)")
@@ -375,7 +381,7 @@ def main() -> None:
         return
     if args.quick:
         args.seconds, args.forward_rounds, args.train_rounds = 1.0, 1, 1
-    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "seconds": args.seconds,
+    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "seconds": args.seconds, "threads": args.threads,
                                "reference_commit": reference_commit(args.reference_repo, args.reference_commit)}
     if not args.no_forward:
         labels = args.forward_variants or [v[0] for v in FORWARD_VARIANTS]

@@ -162,7 +162,10 @@ PRESETS.update(_bsrnn_pair(
 # n_fft 2048, hop 512), one target per model as `bsrnn` (`--model-arg targets=[...]` adds heads).
 _ROFORMER_PAPER = {"targets": ["vocals"], "channels": 2, "dim": 384, "depth": 6, "time_transformer_depth": 1,
                    "freq_transformer_depth": 1, "heads": 8, "dim_head": 64, "attn_dropout": 0.1, "ff_dropout": 0.1,
-                   "mask_estimator_depth": 2}
+                   "mask_estimator_depth": 2, "gradient_checkpointing": True}
+# gradient_checkpointing: each transformer's activations are recomputed in the backward pass (the
+# reference's use_torch_checkpoint): kept, a step at batch 2 x 8 s needs more memory than a 24 GB
+# machine (or GPU) has; recomputed, it fits (peak RSS in benchmarks/roformer.py).
 # Training: Adam at 5e-4, the BS-RoFormer paper's learning rate, no weight decay (the loop's is
 # coupled L2, not a decoupled AdamW decay), 8 s crops (the paper's training segments); batch 2,
 # global-norm clipping at 5 and epochs of 10,000 steps as `bsrnn`, since the paper's batch and
@@ -179,7 +182,8 @@ _ROFORMER_TRAINING = TrainingDefaults(batch_size=2, learning_rate=5e-4, clip_nor
 # Nyquist (52 bands: `bands.bs_roformer_bands`); Mel: 45 mel bands, the mel width of the paper's
 # 60 bands at 44.1 kHz, up to 8 kHz.
 _ROFORMER_SMALL = {**_ROFORMER_PAPER, "targets": list(TARGETS), "channels": 1, "dim": 48, "depth": 2, "heads": 4,
-                   "dim_head": 12, "attn_dropout": 0.0, "ff_dropout": 0.0, "mlp_expansion_factor": 2}
+                   "dim_head": 12, "attn_dropout": 0.0, "ff_dropout": 0.0, "mlp_expansion_factor": 2,
+                   "gradient_checkpointing": False}
 _ROFORMER_SMALL_TRAINING = dataclasses.replace(_ROFORMER_TRAINING, train_seconds=3.0, epochs=200, steps_per_epoch=None)
 # Unit-test size: D = 16, one block, 2 heads of 8, the small presets' STFT and bands (Mel: 16 bands), 1 s crops.
 _ROFORMER_TINY = {**_ROFORMER_SMALL, "targets": ["vocals"], "dim": 16, "depth": 1, "heads": 2, "dim_head": 8}
