@@ -6,6 +6,7 @@ on two pytest workers side by side.)"""
 import json
 
 import numpy as np
+import pytest
 
 from tests.test_cli import assert_one_line_error, run_cli, run_main
 
@@ -32,6 +33,7 @@ def test_nmf_baseline_fits_and_evaluates_through_the_clis(tone_musdb, tmp_path, 
     assert (run / "nmf.npz").stat().st_mtime_ns == fitted
 
 
+@pytest.mark.slow  # 40 s (BSRNN-SE graphs, museval): the stereo BSRNN run of test_training covers train.py with BSRNN
 def test_bsrnn_se_tiny_trains_and_evaluates_through_the_clis(tone_musdb, tmp_path):
     env = {"MSS_TF_DATA": str(tmp_path / "data")}
     run = tmp_path / "bsrnn"

@@ -178,6 +178,7 @@ def test_saved_model_cli_lists_the_signature(exports):
     assert "['stems']" in outputs and "DT_FLOAT" in outputs and "shape: (4, -1, -1)" in outputs
 
 
+@pytest.mark.slow  # 20 s: float32 exports are tested above, bfloat16 training in test_loop
 def test_train_export_of_a_bfloat16_run_is_float32(tmp_path):
     """`train.py --export` after 2 steps in mixed_bfloat16: a float32 export of the best checkpoint."""
     musdb = write_tone_musdb(tmp_path / "musdb", 3.0, n_train=2)
