@@ -11,7 +11,7 @@ DEMO_REPORT ?= runs/demo-report
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference convert-deps demo report study test test-slow lint bench bench-quick clean
+.PHONY: setup ffmpeg torch-reference convert-deps demo report study test test-slow lint bench bench-roformer bench-quick clean
 
 setup: $(STAMP) ffmpeg
 
@@ -96,6 +96,16 @@ bench: setup torch-reference
 	$(PY) benchmarks/training.py $(PEER_ARG)
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/evaluation.py
+
+# the paper-size BS-RoFormer against the PyTorch code it was ported from (a work tree or extracted
+# copy of ZFTurbo/Music-Source-Separation-Training: REFERENCE_REPO=DIR); the torch venv gets the
+# reference's imports; ROFORMER_ARGS e.g. "--threads 1 --train-seconds 3"
+ROFORMER_ARGS ?=
+REFERENCE_REQ ?= einops==0.8.2 beartype==0.23.1 rotary-embedding-torch==0.9.1 PyYAML==6.0.4
+bench-roformer: setup torch-reference
+	@test -n "$(REFERENCE_REPO)" || (echo "error: set REFERENCE_REPO to a copy of ZFTurbo/Music-Source-Separation-Training" >&2; exit 2)
+	$(TORCH_VENV)/bin/python -m pip install --quiet $(REFERENCE_REQ)
+	$(PY) benchmarks/roformer.py --torch-python $(TORCH_VENV)/bin/python --reference-repo $(REFERENCE_REPO) $(ROFORMER_ARGS)
 
 bench-quick: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py --quick
