@@ -300,8 +300,8 @@ def _verdict(entry: dict[str, Any]) -> str:
 def markdown(data: dict[str, Any]) -> str:
     info = data["machine"]
     parts = [machine_line(info), (
-        "`benchmarks/early_stopping.py`, seed 0, one run at a time under `nice -n 19` with "
-        "`TF_NUM_INTRAOP_THREADS=1` on a machine shared with other jobs (so the steps a budget buys vary "
+        "`benchmarks/early_stopping.py`, seed 0, one run at a time with "
+        "`TF_NUM_INTRAOP_THREADS=1` (niced, or pinned to one core) on a machine shared with other jobs (so the steps a budget buys vary "
         "between runs). **default**: `train.py --model M --max-minutes T` with every other setting the "
         "preset's (epochs sized by the data, validation on every stored crop of the validation songs, the "
         "smoothed stopping rule); **continued**: the default run resumed with `--patience 1000` for the rest of "
