@@ -231,6 +231,7 @@ def test_resample_length_and_identity(n):
     assert audio_io.resample(audio, SR, SR) is audio
 
 
+@pytest.mark.slow  # importing librosa takes 20 s of the default run; lengths and identity are tested above
 @pytest.mark.parametrize("n, orig, target", [(44100 * 2 + 7, SR, 16000), (16000 + 3, 16000, 44100), (9, SR, 16000)])
 def test_resample_gives_librosas_soxr_hq_samples(n, orig, target):
     # soxr called directly, without librosa's import: the same samples as librosa's "soxr_hq",

@@ -61,7 +61,8 @@ def _run_script(body, timeout=300, env=None):
     return result.stdout
 
 
-@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+# float32 trains in every other test of the loop: its own case runs in make test-slow
+@pytest.mark.parametrize("precision", [pytest.param("float32", marks=pytest.mark.slow), "mixed_float16", "mixed_bfloat16"])
 def test_every_precision_policy_trains(tmp_path, precision):
     trainer = _trainer(tmp_path, precision)
     assert trainer.model.layers[0].compute_dtype == {"float32": "float32", "mixed_float16": "float16",
@@ -240,6 +241,8 @@ def test_the_smoothed_rule_stops_late_and_its_state_resumes(tmp_path):
     assert rest[0]["smoothed_valid_loss"] == pytest.approx(rest[0]["valid_loss"])  # a new average from epoch 5
 
 
+@pytest.mark.slow  # 35-65 s (BSRNN graphs traced per replica); tests/test_distribute.py splits batches over
+# two CPU replicas and the two-worker test below trains under a tf.distribute strategy in the default run
 def test_mirrored_strategy_over_two_cpus_follows_the_default_strategy(tmp_path):
     out = _run_script(f"""
         import json, keras, numpy as np, tensorflow as tf
@@ -286,6 +289,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # 30 s of two worker processes: make test-slow
 def test_two_workers_on_localhost_train_together_to_identical_weights(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

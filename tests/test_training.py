@@ -333,6 +333,8 @@ def test_a_sparse_source_20_db_quieter_is_separated_not_silenced(tmp_path):
     assert final["valid_usdr"]["dense"] > 20.0, history  # the mixture alone scores 20 dB here
 
 
+@pytest.mark.slow  # 35 s; stereo shards, training and separation are covered in the default run by
+# test_prepare (stereo shards), test_loop (a stereo RoFormer step) and test_convert_runs (stereo separation)
 def test_stereo_bsrnn_prepares_trains_validates_and_resumes(tone_musdb, tmp_path, monkeypatch):
     """`bsrnn-tiny` with channels=2 trains on stereo shards of its own (both channels at once)."""
     from mss_tf.data.prepare import CropConfig, PrepareConfig, prepare_dataset

@@ -125,6 +125,7 @@ def test_show_search_space_and_bad_input_are_one_line_errors(tmp_path, monkeypat
 # ---------------------------------------------------------------- searches
 
 
+@pytest.mark.slow  # 35 s: the search itself runs in the default test below (a failed trial); this is its CLI end to end
 def test_unet_search_through_the_cli_writes_the_summary_and_the_best_config_trains(data, tmp_path):
     root, _ = data
     env = {"MSS_TF_DATA": str(tmp_path / "data")}
