@@ -51,3 +51,24 @@ def write_tone_musdb(root: Path, seconds: float, n_train: int = 3) -> Path:
 def tone_musdb(tmp_path: Path) -> Path:
     """MUSDB18-HQ layout: 3 train tracks, 1 test track, 4 s each."""
     return write_tone_musdb(tmp_path / "musdb", 4.0)
+
+
+
+# Files whose tests take minutes (a module fixture that trains): under `pytest -n 2 --dist loadfile`
+# a worker starts them first while the other works through the rest, instead of one worker running
+# them alone at the end (xdist hands out files with the most tests first).
+FIRST_FILES = ("tests/test_end_to_end.py", "tests/test_study.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongFilesFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node: object) -> None:
+            for path in reversed(FIRST_FILES):
+                if path in self.workqueue:
+                    self.workqueue.move_to_end(path, last=False)
+            super()._assign_work_unit(node)
+
+    return LongFilesFirst(config, log) if config.getvalue("dist") == "loadfile" else None
