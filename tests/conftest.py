@@ -54,10 +54,10 @@ def tone_musdb(tmp_path: Path) -> Path:
 
 
 
-# Files whose tests take minutes (a module fixture that trains): under `pytest -n 2 --dist loadfile`
+# Files whose tests take minutes (the end-to-end module fixture trains a U-Net): under `pytest -n 2 --dist loadfile`
 # a worker starts them first while the other works through the rest, instead of one worker running
 # them alone at the end (xdist hands out files with the most tests first).
-FIRST_FILES = ("tests/test_end_to_end.py", "tests/test_study.py")
+FIRST_FILES = ("tests/test_end_to_end.py",)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -43,6 +43,7 @@ def test_the_plan_trains_every_model_per_seed_and_the_ablation_variants():
         plan(build_parser().parse_args(["--models", "unet", "no-such-model"]))
 
 
+@pytest.mark.slow  # 70-130 s (two trainings, their evaluations, the oracle and the mixture, twice): make test-slow
 def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path, monkeypatch):
     root = write_tone_musdb(tmp_path / "musdb", 7.0)
     out = tmp_path / "study"
