@@ -107,13 +107,13 @@ class ExportModule(tf.Module):
         with tf.control_dependencies([tf.debugging.assert_less_equal(tf.shape(waves)[-2], 2, message=self._refusal)]):
             return tf.identity(waves)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")], autograph=False)
     def serve(self, waveform: tf.Tensor) -> dict[str, tf.Tensor]:
         """waveform (channels, samples) at the model rate -> {"stems": (targets, channels, samples)}."""
         stems = overlap_add_graph(self._plan, self._separate, self._checked(waveform), self._n_targets)
         return {"stems": tf.ensure_shape(stems, [self._n_targets, None, None])}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="pieces")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32, name="pieces")], autograph=False)
     def separate_chunks(self, pieces: tf.Tensor) -> dict[str, tf.Tensor]:
         """pieces (k, channels, samples) -> {"stems": (k, targets, channels, samples)}: one model call."""
         return {"stems": tf.ensure_shape(self._separate(self._checked(pieces)), [None, self._n_targets, None, None])}

@@ -81,3 +81,39 @@ def test_bad_options_raise():
         UNet(filters=[8, 16])
     with pytest.raises(ConfigError, match="unknown model"):
         build_model("transformer")
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_fused_batch_norm_is_keras_batch_norm(policy):
+    """The U-Net's fused batch normalisation: Keras' outputs, input gradients and moving statistics
+    (biased batch variance) in training and inference, with the same variables, so a checkpoint
+    of either loads into the other."""
+    import keras
+
+    from mss_tf.models.unet import FusedBatchNormalization
+
+    x = tf.random.stateless_normal([3, 7, 10, 5], seed=[2, 3]) * 4.0 + 1.5
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        plain, fused = keras.layers.BatchNormalization(momentum=0.5), FusedBatchNormalization(momentum=0.5)
+        plain.build(x.shape)
+        fused.build(x.shape)
+        assert [v.path.split("/")[-1] for v in fused.weights] == [v.path.split("/")[-1] for v in plain.weights]
+        fused.set_weights([w + 0.1 * i for i, w in enumerate(plain.get_weights())])
+        plain.set_weights(fused.get_weights())
+        for training in (True, True, False):
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch(x)
+                outputs = [layer(tf.cast(x, layer.compute_dtype), training=training) for layer in (plain, fused)]
+                losses = [tf.reduce_sum(tf.cast(y, tf.float32) ** 3) for y in outputs]
+            assert outputs[1].dtype == outputs[0].dtype
+            tol = 1e-5 if policy == "float32" else 2e-2
+            np.testing.assert_allclose(outputs[1].numpy().astype(np.float32), outputs[0].numpy().astype(np.float32),
+                                       atol=tol, rtol=tol)
+            np.testing.assert_allclose(tape.gradient(losses[1], x), tape.gradient(losses[0], x), rtol=max(tol, 1e-4),
+                                       atol=max(tol, 1e-3))
+            for a, b in zip(fused.get_weights(), plain.get_weights()):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # gamma, beta and the moving statistics
+        assert not np.allclose(fused.moving_variance.numpy(), 1.0 + 0.3)  # the statistics did move
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -313,8 +313,10 @@ class Separator(WaveformSeparator):
         self.chunks_per_call = int(chunks_per_call)
         self.wiener_iterations = int(wiener_iterations)
         self.name = name or model.name
+        # autograph off (as the training step and the export): the models and the chunk engine are
+        # written with explicit TensorFlow control flow, and converting their Python costs seconds a trace
         self._separate_chunks = tf.function(functools.partial(separate_chunks, model, stft_config),
-                                            reduce_retracing=True)
+                                            reduce_retracing=True, autograph=False)
 
     @classmethod
     def from_run(

@@ -159,7 +159,7 @@ def _fit_block(beta: float, eps: float) -> Callable[..., tuple[tf.Tensor, tf.Ten
     """
     matrix = tf.TensorSpec([None, None], tf.float64)
 
-    @tf.function(input_signature=[matrix, matrix, matrix, tf.TensorSpec([], tf.int32)])
+    @tf.function(input_signature=[matrix, matrix, matrix, tf.TensorSpec([], tf.int32)], autograph=False)
     def block(v: tf.Tensor, w: tf.Tensor, h: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, ...]:
         def body(i: tf.Tensor, w: tf.Tensor, h: tf.Tensor, losses: tf.TensorArray) -> tuple[Any, ...]:
             h = update_activations(v, w, h, beta, eps)
