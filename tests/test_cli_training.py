@@ -19,7 +19,7 @@ def test_nmf_baseline_fits_and_evaluates_through_the_clis(tone_musdb, tmp_path, 
                       "--model-arg", "separate_iterations=20", env_extra=env)
     assert trained.returncode == 0, trained.stderr
     assert (run / "nmf.npz").is_file() and json.loads((run / "config.json").read_text())["model_kwargs"]["rank"] == 4
-    evaluated = run_cli("evaluate.py", "--run", run, "--quiet", env_extra=env)
+    evaluated = run_main("evaluate.py", ["--run", run, "--quiet", "--fast"], monkeypatch, capsys, env_extra=env)
     assert evaluated.returncode == 0, evaluated.stderr
     results = json.loads((run / "results.json").read_text())
     assert results["model"] == "nmf" and results["params"] == 513 * 4 * 4

@@ -184,10 +184,10 @@ def test_tradeoff_labels_of_close_points_do_not_overlap():
     assert all(b - a >= 11.0 for a, b in zip(tops, tops[1:])), tops
 
 
-def test_evaluate_cli_mixture_oracle_and_compare(eval_musdb, tmp_path):
+def test_evaluate_cli_mixture_oracle_and_compare(eval_musdb, tmp_path, monkeypatch, capsys):
     env = {"MSS_TF_DATA": str(tmp_path / "data")}
-    mix = run_cli("evaluate.py", "--mixture", "--musdb-root", eval_musdb, "--out", tmp_path / "mix", "--quiet",
-                  "--tracks", "song 1", "--max-seconds", 2, "--workers", 2, env_extra=env)
+    mix = run_main("evaluate.py", ["--mixture", "--musdb-root", eval_musdb, "--out", tmp_path / "mix", "--quiet",
+                                   "--tracks", "song 1", "--max-seconds", 2, "--workers", 2], monkeypatch, capsys, env_extra=env)
     assert mix.returncode == 0, mix.stderr
     results = json.loads((tmp_path / "mix" / "results.json").read_text())
     assert [r["track"] for r in results["tracks"]] == ["song 1"] and results["max_seconds"] == 2
@@ -196,13 +196,15 @@ def test_evaluate_cli_mixture_oracle_and_compare(eval_musdb, tmp_path):
         assert results["targets"][target]["usdr"] == pytest.approx(results["baseline"]["targets"][target]["usdr"])
         assert np.isfinite(results["targets"][target]["csdr"])
     assert "cSDR" in mix.stdout and "accompaniment" in mix.stdout
-    oracle = run_cli("evaluate.py", "--oracle", "irm2", "--preset", "unet", "--musdb-root", eval_musdb,
-                     "--out", tmp_path / "oracle", "--quiet", "--tracks", "1", "--usdr-only", env_extra=env)
+    oracle = run_main("evaluate.py", ["--oracle", "irm2", "--preset", "unet", "--musdb-root", eval_musdb,
+                                      "--out", tmp_path / "oracle", "--quiet", "--tracks", "1", "--usdr-only"], monkeypatch, capsys,
+                      env_extra=env)
     assert oracle.returncode == 0, oracle.stderr
     oracle_results = json.loads((tmp_path / "oracle" / "results.json").read_text())
     assert oracle_results["model"] == "oracle IRM2 (unet STFT)" and "csdr" not in oracle_results["targets"]["bass"]
     assert oracle_results["average"]["usdr"] > results["average"]["usdr"] + 10
-    compared = run_cli("evaluate.py", "--compare", tmp_path / "mix", tmp_path / "oracle", "--out", tmp_path / "report")
+    compared = run_main("evaluate.py", ["--compare", tmp_path / "mix", tmp_path / "oracle", "--out", tmp_path / "report"],
+                        monkeypatch, capsys)
     assert compared.returncode == 0, compared.stderr
     assert (tmp_path / "report" / "tradeoff.png").is_file() and "oracle IRM2" in compared.stdout
 

@@ -1,5 +1,8 @@
 """separate.py: any audio file in (wav, flac, mp3, ogg; any rate and channel count; any length),
-one file per stem out, at the input's rate and length; bad files skipped and reported."""
+one file per stem out, at the input's rate and length; bad files skipped and reported.
+
+The command runs in this process (run_main: its main under cli.run, without a Python and TensorFlow
+start-up per call); as its own process it runs in tests/test_threads.py and tests/test_packaging.py."""
 
 import sys
 
@@ -10,7 +13,7 @@ import soundfile
 from mss_tf.export import export_run, load_saved_model
 from mss_tf.inference import Separator, separate_file
 from tests.conftest import REPO
-from tests.test_cli import assert_one_line_error, run_cli, run_main
+from tests.test_cli import assert_one_line_error, run_main
 from tests.test_export import fake_run
 
 
@@ -29,14 +32,14 @@ def _tone(seconds, rate, channels, seed=0):
     return np.stack([wave * (1 - 0.3 * c) for c in range(channels)], axis=1).astype(np.float32)
 
 
-def test_every_format_rate_and_channel_count_gives_stems_of_the_inputs_length(model_dirs, tmp_path):
+def test_every_format_rate_and_channel_count_gives_stems_of_the_inputs_length(model_dirs, tmp_path, monkeypatch, capsys):
     run, _ = model_dirs
     songs = tmp_path / "songs"
     songs.mkdir()
     inputs = {"a.wav": (22050, 2, 3.3), "b.flac": (16000, 1, 2.0), "c.ogg": (44100, 2, 2.5), "d.mp3": (44100, 2, 2.0)}
     for name, (rate, channels, seconds) in inputs.items():
         soundfile.write(songs / name, _tone(seconds, rate, channels), rate)
-    result = run_cli("separate.py", songs, "--model", run, "--out", tmp_path / "out", "--quiet")
+    result = run_main("separate.py", [songs, "--model", run, "--out", tmp_path / "out", "--quiet"], monkeypatch, capsys)
     assert result.returncode == 0, result.stderr
     for name, (rate, channels, _) in inputs.items():
         length = soundfile.info(str(songs / name)).frames
@@ -49,14 +52,14 @@ def test_every_format_rate_and_channel_count_gives_stems_of_the_inputs_length(mo
     assert not list((tmp_path / "out").rglob(".*"))  # no temporary files left
 
 
-def test_run_and_savedmodel_give_the_same_stems_and_flac_and_targets_options(model_dirs, tmp_path):
+def test_run_and_savedmodel_give_the_same_stems_and_flac_and_targets_options(model_dirs, tmp_path, monkeypatch, capsys):
     run, export = model_dirs
     song = tmp_path / "song.wav"
     audio = _tone(9.0, 16000, 2)
     soundfile.write(song, audio, 16000, subtype="FLOAT")
-    from_run = run_cli("separate.py", song, "--model", run, "--out", tmp_path / "run", "--quiet",
-                       "--chunk-seconds", 4, "--overlap", 1)
-    from_export = run_cli("separate.py", song, "--model", export, "--out", tmp_path / "export", "--quiet")
+    from_run = run_main("separate.py", [song, "--model", run, "--out", tmp_path / "run", "--quiet",
+                       "--chunk-seconds", 4, "--overlap", 1], monkeypatch, capsys)
+    from_export = run_main("separate.py", [song, "--model", export, "--out", tmp_path / "export", "--quiet"], monkeypatch, capsys)
     assert from_run.returncode == 0 and from_export.returncode == 0, from_run.stderr + from_export.stderr
     for stem in ("vocals", "drums", "bass", "other"):
         a, _ = soundfile.read(tmp_path / "run" / "song" / f"{stem}.wav", dtype="float32")
@@ -67,8 +70,8 @@ def test_run_and_savedmodel_give_the_same_stems_and_flac_and_targets_options(mod
     got, _ = soundfile.read(tmp_path / "run" / "song" / "bass.wav", dtype="float32")
     np.testing.assert_allclose(got, expected["bass"], atol=1e-6)
     # one more run for --format, --targets and --wiener (with the export)
-    flac = run_cli("separate.py", song, "--model", export, "--out", tmp_path / "flac", "--format", "flac",
-                   "--targets", "vocals", "bass", "--wiener", 1, "--quiet")
+    flac = run_main("separate.py", [song, "--model", export, "--out", tmp_path / "flac", "--format", "flac",
+                   "--targets", "vocals", "bass", "--wiener", 1, "--quiet"], monkeypatch, capsys)
     assert flac.returncode == 0, flac.stderr
     assert sorted(p.name for p in (tmp_path / "flac" / "song").iterdir()) == ["bass.flac", "vocals.flac"]
     assert soundfile.info(str(tmp_path / "flac" / "song" / "bass.flac")).subtype == "PCM_16"
@@ -76,14 +79,14 @@ def test_run_and_savedmodel_give_the_same_stems_and_flac_and_targets_options(mod
     assert filtered.shape == got.shape and not np.allclose(filtered, np.clip(got, -1, 1), atol=1e-3)
 
 
-def test_a_ten_minute_song_is_not_cut(model_dirs, tmp_path):
+def test_a_ten_minute_song_is_not_cut(model_dirs, tmp_path, monkeypatch, capsys):
     # Spleeter cuts at 600 s by default; nothing here does
     run, _ = model_dirs
     song = tmp_path / "long.flac"
     rate = 8000
     audio = _tone(610.0, rate, 1)
     soundfile.write(song, audio, rate)
-    result = run_cli("separate.py", song, "--model", run, "--out", tmp_path / "out", "--targets", "drums", "--quiet")
+    result = run_main("separate.py", [song, "--model", run, "--out", tmp_path / "out", "--targets", "drums", "--quiet"], monkeypatch, capsys)
     assert result.returncode == 0, result.stderr
     info = soundfile.info(str(tmp_path / "out" / "long" / "drums.wav"))
     assert info.frames == audio.shape[0] and info.samplerate == rate
@@ -91,13 +94,13 @@ def test_a_ten_minute_song_is_not_cut(model_dirs, tmp_path):
     assert np.abs(tail).max() > 0  # the last second is separated, not zeros
 
 
-def test_bad_files_are_reported_and_the_others_separated(model_dirs, tmp_path):
+def test_bad_files_are_reported_and_the_others_separated(model_dirs, tmp_path, monkeypatch, capsys):
     run, _ = model_dirs
     good, empty, text = tmp_path / "good.wav", tmp_path / "empty.wav", tmp_path / "notes.mp3"
     soundfile.write(good, _tone(1.0, 16000, 2), 16000)
     empty.write_bytes(b"")
     text.write_text("not audio at all")
-    result = run_cli("separate.py", empty, good, text, "--model", run, "--out", tmp_path / "out", "--quiet")
+    result = run_main("separate.py", [empty, good, text, "--model", run, "--out", tmp_path / "out", "--quiet"], monkeypatch, capsys)
     assert result.returncode == 2
     assert (tmp_path / "out" / "good" / "vocals.wav").is_file()
     assert not (tmp_path / "out" / "empty").exists() and not (tmp_path / "out" / "notes").exists()
