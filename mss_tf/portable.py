@@ -96,20 +96,28 @@ def chunk_graph(model: Any, stft: StaticSTFT, channels: int, n_targets: int) -> 
         if stereo:  # both channels at once: (1, 2, T, F, 2) -> (1, S, 2, T, F, 2)
             estimate = model(spectrum[tf.newaxis], training=False)[0]  # (S, 2, T, F, 2)
             flat = tf.reshape(tf.cast(estimate, tf.float32), [n_targets * channels, t, f, 2])  # (S*C, T, F, 2)
-            return tf.reshape(stft.istft(flat), [n_targets, channels, n], name=OUTPUT)  # (S, C, n)
+            return tf.reshape(stft.istft(flat), [n_targets, channels, n])  # (S, C, n)
         estimate = tf.cast(model(spectrum, training=False), tf.float32)  # (C, S, T, F, 2): channels as batch items
         waves = tf.reshape(stft.istft(tf.reshape(estimate, [channels * n_targets, t, f, 2])), [channels, n_targets, n])
-        return tf.transpose(waves, [1, 0, 2], name=OUTPUT)  # (S, C, n)
+        return tf.transpose(waves, [1, 0, 2])  # (S, C, n)
 
     return separate
 
 
 def frozen_graph(separate: Callable[[tf.Tensor], tf.Tensor]) -> Any:
     """The chunk graph's concrete function with the model's variables made constants (while loops
-    kept as functional While ops, which both converters take)."""
+    kept as functional While ops, which both converters take) and its output tensor named "stems"
+    (the converters name tensors after the graph's nodes)."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    return convert_variables_to_constants_v2(separate.get_concrete_function(), lower_control_flow=False)
+    frozen = convert_variables_to_constants_v2(separate.get_concrete_function(), lower_control_flow=False)
+    graph_def = frozen.graph.as_graph_def()
+    output = frozen.outputs[0].name.split(":")[0]
+    for node in graph_def.node:
+        if node.name == output:  # the function's final Identity, which nothing in the graph reads
+            node.name = OUTPUT
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+    return wrapped.prune(wrapped.graph.get_tensor_by_name(f"{INPUT}:0"), wrapped.graph.get_tensor_by_name(f"{OUTPUT}:0"))
 
 
 def litert_model(frozen: Any, variant: str) -> bytes:
@@ -134,14 +142,14 @@ def _log1p(ctx: Any, node: Any, name: str, args: Any) -> None:
 
 
 def onnx_model(frozen: Any, metadata: dict[str, Any]) -> bytes:
-    """The .onnx bytes of a frozen chunk graph (tf2onnx from its GraphDef, opset ONNX_OPSET), the
-    tensors renamed "waveform" and "stems" and `metadata` in the model's metadata_props."""
+    """The .onnx bytes of a frozen chunk graph (tf2onnx from its GraphDef, opset ONNX_OPSET), with
+    `metadata` in the model's metadata_props."""
     import tf2onnx
 
-    inputs, outputs = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
-    proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs,
-                                              opset=ONNX_OPSET, custom_op_handlers={"Log1p": (_log1p, [])})
-    renames = {inputs[0]: INPUT, outputs[0]: OUTPUT}
+    proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=[f"{INPUT}:0"],
+                                              output_names=[f"{OUTPUT}:0"], opset=ONNX_OPSET,
+                                              custom_op_handlers={"Log1p": (_log1p, [])})
+    renames = {f"{INPUT}:0": INPUT, f"{OUTPUT}:0": OUTPUT}  # tf2onnx keeps TensorFlow's ":0"
     for node in proto.graph.node:
         node.input[:] = [renames.get(name, name) for name in node.input]
         node.output[:] = [renames.get(name, name) for name in node.output]
