@@ -72,13 +72,13 @@ def check_options(fmt: str, variant: str, model_class: str, model: str, model_ch
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     if variant not in FORMAT_VARIANTS[fmt]:
-        raise ConfigError(f"--variant {variant}: a {fmt} export is {' or '.join(FORMAT_VARIANTS[fmt])} "
+        raise ConfigError(f"--variant {variant}: the {fmt} export is {' or '.join(FORMAT_VARIANTS[fmt])} only "
                           f"(float16 and int8 are LiteRT variants)")
     if fmt == "saved_model":
         return
     if model_class not in RUNTIME_KWARGS:
-        raise ConfigError(f"{model}: a {model_class} cannot be exported to {fmt} (it fits per track, outside a "
-                          f"static graph); export it as a SavedModel or use the run directory")
+        raise ConfigError(f"{model} ({model_class}) cannot be exported to {fmt}: it fits per track, outside a "
+                          f"static graph; export it as a SavedModel or use the run directory")
     if channels not in (1, 2):
         raise ConfigError(f"--channels {channels}: a {fmt} export takes 1 or 2 channels")
     if model_channels == 2 and channels != 2:

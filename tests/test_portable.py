@@ -229,9 +229,9 @@ def test_bad_options_fail_before_anything_is_written(tmp_path):
     stereo.mkdir()
     TrainConfig(model="bsrnn-tiny", model_kwargs={"channels": 2}).resolve().save(stereo)
     cases = [
-        (nmf, {"fmt": "litert"}, "nmf: a NMFSeparator cannot be exported to litert"),
-        (nmf, {"fmt": "onnx"}, "nmf: a NMFSeparator cannot be exported to onnx"),
-        (nmf, {"fmt": "onnx", "variant": "int8"}, "--variant int8: a onnx export is float32"),
+        (nmf, {"fmt": "litert"}, "nmf (NMFSeparator) cannot be exported to litert"),
+        (nmf, {"fmt": "onnx"}, "nmf (NMFSeparator) cannot be exported to onnx"),
+        (nmf, {"fmt": "onnx", "variant": "int8"}, "--variant int8: the onnx export is float32 only"),
         (nmf, {"fmt": "saved_model", "variant": "float16"}, "--variant float16"),
         (nmf, {"fmt": "tflite"}, "--format 'tflite'"),
         (stereo, {"fmt": "litert", "channels": 1}, "bsrnn-tiny: a stereo model"),
