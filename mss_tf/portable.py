@@ -44,8 +44,9 @@ import numpy as np
 import tensorflow as tf
 
 from mss_tf.audio.dft import StaticSTFT
-from mss_tf.errors import ConfigError
-from mss_tf.inference import ChunkPlan
+from mss_tf.audio.spectrogram import SpectrogramConfig
+from mss_tf.errors import CheckpointError, ConfigError
+from mss_tf.inference import ChunkPlan, WaveformSeparator
 
 FORMATS = ("saved_model", "litert", "onnx")
 VARIANTS = ("float32", "float16", "int8")
@@ -187,3 +188,71 @@ def write_portable(separator: Any, folder: Path, fmt: str, variant: str, channel
     (folder / FILES[fmt]).write_bytes(data)
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
+
+
+class PortableSeparator(WaveformSeparator):
+    """A LiteRT or ONNX export run in its own runtime, with the interface of `Separator` (separate,
+    separate_model_rate, the streaming path): the chunk plan and overlap-add of `mss_tf.inference`
+    around one runtime call per chunk. What benchmarks/export.py measures and evaluates.
+
+    A piece shorter than the export's chunk is zero-padded to it and its output cut back; a mono
+    piece given to a 2-channel export is duplicated and the two estimates averaged, each channel of
+    a stereo piece given to a 1-channel export is separated on its own.
+
+    Args:
+        path: the export folder (mss_tf.json and the model file).
+        threads: the runtime's threads (LiteRT interpreter threads, ONNX Runtime intra-op threads).
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        self.path = Path(path)
+        meta_path = self.path / METADATA_FILE
+        try:
+            self.metadata = json.loads(meta_path.read_text())
+            self.fmt = {name: fmt for fmt, name in FORMAT_NAMES.items()}[self.metadata["format"]]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{self.path}: not a LiteRT or ONNX export of mss-tf ({exc})") from None
+        meta = self.metadata
+        self.name, self.targets = str(meta["model"]), [str(t) for t in meta["targets"]]
+        self.stft_config = SpectrogramConfig.from_dict(meta["stft"])
+        self.plan = ChunkPlan(int(meta["chunk_samples"]), int(meta["overlap_samples"]))
+        self.channels = int(meta["channels"])
+        self.model_channels = int(meta.get("model_channels", 1))
+        model_file = self.path / meta["file"]
+        if self.fmt == "litert":
+            from ai_edge_litert.interpreter import Interpreter
+
+            self.interpreter = Interpreter(model_path=str(model_file), num_threads=int(threads))
+            self.interpreter.allocate_tensors()
+            self._input = self.interpreter.get_input_details()[0]["index"]
+            self._output = self.interpreter.get_output_details()[0]["index"]
+        else:
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
+            self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+    def run_chunk(self, piece: np.ndarray) -> np.ndarray:
+        """(channels, chunk_samples) -> (targets, channels, chunk_samples): one runtime call."""
+        piece = np.ascontiguousarray(piece, np.float32)
+        if self.fmt == "onnx":
+            return self.session.run([OUTPUT], {INPUT: piece})[0]
+        self.interpreter.set_tensor(self._input, piece)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output).copy()
+
+    def separate_chunks(self, pieces: np.ndarray) -> np.ndarray:
+        """(k, channels, samples <= chunk) -> (k, targets, channels, samples): one call per chunk."""
+        out = []
+        for piece in np.asarray(pieces, np.float32):
+            n_channels, n = piece.shape
+            padded = np.pad(piece, [(0, 0), (0, self.plan.chunk - n)])  # (C, chunk)
+            if n_channels == self.channels:
+                estimate = self.run_chunk(padded)
+            elif self.channels == 2:  # a mono piece, a stereo export: duplicated, the estimates averaged
+                estimate = self.run_chunk(np.repeat(padded, 2, axis=0)).mean(axis=1, keepdims=True)
+            else:  # each channel on its own
+                estimate = np.concatenate([self.run_chunk(channel[np.newaxis]) for channel in padded], axis=1)
+            out.append(estimate[:, :, :n])
+        return np.stack(out)

@@ -259,3 +259,42 @@ def test_cli_format_flag(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and "--variant int8" in lines[-1], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["bsrnn-small", "bsrnn-se-small", "bs-roformer-small", "mel-roformer-small"])
+def test_larger_models_export_and_separate_in_both_runtimes(preset, tmp_path):
+    """bsrnn-small / bsrnn-se-small (their BLSTMs through the Keras LSTM: LiteRT WHILE, ONNX Loop)
+    and the small RoFormers (einsum attention): LiteRT float32 and ONNX, in their runtimes, within
+    60 dB of the in-process Separator (which runs the fused LSTM / blocked attention) on 4 chunks."""
+    run = write_untrained_run(tmp_path / "run", preset)
+    inputs = {"long": signals(16000, 2.7, seed=4)["long"]}
+    reference = expected(run, inputs["long"])
+    for runtime in ("litert", "onnx"):
+        export = export_run(run, tmp_path / runtime, chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS,
+                            fmt=runtime)
+        report, outputs = run_fresh(runtime, export, inputs, tmp_path)
+        db = difference_db(reference, outputs["long"])
+        print(f"{preset} {runtime}: difference {db:.1f} dB below the signal")
+        assert db > FLOAT32_DB, (preset, runtime, db)
+        if runtime == "litert":
+            assert not [op for op in report["ops"] if op.startswith("Flex") or op == "CUSTOM"], report["ops"]
+
+
+@pytest.mark.slow
+def test_smaller_litert_variants_run_and_cost_little(unet_exports, tmp_path):
+    """float16 and int8 LiteRT files of unet-tiny: smaller, builtin ops only, and near the float32
+    export (the uSDR they cost on the demo songs, for a trained model, is in benchmarks/RESULTS.md)."""
+    run, exports = unet_exports
+    inputs = {"long": signals(16000, 2.7, seed=5)["long"]}
+    reference = expected(run, inputs["long"])
+    size = (exports["litert"] / "model.tflite").stat().st_size
+    for variant, floor_db in [("float16", 40.0), ("int8", 15.0)]:
+        export = export_run(run, tmp_path / variant, chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS,
+                            fmt="litert", variant=variant)
+        report, outputs = run_fresh("litert", export, inputs, tmp_path)
+        db = difference_db(reference, outputs["long"])
+        smaller = (export / "model.tflite").stat().st_size / size
+        print(f"unet-tiny litert {variant}: difference {db:.1f} dB below the signal, {smaller:.2f} x the float32 size")
+        assert report["meta"]["variant"] == variant and db > floor_db and smaller < 0.6
+        assert not [op for op in report["ops"] if op.startswith("Flex") or op == "CUSTOM"], report["ops"]
