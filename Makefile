@@ -79,7 +79,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 # pyflakes from the dev extra (installed into .venv the first time)
-LINT_PATHS ?= mss_tf tests benchmarks datasets train.py evaluate.py separate.py
+LINT_PATHS ?= mss_tf tests benchmarks datasets examples train.py evaluate.py separate.py
 lint: setup
 	$(PY) -m pyflakes --version >/dev/null 2>&1 || $(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pyflakes $(LINT_PATHS)

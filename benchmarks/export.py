@@ -76,8 +76,10 @@ def worker(fmt: str, path: Path, threads: int, seconds: float) -> None:
     """In a child process: load time and real-time factor of one export; prints one JSON line."""
     import numpy as np
 
-    import mss_tf  # noqa: F401  (TensorFlow and the package imported before the clock starts)
-    import tensorflow  # noqa: F401
+    import importlib
+
+    for name in ("mss_tf", "tensorflow"):  # imported before the clock starts
+        importlib.import_module(name)
 
     start = time.perf_counter()
     separator = open_export(fmt, path, threads)
