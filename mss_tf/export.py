@@ -376,8 +376,9 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
                              "quantised weights); the uSDR each costs is in benchmarks/RESULTS.md")
     parser.add_argument("--channels", type=int, default=2,
                         help="litert/onnx: channels of the exported chunk, 1 or 2 (default 2; a stereo model takes 2)")
-    parser.add_argument("--info", type=Path, metavar="SAVED_MODEL",
-                        help="print the metadata of an existing export (model, targets, sample rate, STFT, chunking) and exit")
+    parser.add_argument("--info", type=Path, metavar="EXPORT",
+                        help="print the metadata of an existing export (SavedModel, LiteRT or ONNX folder: model, "
+                             "targets, sample rate, STFT, chunking) and exit")
     return parser
 
 
@@ -385,8 +386,11 @@ def main(argv: list[str] | None = None, parser_class: type[argparse.ArgumentPars
     parser = build_parser(parser_class)
     args = parser.parse_args(argv)
     if args.info is not None:
-        separator = load_saved_model(args.info)
-        print(json.dumps(separator.metadata, indent=2, sort_keys=True))
+        if (args.info / portable.METADATA_FILE).is_file():  # a LiteRT or ONNX export
+            metadata = portable.PortableSeparator(args.info).metadata
+        else:
+            metadata = load_saved_model(args.info).metadata
+        print(json.dumps(metadata, indent=2, sort_keys=True))
         return 0
     if args.run_dir is None or args.out is None:
         parser.error("RUN_DIR and OUT are required (or --info SAVED_MODEL)")

@@ -95,8 +95,8 @@ def chunk_graph(model: Any, stft: StaticSTFT, channels: int, n_targets: int) -> 
     def separate(waveform: tf.Tensor) -> tf.Tensor:
         spectrum = stft.stft(waveform)  # (C, T, F, 2)
         if stereo:  # both channels at once: (1, 2, T, F, 2) -> (1, S, 2, T, F, 2)
-            estimate = model(spectrum[tf.newaxis], training=False)[0]  # (S, 2, T, F, 2)
-            flat = tf.reshape(tf.cast(estimate, tf.float32), [n_targets * channels, t, f, 2])  # (S*C, T, F, 2)
+            estimate = model(spectrum[tf.newaxis], training=False)  # (1, S, 2, T, F, 2)
+            flat = tf.reshape(tf.cast(estimate, tf.float32), [n_targets * channels, t, f, 2])  # (S*C, T, F, 2): no 6-D slice
             return tf.reshape(stft.istft(flat), [n_targets, channels, n])  # (S, C, n)
         estimate = tf.cast(model(spectrum, training=False), tf.float32)  # (C, S, T, F, 2): channels as batch items
         waves = tf.reshape(stft.istft(tf.reshape(estimate, [channels * n_targets, t, f, 2])), [channels, n_targets, n])

@@ -162,6 +162,16 @@ def test_export_separates_in_its_own_runtime_like_the_separator(unet_exports, ru
         assert report["metadata"]["opset"] == report["meta"]["opset"] == 17
 
 
+def test_info_prints_a_portable_exports_metadata(unet_exports, capsys):
+    """`python -m mss_tf.export --info FOLDER` reads a LiteRT or ONNX export's mss_tf.json."""
+    from mss_tf.export import main
+
+    for fmt, name in [("litert", "model.tflite"), ("onnx", "model.onnx")]:
+        assert main(["--info", str(unet_exports[1][fmt])]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["file"] == name and printed["chunk_samples"] == 16000 and printed["overlap_samples"] == 4000
+
+
 def test_example_chunk_plan_is_the_projects(tmp_path):
     """examples/litert_separate.py's NumPy copy of the plan: the same starts and windows as
     ChunkPlan, and its overlap-add the same sums as mss_tf.inference.overlap_add."""
