@@ -227,6 +227,7 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best", chunk_
     if fmt == "saved_model":
         return export_separator(separator, out, extra)
     metadata = _metadata(separator, extra)
+    portable.StaticSTFT(separator.stft_config, separator.plan.chunk)  # ConfigError for an STFT it cannot frame
     _replace_dir_atomically(Path(out), lambda folder: portable.write_portable(separator, folder, fmt, variant,
                                                                               int(channels), metadata))
     return Path(out)

@@ -255,21 +255,24 @@ def test_bad_options_fail_before_anything_is_written(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nmf-run", "stereo-run"]  # no temporary folder left
 
 
-def test_cli_format_flag(tmp_path):
-    """`python -m mss_tf.export --format onnx --variant int8` is refused with one `error:` line,
-    exit code 2, before anything is written."""
+def test_cli_format_flag(tmp_path, capsys):
+    """`mss-export RUN OUT --format onnx --variant int8` (the CLI's main and error handling, in this
+    process) is refused with one `error:` line, exit code 2, before anything is written; an unknown
+    --format is refused by the parser."""
+    from mss_tf import cli
+    from mss_tf.cli.export import main
+
     run = tmp_path / "run"
     run.mkdir()
     TrainConfig(model="unet-tiny").resolve().save(run)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-m", "mss_tf.export", str(run), str(tmp_path / "out"), "--format", "onnx",
-                             "--variant", "int8"], capture_output=True, text=True, cwd=REPO,
-                            env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: ") and "--variant int8" in lines[-1], result.stderr
-    assert not (tmp_path / "out").exists()
-
+    for flags, message in [(["--format", "onnx", "--variant", "int8"], "--variant int8"),
+                           (["--format", "tflite"], "--format")]:
+        with pytest.raises(SystemExit) as exited:
+            cli.run(lambda: main([str(run), str(tmp_path / "out"), *flags]))
+        assert exited.value.code == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert lines[-1].startswith("error: ") and message in lines[-1], lines
+        assert not (tmp_path / "out").exists()
 
 STEREO = "bs-roformer-tiny-stereo"  # bs-roformer-tiny with channels=2: both channels in one model call
 
