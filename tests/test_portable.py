@@ -273,6 +273,13 @@ def test_cli_format_flag(tmp_path, capsys):
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert lines[-1].startswith("error: ") and message in lines[-1], lines
         assert not (tmp_path / "out").exists()
+    from mss_tf.cli.train import main as train_main  # train.py --export-format: refused before training
+
+    with pytest.raises(SystemExit) as exited:
+        cli.run(lambda: train_main(["--model", "nmf", "--export", "--export-format", "onnx", "--run-dir",
+                                    str(tmp_path / "nmf-run")]))
+    assert exited.value.code == 2 and "nmf (NMFSeparator) cannot be exported to onnx" in capsys.readouterr().err
+    assert not (tmp_path / "nmf-run").exists()
 
 STEREO = "bs-roformer-tiny-stereo"  # bs-roformer-tiny with channels=2: both channels in one model call
 
