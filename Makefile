@@ -11,7 +11,7 @@ DEMO_REPORT ?= runs/demo-report
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference convert-deps demo report study test test-slow lint bench bench-roformer bench-quick clean
+.PHONY: setup ffmpeg torch-reference convert-deps demo report study test test-slow lint bench bench-roformer bench-quick bench-export clean
 
 setup: $(STAMP) ffmpeg
 
@@ -88,7 +88,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 # pyflakes from the dev extra (installed into .venv the first time)
-LINT_PATHS ?= mss_tf tests benchmarks datasets train.py evaluate.py separate.py
+LINT_PATHS ?= mss_tf tests benchmarks datasets examples train.py evaluate.py separate.py
 lint: setup
 	$(PY) -m pyflakes --version >/dev/null 2>&1 || $(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pyflakes $(LINT_PATHS)
@@ -115,6 +115,14 @@ bench-roformer: setup torch-reference
 	@test -n "$(REFERENCE_REPO)" || (echo "error: set REFERENCE_REPO to a copy of ZFTurbo/Music-Source-Separation-Training" >&2; exit 2)
 	$(TORCH_VENV)/bin/python -m pip install --quiet $(REFERENCE_REQ)
 	$(PY) benchmarks/roformer.py --torch-python $(TORCH_VENV)/bin/python --reference-repo $(REFERENCE_REPO) $(ROFORMER_ARGS)
+
+# the exports side by side (SavedModel, LiteRT float32/float16/int8, ONNX): a U-Net trained for 300 steps
+# on the demo set, then size, load time, speed and uSDR per format (RESULTS.md "Exports")
+EXPORT_RUN ?= runs/unet-export-bench
+bench-export: setup
+	rm -rf $(EXPORT_RUN)
+	$(PY) train.py --model unet --run-dir $(EXPORT_RUN) --epochs 3 --steps-per-epoch 100 --quiet
+	$(PY) benchmarks/export.py --run $(EXPORT_RUN)
 
 bench-quick: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py --quick

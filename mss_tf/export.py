@@ -22,6 +22,11 @@ Metadata, readable from plain TensorFlow on the loaded object (`tf.saved_model.l
 `targets` (string vector, output order), `model_name` and `format` ("mss-tf-saved-model") (string
 scalars), `metadata_json` (all of it as JSON). The same JSON is `OUT/assets.extra/mss_tf.json`.
 
+`--format litert` / `--format onnx` write a folder holding a LiteRT (.tflite) or ONNX file of one
+chunk (waveform chunk in, stems chunk out, STFT and iSTFT inside, static shapes) and its
+mss_tf.json; the caller resamples and overlap-adds with the chunk plan (`mss_tf.portable`,
+`examples/litert_separate.py`). `--variant float16|int8` are LiteRT's smaller variants.
+
 `load_saved_model(OUT)` wraps an export in a separator with the interface of `Separator`: the
 in-process `OverlapAdd` over the export's `separate_chunks`, the code a run goes through, and
 `load_separator(PATH)` opens a run directory or an export alike (evaluate.py, separate.py).
@@ -44,13 +49,13 @@ if __name__ == "__main__":  # `python -m mss_tf.export`: the CLI plumbing first,
 import numpy as np
 import tensorflow as tf
 
-from mss_tf import __version__
+from mss_tf import __version__, portable
 from mss_tf.audio.spectrogram import SpectrogramConfig
-from mss_tf.config import TrainConfig
+from mss_tf.config import TrainConfig, model_channels
 from mss_tf.errors import CheckpointError, ConfigError
 from mss_tf.inference import (DEFAULT_OVERLAP_SECONDS, ChunkPlan, Separator, WaveformSeparator, check_separation_options,
                               overlap_add_graph, separate_chunks)
-from mss_tf.models.registry import count_values, model_parameters
+from mss_tf.models.registry import count_values, get_preset, model_parameters
 
 FORMAT = "mss-tf-saved-model"
 FORMAT_VERSION = 2  # 2: the separate_chunks signature, channels
@@ -134,7 +139,8 @@ def _metadata(separator: Separator, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_export(path: Path) -> bool:
-    return (path / METADATA_DIR / METADATA_FILE).is_file()
+    """An mss-tf SavedModel, LiteRT or ONNX export folder."""
+    return (path / METADATA_DIR / METADATA_FILE).is_file() or (path / portable.METADATA_FILE).is_file()
 
 
 def _check_replaceable(out: Path) -> None:
@@ -194,11 +200,14 @@ def export_separator(separator: Separator, out: str | Path, extra_metadata: dict
 
 
 def export_run(run_dir: str | Path, out: str | Path, which: str = "best", chunk_seconds: float | None = None,
-               overlap_seconds: float = DEFAULT_OVERLAP_SECONDS) -> Path:
-    """Export the best (or latest) checkpoint of a run directory as a float32 SavedModel in `out`,
-    separating in chunks of `chunk_seconds` (None: the model family's default) overlapping by
-    `overlap_seconds`. CheckpointError (one line naming the path) for a folder that is not a run
-    or has no checkpoint.
+               overlap_seconds: float = DEFAULT_OVERLAP_SECONDS, fmt: str = "saved_model", variant: str = "float32",
+               channels: int = 2) -> Path:
+    """Export the best (or latest) checkpoint of a run directory to `out`, separating in chunks of
+    `chunk_seconds` (None: the model family's default) overlapping by `overlap_seconds`: a float32
+    SavedModel (`fmt` "saved_model"), or a folder with a LiteRT or ONNX file of one chunk of
+    `channels` channels in `variant` (`mss_tf.portable`). CheckpointError (one line naming the path)
+    for a folder that is not a run or has no checkpoint; ConfigError (naming the model or option)
+    for what the format cannot express; both before anything is written.
     """
     run_dir = Path(run_dir)
     if which not in ("best", "latest"):
@@ -207,10 +216,21 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best", chunk_
         raise CheckpointError(f"{run_dir}: is a SavedModel, not a run directory")
     _check_replaceable(Path(out))
     config = TrainConfig.load(run_dir)
+    model_class = get_preset(config.model).model
+    portable.check_options(fmt, variant, model_class, config.model, model_channels(config.model, config.model_kwargs),
+                           int(channels))
+    if fmt != "saved_model":  # the implementations that convert; the same weights
+        config.model_kwargs = {**config.model_kwargs, **portable.RUNTIME_KWARGS[model_class]}
     separator = Separator.from_run(run_dir, which=which, precision="float32", config=config,
                                    chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
     extra = {"run_dir": str(run_dir.resolve()), "checkpoint": which, "trained_precision": config.precision}
-    return export_separator(separator, out, extra)
+    if fmt == "saved_model":
+        return export_separator(separator, out, extra)
+    metadata = _metadata(separator, extra)
+    portable.StaticSTFT(separator.stft_config, separator.plan.chunk)  # ConfigError for an STFT it cannot frame
+    _replace_dir_atomically(Path(out), lambda folder: portable.write_portable(separator, folder, fmt, variant,
+                                                                              int(channels), metadata))
+    return Path(out)
 
 
 class SavedModelSeparator(WaveformSeparator):
@@ -347,8 +367,19 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
                              "bounds memory. evaluate.py and separate.py use it unless told otherwise")
     parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP_SECONDS,
                         help="overlap of consecutive chunks in seconds, crossfaded with Hann fades (default 1)")
-    parser.add_argument("--info", type=Path, metavar="SAVED_MODEL",
-                        help="print the metadata of an existing export (model, targets, sample rate, STFT, chunking) and exit")
+    parser.add_argument("--format", choices=portable.FORMATS, default="saved_model",
+                        help="saved_model (default: the whole track in plain TensorFlow); litert: a .tflite file of "
+                             "one chunk, builtin ops only, for Android/iOS; onnx: an .onnx file of one chunk (opset "
+                             f"{portable.ONNX_OPSET}). litert/onnx: waveform [channels, chunk] in, stems [targets, "
+                             "channels, chunk] out at the model's rate; the caller overlap-adds (examples/litert_separate.py)")
+    parser.add_argument("--variant", choices=portable.VARIANTS, default="float32",
+                        help="litert only: float32 (default), float16 (weights in float16) or int8 (dynamic-range "
+                             "quantised weights); the uSDR each costs is in benchmarks/RESULTS.md")
+    parser.add_argument("--channels", type=int, default=2,
+                        help="litert/onnx: channels of the exported chunk, 1 or 2 (default 2; a stereo model takes 2)")
+    parser.add_argument("--info", type=Path, metavar="EXPORT",
+                        help="print the metadata of an existing export (SavedModel, LiteRT or ONNX folder: model, "
+                             "targets, sample rate, STFT, chunking) and exit")
     return parser
 
 
@@ -356,13 +387,18 @@ def main(argv: list[str] | None = None, parser_class: type[argparse.ArgumentPars
     parser = build_parser(parser_class)
     args = parser.parse_args(argv)
     if args.info is not None:
-        separator = load_saved_model(args.info)
-        print(json.dumps(separator.metadata, indent=2, sort_keys=True))
+        if (args.info / portable.METADATA_FILE).is_file():  # a LiteRT or ONNX export
+            metadata = portable.PortableSeparator(args.info).metadata
+        else:
+            metadata = load_saved_model(args.info).metadata
+        print(json.dumps(metadata, indent=2, sort_keys=True))
         return 0
     if args.run_dir is None or args.out is None:
         parser.error("RUN_DIR and OUT are required (or --info SAVED_MODEL)")
-    out = export_run(args.run_dir, args.out, args.which, args.chunk_seconds, args.overlap)
-    print(f"exported {args.run_dir} ({args.which} checkpoint, float32) to {out}")
+    out = export_run(args.run_dir, args.out, args.which, args.chunk_seconds, args.overlap, fmt=args.format,
+                     variant=args.variant, channels=args.channels)
+    what = "SavedModel" if args.format == "saved_model" else f"{args.format} {portable.FILES[args.format]}"
+    print(f"exported {args.run_dir} ({args.which} checkpoint, {args.variant}, {what}) to {out}")
     return 0
 
 

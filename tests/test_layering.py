@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mss_tf.config", "mss_tf.checkpoints", "mss_tf.threads"),
     ("mss_tf.training",),
     ("mss_tf.inference",),
-    ("mss_tf.export", "mss_tf.evaluation", "mss_tf.convert"),
+    ("mss_tf.export", "mss_tf.portable", "mss_tf.evaluation", "mss_tf.convert"),
     ("mss_tf.study_report",),
     # the command-line programs: mss_tf.cli (their plumbing, and one module per command: train,
     # evaluate, separate, export, make_demo, prepare_musdb) and the study, which runs train.py and

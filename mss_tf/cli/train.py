@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export", action="store_true",
                         help="after training, export the best checkpoint as a float32 SavedModel to RUN_DIR/export "
                         "(waveform in, stems out; python -m mss_tf.export --help)")
+    parser.add_argument("--export-format", choices=["saved_model", "litert", "onnx"], default="saved_model",
+                        help="with --export: saved_model (default), litert (.tflite of one chunk, float32) or onnx; "
+                        "a model the format cannot express is refused before training")
     tune = parser.add_argument_group("hyperparameter search (Keras Tuner over the same training loop)")
     tune.add_argument("--tune", action="store_true",
                       help="search hyperparameters instead of training once; the search lives in RUN_DIR/tuning, "
@@ -157,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     get_preset(config.model)
     config.model_kwargs = {**config.model_kwargs, **parse_model_args(args.model_arg)}
     config.resolve()
+    if args.export and args.export_format != "saved_model":  # refused before training, not after it
+        from mss_tf.config import model_channels
+        from mss_tf.portable import check_options
+
+        check_options(args.export_format, "float32", get_preset(config.model).model, config.model,
+                      model_channels(config.model, config.model_kwargs), channels=2)
     if args.show_search_space or args.tune:
         from mss_tf.training.tuning import TuneOptions, describe_space
 
@@ -196,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.export and result["chief"]:
         from mss_tf.export import EXPORT_DIR, export_run
 
-        print(f"SavedModel: {export_run(run_dir, Path(run_dir) / EXPORT_DIR)}")
+        kind = {"saved_model": "SavedModel", "litert": "LiteRT", "onnx": "ONNX"}[args.export_format]
+        print(f"{kind}: {export_run(run_dir, Path(run_dir) / EXPORT_DIR, fmt=args.export_format)}")
     return 0
 
 

@@ -402,7 +402,7 @@ class BSRNN(keras.Model):
             estimates.append(tf.stack([real, imag], axis=-1))  # (B, T, F, C, 2)
         out = tf.stack(estimates, axis=1)  # (B, S, T, F, C, 2)
         if self.channels == 1:
-            return out[:, :, :, :, 0, :]  # (B, S, T, F, 2)
+            return tf.squeeze(out, axis=4)  # (B, S, T, F, 2); a squeeze, not a 6-D slice (LiteRT slices 5-D at most)
         return tf.transpose(out, [0, 1, 4, 2, 3, 5])  # (B, S, C, T, F, 2)
 
     def get_config(self) -> dict[str, Any]:

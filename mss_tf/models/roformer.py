@@ -180,9 +180,10 @@ class _BandRoformer(keras.Model):
             estimates.append(tf.stack([real, imag], axis=-1))  # (B, T, F, C, 2)
         out = tf.stack(estimates, axis=1)  # (B, S, T, F, C, 2)
         if self.zero_dc:
-            out = tf.concat([tf.zeros_like(out[:, :, :, :1]), out[:, :, :, 1:]], axis=3)  # bin 0 of every estimate: 0
+            # bin 0 of every estimate: 0 (a product with a 0/1 mask: LiteRT slices 5-D tensors at most)
+            out = out * tf.constant([0.0] + [1.0] * (self.n_bins - 1), out.dtype)[:, tf.newaxis, tf.newaxis]
         if self.channels == 1:
-            return out[:, :, :, :, 0, :]  # (B, S, T, F, 2)
+            return tf.squeeze(out, axis=4)  # (B, S, T, F, 2); a squeeze, not a 6-D slice (LiteRT slices 5-D at most)
         return tf.transpose(out, [0, 1, 4, 2, 3, 5])  # (B, S, C, T, F, 2)
 
     def get_config(self) -> dict[str, Any]:
