@@ -14,7 +14,7 @@ from mss_tf.data.quality import QualityConfig
 from mss_tf.data.shards import MANIFEST, iterate_examples, read_manifest
 from mss_tf.errors import DataError, ShardError
 from tests.conftest import write_tone_track
-from tests.test_cli import assert_one_line_error, run_cli, run_main
+from tests.test_cli import assert_one_line_error, run_main
 
 STFT = SpectrogramConfig(16000, 1024, 512)
 CONFIG = PrepareConfig(crops=CropConfig(seconds=2.0, overlap=0.5), dtype="float32")
@@ -116,18 +116,20 @@ def test_gzip_and_small_shards(tone_musdb, tmp_path):
 
 def test_prepare_cli_and_check(tone_musdb, tmp_path, monkeypatch, capsys):
     out = tmp_path / "shards"
-    result = run_cli("datasets/prepare_musdb.py", "--musdb-root", tone_musdb, "--out", out, "--model", "unet",
-                     "--crop-seconds", 2, "--workers", 2, "--quiet")
+    # prepare_musdb.py's main in this process (tests/test_cli.py run_main: no Python and TensorFlow
+    # start-up; train.py prepares shards in its own process in tests/test_end_to_end.py), its two
+    # workers processes of their own
+    prepare_cli = lambda *args: run_main("datasets/prepare_musdb.py", args, monkeypatch, capsys)  # noqa: E731
+    result = prepare_cli("--musdb-root", tone_musdb, "--out", out, "--model", "unet", "--crop-seconds", 2, "--workers", 2,
+                         "--quiet")
     assert result.returncode == 0, result.stderr
     assert "train: 6 mono examples" in result.stdout and "valid: 3 mono examples" in result.stdout
-    checked = run_cli("datasets/prepare_musdb.py", "--check", out)
+    checked = prepare_cli("--check", out)
     assert checked.returncode == 0 and checked.stdout.count("ok:") == 2
     shard = out / "train" / read_manifest(out / "train")["shards"][0]["file"]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    # the refusals: prepare_musdb.py's main in this process (tests/test_cli.py run_main)
-    prepare_cli = lambda *args: run_main("datasets/prepare_musdb.py", args, monkeypatch, capsys)  # noqa: E731
     assert_one_line_error(prepare_cli("--check", out), shard, "checksum")
     assert_one_line_error(prepare_cli("--check", tmp_path / "none"), tmp_path / "none")
     assert_one_line_error(prepare_cli("--musdb-root", tone_musdb, "--out", out, "--model", "unet", "--workers", 0), "--workers")
