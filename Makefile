@@ -64,6 +64,7 @@ demo: setup
 	$(PY) evaluate.py --oracle irm2 --preset unet --out runs/demo-oracle-irm2 --workers 2 --quiet
 	$(PY) evaluate.py --mixture --out runs/demo-mixture --workers 2 --quiet
 	$(PY) evaluate.py --compare $(DEMO_RUN) $(DEMO_RUN)/eval-wiener-1 runs/demo-oracle-irm2 runs/demo-mixture --out $(DEMO_REPORT)
+	@echo "listen: open $(DEMO_REPORT)/index.html in a browser"
 
 # one table and the plots for every evaluated folder under runs/ (those holding results.json)
 report: setup
