@@ -27,6 +27,7 @@ CLIPS_DIR = "clips"
 SPECTROGRAM_FFT = 2048
 SPECTROGRAM_HOP = 512
 TOP_DB = 80.0
+MAX_FRAMES = 2000
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; max-width: 1400px; }
@@ -65,11 +66,13 @@ def _load_clip(path: Path) -> np.ndarray:
 
 
 def _magnitude_db(audio: np.ndarray) -> np.ndarray:
-    """(bins, frames) magnitude in dB (re 1.0) of the mono mix of (samples, channels) audio."""
+    """(bins, frames) magnitude in dB (re 1.0) of the mono mix of (samples, channels) audio (frames
+    every SPECTROGRAM_HOP samples, or further apart for long audio: at most about MAX_FRAMES)."""
     signal = np.asarray(audio, np.float64).mean(axis=1)
     if signal.size < SPECTROGRAM_FFT:
         signal = np.pad(signal, (0, SPECTROGRAM_FFT - signal.size))
-    starts = np.arange(0, signal.size - SPECTROGRAM_FFT + 1, SPECTROGRAM_HOP)
+    hop = max(SPECTROGRAM_HOP, signal.size // MAX_FRAMES)  # a whole song: about MAX_FRAMES columns
+    starts = np.arange(0, signal.size - SPECTROGRAM_FFT + 1, hop)
     frames = np.stack([signal[s:s + SPECTROGRAM_FFT] for s in starts]) * np.hanning(SPECTROGRAM_FFT)
     return (20.0 * np.log10(np.abs(np.fft.rfft(frames, axis=1)) + 1e-6)).T
 
