@@ -21,7 +21,7 @@ from mss_tf.inference import Separator
 from mss_tf.models.registry import get_preset
 from tests.conftest import write_tone_track
 
-SECONDS = 1.5  # the excerpt; the tracks are 2.5 s
+SECONDS = 1.0  # the excerpt; the tracks are 2 s
 
 
 def test_loudest_window_finds_the_loud_part():
@@ -63,12 +63,12 @@ class _Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def listening_report(tmp_path_factory):
-    """Two 2.5 s tone tracks evaluated by an untrained unet-tiny run, the IRM2 oracle and the
-    mixture (uSDR only, 1.5 s excerpts), compared into report/."""
+    """Two 2 s tone tracks evaluated by an untrained unet-tiny run, the IRM2 oracle and the
+    mixture (uSDR only, 1 s excerpts), compared into report/."""
     root = tmp_path_factory.mktemp("listen")
     musdb_root = root / "musdb"
     for i in range(2):
-        write_tone_track(musdb_root / "test" / f"song {i}", 2.5, seed=3 + i)
+        write_tone_track(musdb_root / "test" / f"song {i}", 2.0, seed=3 + i)
     tracks = musdb.split_tracks(musdb_root, "test")
     run = write_untrained_run(root / "unet-run", "unet-tiny")
     separator = Separator.from_run(run)
@@ -111,6 +111,7 @@ def test_report_page_lists_every_clip_and_they_decode(listening_report):
         assert (page_path.parent / unquote(src)).is_file(), src
     assert "http://" not in text and "https://" not in text  # nothing fetched from elsewhere
     assert "clips of this track:" in text and " MB" in text
+    assert text.count("left to right: reference, unet, oracle, mixture") == 2 * len(targets)
 
 
 def test_excerpt_usdr_is_the_excerpts_own(listening_report):
@@ -135,8 +136,10 @@ def test_excerpt_usdr_is_the_excerpts_own(listening_report):
             assert shown[(folder, target, "oracle")] > expected_mixture + 5  # tones: the ideal mask separates them
 
 
-def test_compare_names_folders_without_excerpts(listening_report, tmp_path):
+def test_compare_names_folders_without_excerpts(listening_report, tmp_path, monkeypatch):
     """A folder evaluated before excerpts existed still gets its table row; the page says it has no clips."""
+    for plot in ("plot_boxes", "plot_tradeoff"):  # drawn in the fixture already
+        monkeypatch.setattr(compare, plot, lambda models, path: path.write_bytes(b""))
     old = tmp_path / "old"
     results = report.load_results(listening_report["folders"][2])
     for row in results["tracks"]:
@@ -149,3 +152,4 @@ def test_compare_names_folders_without_excerpts(listening_report, tmp_path):
     page = _Page()
     page.feed(text)
     assert {a["data-model"] for a in page.audio if a["data-clip"] == "model"} == {"oracle"}
+    assert "| old mixture |" in written["markdown"].read_text()

@@ -38,6 +38,7 @@ DEFAULT_MAX_UPLOAD_MB = 200.0
 DEFAULT_QUEUE = 4
 FORMATS = ("wav", "flac")
 BLOCK = 1 << 16  # bytes read from an upload at a time
+SPECTROGRAM_COLUMNS = 900  # time columns of a stem's spectrogram image
 
 
 @dataclass
@@ -165,9 +166,9 @@ class SeparationApp:
 
                     audio_io.save_audio(path, audio, rate)
                 else:
-                    from mss_tf.evaluation.listen_page import plot_spectrograms
+                    from mss_tf.evaluation.listen_page import write_spectrograms
 
-                    plot_spectrograms([(target, audio)], rate, path, f"{job.name}: {target}")
+                    write_spectrograms([audio], path, columns=SPECTROGRAM_COLUMNS)
         return path
 
     def close(self) -> None:
