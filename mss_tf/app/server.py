@@ -171,10 +171,11 @@ class SeparationApp:
                     write_spectrograms([audio], path, columns=SPECTROGRAM_COLUMNS)
         return path
 
-    def close(self) -> None:
-        """Stop the worker (after the job it is running) and remove every job's files."""
+    def close(self, wait_seconds: float = 5.0) -> None:
+        """Stop the worker (it ends after the job it is running; waited for up to `wait_seconds`)
+        and remove every job's files."""
         self.pending.put(None)
-        self.worker.join(timeout=600)
+        self.worker.join(timeout=wait_seconds)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -270,7 +271,8 @@ class Handler(BaseHTTPRequestHandler):
             app.check_audio(job.upload)
         except MssError as exc:
             shutil.rmtree(job.folder, ignore_errors=True)
-            return self._error(415, f"not audio this server can read: {' '.join(str(exc).split())}")
+            message = " ".join(str(exc).split()).replace(str(job.upload), job.name)  # not the server's folders
+            return self._error(415, f"not audio this server can read: {message}")
         if not app.submit(job):
             return self._error(429, f"{app.queue_size} songs are already waiting or being separated; try again "
                                     "when one is done")

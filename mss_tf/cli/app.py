@@ -7,7 +7,7 @@ The page takes an audio file (wav, flac, mp3, ogg, m4a, ...), separates it with 
 streaming separator of separate.py: same stems, same lengths), shows the progress, and offers
 each stem to listen to, as a spectrogram and as a download (wav 32-bit float, flac 16-bit).
 Files stay on this machine: the server binds 127.0.0.1 unless --host says otherwise, and keeps
-each job's files in a temporary folder removed when it stops (Ctrl-C). One song is separated at
+each job's files in a temporary folder removed when it stops (Ctrl-C or SIGTERM). One song is separated at
 a time; up to --queue songs wait or run, one more upload is answered 429 (too many requests),
 a larger file than --max-upload-mb 413 and a file that is not audio 415.
 """
@@ -15,6 +15,8 @@ a larger file than --max-upload-mb 413 and a file that is not audio 415.
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 from pathlib import Path
 
 from mss_tf import cli
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         from mss_tf.errors import ConfigError
 
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    # a service manager's SIGTERM stops it as Ctrl-C does: the jobs' files are removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     host, port = server.server_address[:2]
     print(f"separating with {args.model} ({', '.join(separator.targets)}); open http://{host}:{port}/ "
           "(Ctrl-C stops the server and removes its files)", flush=True)

@@ -30,6 +30,7 @@ TOP_DB = 80.0
 ROWS = 256  # frequency rows of a spectrogram image (log-spaced bands of the STFT's bins)
 COLUMNS = 320  # time columns of a spectrogram panel
 GAP = 6
+LABELS = {"mixture": "mixture (input)", "reference": "reference (the target)"}
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; max-width: 1400px; }
@@ -242,7 +243,7 @@ def render(folders, items, sizes, table, images, describe) -> str:
         clips = item["clips"]
         for kind in ("mixture", "reference"):
             if kind in clips:
-                out.append(f'<tr><td>{kind}</td><td><audio controls preload="metadata" src="{_url(clips[kind])}" '
+                out.append(f'<tr><td>{LABELS[kind]}</td><td><audio controls preload="metadata" src="{_url(clips[kind])}" '
                            f'data-seconds="{window["seconds"]:.6f}" data-clip="{kind}"></audio></td><td></td><td></td></tr>')
         for index, (label, clip, value, track_value, note) in enumerate(item["models"]):
             player = (f'<audio controls preload="metadata" src="{_url(clips[index])}" data-seconds="{window["seconds"]:.6f}" '
