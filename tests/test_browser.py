@@ -15,7 +15,7 @@ import soundfile
 
 from tests.test_app import start_app, stop_app, write_song
 from tests.test_cli import run_main
-from tests.test_listen import SECONDS, listening_report  # noqa: F401 -- the fixture, shared
+from tests.test_listen import SECONDS, build_listening_report
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -76,7 +76,12 @@ IMAGES = """async () => {
 }"""
 
 
-def test_report_plays_every_clip(browser, listening_report):  # noqa: F811 -- the imported fixture
+@pytest.fixture(scope="module")
+def listening_report(tmp_path_factory):
+    return build_listening_report(tmp_path_factory.mktemp("listen"))
+
+
+def test_report_plays_every_clip(browser, listening_report):
     page = browser.new_page()
     errors = watch_errors(page)
     page.goto(listening_report["written"]["page"].as_uri())

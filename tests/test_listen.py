@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
@@ -63,9 +64,12 @@ class _Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def listening_report(tmp_path_factory):
+    return build_listening_report(tmp_path_factory.mktemp("listen"))
+
+
+def build_listening_report(root: Path) -> dict:
     """Two 2 s tone tracks evaluated by an untrained unet-tiny run, the IRM2 oracle and the
-    mixture (uSDR only, 1 s excerpts), compared into report/."""
-    root = tmp_path_factory.mktemp("listen")
+    mixture (uSDR only, 1 s excerpts) in `root`, compared into root/report/."""
     musdb_root = root / "musdb"
     for i in range(2):
         write_tone_track(musdb_root / "test" / f"song {i}", 2.0, seed=3 + i)
