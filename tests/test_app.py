@@ -95,12 +95,12 @@ def test_upload_separates_like_separate_py(served, tmp_path, monkeypatch, capsys
     assert status == 200 and json.loads(model)["targets"] == app.targets
     status, page = get(url + "/")
     assert status == 200 and b'id="file"' in page and b"http" not in page.replace(b"XMLHttpRequest", b"")
-    status, body = post(url, song.read_bytes(), "my%20song.wav")
+    status, body = post(url, song.read_bytes(), "my%20song%20%C3%A9.wav")  # the page sends the name URL-quoted
     assert status == 202, body
     seen = wait_done(url, body["id"])
     assert seen[-1]["state"] == "done", seen[-1]
     assert seen[-1]["seconds_total"] == pytest.approx(SONG_SECONDS) and seen[-1]["progress"] == 1.0
-    assert seen[-1]["name"] == "my song.wav"
+    assert seen[-1]["name"] == "my song é.wav"
     result = run_main("separate.py", [song, "--model", served["run"], "--out", tmp_path / "cli", "--quiet"],
                       monkeypatch, capsys)
     assert result.returncode == 0, result.stderr
@@ -112,8 +112,16 @@ def test_upload_separates_like_separate_py(served, tmp_path, monkeypatch, capsys
         written, written_rate = soundfile.read(tmp_path / "cli" / "my song" / f"{target}.wav", dtype="float32")
         assert rate == written_rate == 44100 and served_stem.shape == written.shape == (int(SONG_SECONDS * 44100), 2)
         np.testing.assert_array_equal(served_stem, written)
+    with urllib.request.urlopen(f"{url}/api/jobs/{body['id']}/{app.targets[0]}.wav", timeout=60) as response:
+        assert "filename*=UTF-8''my%20song%20%C3%A9-" + app.targets[0] + ".wav" in response.headers["Content-Disposition"]
     flac_status, flac = get(f"{url}/api/jobs/{body['id']}/{app.targets[0]}.flac")
     assert flac_status == 200 and flac[:4] == b"fLaC"
+    (tmp_path / "served.flac").write_bytes(flac)
+    result = run_main("separate.py", [song, "--model", served["run"], "--out", tmp_path / "flac", "--format", "flac",
+                                      "--targets", app.targets[0], "--quiet"], monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(soundfile.read(tmp_path / "served.flac", dtype="int16")[0],
+                                  soundfile.read(tmp_path / "flac" / "my song" / f"{app.targets[0]}.flac", dtype="int16")[0])
     png_status, png = get(f"{url}/api/jobs/{body['id']}/{app.targets[0]}.png")
     assert png_status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
     served["done"] = body["id"]

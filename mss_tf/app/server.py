@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from mss_tf.app.page import PAGE
 from mss_tf.errors import MssError
@@ -226,8 +226,10 @@ class Handler(BaseHTTPRequestHandler):
                     return self._error(409, f"job {job.id} is {job.state}: no stems yet")
                 file = app.stem(job, target, kind)
                 content_type = {"wav": "audio/wav", "flac": "audio/flac", "png": "image/png"}[kind]
-                disposition = {} if kind == "png" else {
-                    "Content-Disposition": f'attachment; filename="{Path(job.name).stem}-{target}.{kind}"'}
+                download = f"{Path(job.name).stem}-{target}.{kind}"
+                plain = download.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+                disposition = {} if kind == "png" else {  # headers are latin-1: the UTF-8 name goes quoted
+                    "Content-Disposition": f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(download)}"}
                 return self._send(200, file.read_bytes(), content_type, disposition)
         return self._error(404, f"nothing at {path}")
 
