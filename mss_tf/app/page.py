@@ -6,6 +6,7 @@ PAGE = r"""<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <title>mss-tf: separate a song</title>
+<link rel="icon" href="data:,">
 <style>
 body { font-family: sans-serif; margin: 2em auto; max-width: 900px; padding: 0 1em; }
 #drop { border: 2px dashed #888; border-radius: 8px; padding: 2em; text-align: center; color: #444; }

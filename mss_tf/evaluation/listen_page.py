@@ -191,7 +191,7 @@ def render(folders, items, sizes, table, images, describe) -> str:
     header, rows = table
     e = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           "<title>mss-tf listening report</title>", f"<style>{STYLE}</style></head><body>",
+           "<title>mss-tf listening report</title>", '<link rel="icon" href="data:,">', f"<style>{STYLE}</style></head><body>",
            "<h1>Listening report</h1>", f"<p class=\"note\">{e(describe)}</p>", "<table><thead><tr>"]
     out += [f"<th>{e(h)}</th>" for h in header]
     out.append("</tr></thead><tbody>")
