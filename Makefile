@@ -11,7 +11,7 @@ DEMO_REPORT ?= runs/demo-report
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference convert-deps demo report study test test-slow lint bench bench-roformer bench-quick bench-export clean
+.PHONY: setup ffmpeg torch-reference convert-deps browser-deps demo report study test test-slow test-browser lint bench bench-roformer bench-quick bench-export clean
 
 setup: $(STAMP) ffmpeg
 
@@ -56,6 +56,20 @@ torch-reference:
 convert-deps: setup
 	$(PY) -m pip install --quiet -r requirements-convert.txt
 
+# playwright into .venv and a Chromium for the browser tests (make test-browser): only when asked, never by
+# setup or test. Chromium from the system's package manager when run as root with apt-get; otherwise install
+# one yourself (README "Listen") or point MSS_CHROMIUM at one.
+browser-deps: setup
+	$(PY) -m pip install --quiet -r requirements-browser.txt
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || [ -n "$$MSS_CHROMIUM" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium with apt-get"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: apt-get could not install chromium; the browser tests will be skipped"; \
+	else \
+		echo "warning: no Chromium found; install one (apt-get install chromium, or $(PY) -m playwright install chromium) or set MSS_CHROMIUM"; \
+	fi
+
 demo: setup
 	rm -rf $(DEMO_RUN) $(DEMO_EVALS) $(DEMO_REPORT)
 	$(PY) train.py --model unet --run-dir $(DEMO_RUN) --epochs 20 --steps-per-epoch 100
@@ -64,6 +78,7 @@ demo: setup
 	$(PY) evaluate.py --oracle irm2 --preset unet --out runs/demo-oracle-irm2 --workers 2 --quiet
 	$(PY) evaluate.py --mixture --out runs/demo-mixture --workers 2 --quiet
 	$(PY) evaluate.py --compare $(DEMO_RUN) $(DEMO_RUN)/eval-wiener-1 runs/demo-oracle-irm2 runs/demo-mixture --out $(DEMO_REPORT)
+	@echo "listen: open $(DEMO_REPORT)/index.html in a browser"
 
 # one table and the plots for every evaluated folder under runs/ (those holding results.json)
 report: setup
@@ -86,6 +101,11 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# the listening report and the separation page in a real Chromium (tests/test_browser.py; skipped, with the
+# reason, when playwright or a Chromium is missing)
+test-browser: browser-deps
+	$(PY) -m pytest -q -m browser -rs tests/test_browser.py
 
 # pyflakes from the dev extra (installed into .venv the first time)
 LINT_PATHS ?= mss_tf tests benchmarks datasets examples train.py evaluate.py separate.py

@@ -117,6 +117,8 @@ def write_report(out: Path, jobs: list[dict[str, Any]], state: dict[str, Any]) -
         "![quality against parameters and separation time](tradeoff.png)", "",
         "![per-track SDR per target](sdr_boxplot.png)", "",
         f"![training curves]({curves.name})", "",
+        "Listen to excerpts of every test track, per target and model, with their spectrograms: `index.html` beside "
+        "this report (written by the study's `evaluate.py --compare`; not kept in git).", "",
     ]
     path = out / "REPORT.md"
     atomic_write(path, "\n".join(lines))

@@ -31,8 +31,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("mss_tf.study_report",),
     # the command-line programs: mss_tf.cli (their plumbing, and one module per command: train,
     # evaluate, separate, export, make_demo, prepare_musdb) and the study, which runs train.py and
-    # evaluate.py
-    ("mss_tf.cli", "mss_tf.study"),
+    # evaluate.py, and the local separation page (python -m mss_tf.app)
+    ("mss_tf.cli", "mss_tf.study", "mss_tf.app"),
 ]
 ENTRY_POINT = len(LAYERS) - 1
 ARCHITECTURE = REPO / "docs" / "architecture.md"

@@ -4,11 +4,12 @@
     python evaluate.py --saved-model runs/unet-demo/export       # an exported SavedModel
     python evaluate.py --oracle irm2 --preset unet --out DIR     # ideal ratio masks at the U-Net's STFT
     python evaluate.py --mixture --out DIR                       # the mixture as every estimate
-    python evaluate.py --compare DIR DIR ... --out DIR           # table (md, csv) and plots
+    python evaluate.py --compare DIR DIR ... --out DIR           # table (md, csv), plots, index.html
 
 Each evaluation writes results.json (cSDR, SIR, ISR, SAR per target: median over 1 s frames,
 then over tracks; uSDR: mean over tracks) and museval's per-track JSON files under
-museval/<subset>/ in its output folder.
+museval/<subset>/ in its output folder, and listening excerpts (--listen-seconds) in listen/,
+which --compare gathers with the table and plots into one page, OUT/index.html.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wiener", type=int, default=0, metavar="N",
                         help="with --run/--saved-model: multichannel Wiener post-filter (norbert, N EM iterations) on "
                              "the stereo estimates; results go to RUN/eval-wiener-N unless --out (default 0: off)")
+    parser.add_argument("--listen-seconds", type=float, default=10.0, metavar="S",
+                        help="an evaluation stores, per track and target, an S-second excerpt (where the target's "
+                             "reference is loudest) of the mixture, the reference and the estimate in OUT/listen/, "
+                             "which --compare gathers into OUT/index.html (default 10; 0: none)")
     cli.add_separation_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -77,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--chunk-seconds {args.chunk_seconds} / --overlap {args.overlap}: need 0 <= overlap < chunk")
     if args.wiener < 0:
         parser.error(f"--wiener must be >= 0, got {args.wiener}")
+    if args.listen_seconds < 0:
+        parser.error(f"--listen-seconds must be >= 0, got {args.listen_seconds}")
     return args
 
 
@@ -88,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         written = compare.write_comparison(args.compare, args.out)
         print(written["markdown"].read_text())
         for kind, path in written.items():
-            print(f"{kind}: {path}")
+            if kind != "page":
+                print(f"{kind}: {path}")
+        print(f"listening report: {written['page']}")
         return 0
     from mss_tf.threads import configure_threads, model_class_at, parse_threads
 
@@ -148,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     tracks = musdb.select_tracks(musdb.split_tracks(root, args.subset), args.tracks, root, args.subset)
     bss = "none" if args.usdr_only else ("fast" if args.fast else "museval")
     rows = report.evaluate_tracks(method, tracks, targets, progress=not args.quiet, bss=bss, workers=args.workers,
-                                  max_seconds=args.max_seconds, out_dir=out, subset=args.subset)
+                                  max_seconds=args.max_seconds, out_dir=out, subset=args.subset,
+                                  listen_seconds=args.listen_seconds)
     extra = {"label": args.label or name, "bss": bss, "data_root": str(root)}
     if args.max_seconds:
         extra["max_seconds"] = args.max_seconds

@@ -7,6 +7,8 @@ SavedModel, an oracle or the mixture). Output, in one folder:
   factor of separation, then cSDR and uSDR per target and their averages (higher is better);
 * `sdr_boxplot.png`: per target, the per-track SDR (median over frames; uSDR where BSSEval was
   not run) of every model across tracks;
+* `index.html`: the listening report (mss_tf.evaluation.listen_page): the table, the plots and
+  per track and target the excerpts each evaluation stored, with spectrograms;
 * `tradeoff.png`: average SDR against parameters and against separation time (RTF) -- how much
   quality each unit of complexity buys. Models without parameters (oracles, the mixture, NMF
   counted by its dictionaries) are drawn as reference lines where they have none.
@@ -40,8 +42,8 @@ def _label(results: dict[str, Any], path: Path) -> str:
     return str(results.get("label") or results.get("model") or path.name)
 
 
-def load_all(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, results) of each folder; labels are made unique with the folder name."""
+def load_folders(paths: Sequence[str | Path]) -> list[tuple[str, Path, dict[str, Any]]]:
+    """(label, folder, results) of each evaluated folder; labels are made unique with the folder name."""
     loaded = [(Path(p), load_results(p)) for p in paths]
     if not loaded:
         raise DataError("--compare needs at least one evaluated folder")
@@ -50,8 +52,13 @@ def load_all(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any]]]:
     for (path, results), label in zip(loaded, labels):
         if labels.count(label) > 1:
             label = f"{label} ({path.name})"
-        out.append((label, results))
+        out.append((label, path if path.is_dir() else path.parent, results))
     return out
+
+
+def load_all(paths: Sequence[str | Path]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, results) of each folder; labels are made unique with the folder name."""
+    return [(label, results) for label, _, results in load_folders(paths)]
 
 
 def targets_of(models: list[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -87,14 +94,19 @@ def _format(value: Any, column: str) -> str:
     return str(value)
 
 
-def markdown(models: list[tuple[str, dict[str, Any]]]) -> str:
-    header, rows = table_rows(models)
+def describe(models: list[tuple[str, dict[str, Any]]]) -> str:
+    """The sentence above the table: the split, the number of tracks, what each column means."""
     subsets = sorted({r.get("subset", "?") for _, r in models})
     tracks = sorted({len(r.get("tracks", [])) for _, r in models})
-    lines = [f"Models on the {'/'.join(subsets)} split ({'/'.join(map(str, tracks))} tracks); SDR in dB, higher "
-             "is better. cSDR: BSSEval v4 (museval) median over 1 s frames, then over tracks; uSDR: mean over "
-             "tracks of the whole-track SDR (0 dB = a silent estimate). RTF: separation seconds per second of "
-             "audio on the machine that evaluated it. '-': not measured.", ""]
+    return (f"Models on the {'/'.join(subsets)} split ({'/'.join(map(str, tracks))} tracks); SDR in dB, higher "
+            "is better. cSDR: BSSEval v4 (museval) median over 1 s frames, then over tracks; uSDR: mean over "
+            "tracks of the whole-track SDR (0 dB = a silent estimate). RTF: separation seconds per second of "
+            "audio on the machine that evaluated it. '-': not measured.")
+
+
+def markdown(models: list[tuple[str, dict[str, Any]]]) -> str:
+    header, rows = table_rows(models)
+    lines = [describe(models), ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in rows:
@@ -211,8 +223,12 @@ def plot_tradeoff(models: list[tuple[str, dict[str, Any]]], path: Path) -> None:
 
 
 def write_comparison(paths: Sequence[str | Path], out_dir: str | Path) -> dict[str, Path]:
-    """Write the table (Markdown, CSV) and both plots of the evaluated folders into out_dir."""
-    models = load_all(paths)
+    """Write the table (Markdown, CSV), both plots and the listening page (index.html, with the
+    excerpts the evaluations stored: mss_tf.evaluation.listen_page) of the evaluated folders into out_dir."""
+    from mss_tf.evaluation import listen_page
+
+    folders = load_folders(paths)
+    models = [(label, results) for label, _, results in folders]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {"markdown": out_dir / MARKDOWN, "csv": out_dir / CSV, "boxplot": out_dir / BOXPLOT,
@@ -221,4 +237,5 @@ def write_comparison(paths: Sequence[str | Path], out_dir: str | Path) -> dict[s
     atomic_write(written["csv"], csv_text(models))
     plot_boxes(models, written["boxplot"])
     plot_tradeoff(models, written["tradeoff"])
+    written["page"] = listen_page.write_page(folders, out_dir, table_rows(models), [BOXPLOT, TRADEOFF], describe(models))
     return written

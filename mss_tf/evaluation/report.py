@@ -28,6 +28,7 @@ from mss_tf.data import musdb
 from mss_tf.utils import atomic_write
 from mss_tf.errors import DataError
 from mss_tf.evaluation.bss import ACCOMPANIMENT, track_medians
+from mss_tf.evaluation.listen import write_excerpts
 from mss_tf.evaluation.metrics import energy_ratio, mean_over_tracks, usdr
 
 RESULTS = "results.json"
@@ -68,17 +69,20 @@ def evaluate_tracks(
     max_seconds: float | None = None,
     out_dir: str | Path | None = None,
     subset: str = "test",
+    listen_seconds: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Separate each track's mixture and score every target.
 
     `separate(mixture, rate)` returns {target: (samples, channels)}; an object with
     `uses_references = True` (the oracles) is called `.separate(mixture, rate, references)`.
     `bss`: "museval" (BSSEval v4, the reference), "fast" (mss_tf.evaluation.bsseval) or "none"
-    (uSDR only). With `out_dir`, each track's museval JSON goes to out_dir/museval/<subset>/.
+    (uSDR only). With `out_dir`, each track's museval JSON goes to out_dir/museval/<subset>/,
+    and with `listen_seconds` > 0 too, its listening excerpts to out_dir/listen/ (mss_tf.evaluation.listen).
 
     Returns one row per track: {"track", "seconds", "separate_seconds", "usdr": {target: dB},
     "baseline_usdr": {...} (the mixture as the estimate), "energy_ratio": {...} (sum s_hat^2 /
-    sum s^2: near 0 is a silenced target), "bss": museval's TrackStore JSON (with `bss`)}.
+    sum s^2: near 0 is a silenced target), "bss": museval's TrackStore JSON (with `bss`),
+    "listen": {target: the excerpt's window and uSDR} (with `listen_seconds`)}.
     """
     if bss not in BSS_CHOICES:
         raise DataError(f"unknown BSSEval implementation {bss!r} (choose from {', '.join(BSS_CHOICES)})")
@@ -114,6 +118,9 @@ def evaluate_tracks(
                 "baseline_usdr": {t: usdr(references[t], mixture) for t in targets},
                 "energy_ratio": {t: energy_ratio(references[t], estimates[t]) for t in targets},
             }
+            if out_dir is not None and listen_seconds > 0:
+                row["listen"] = write_excerpts(out_dir, track.name, mixture, references, estimates, rate, targets,
+                                               listen_seconds)
             if bss != "none":
                 job = (track.name, references, estimates, mixture, rate, bss == "fast")
                 pending.append((row, pool.submit(_score_json, *job) if pool else _score_json(*job)))
