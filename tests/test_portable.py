@@ -22,6 +22,7 @@ from mss_tf.errors import ConfigError
 from mss_tf.export import export_run
 from mss_tf.inference import ChunkPlan, Separator, overlap_add
 from tests.conftest import REPO
+from tests.test_export import stereo_run
 
 EXAMPLE = REPO / "examples" / "litert_separate.py"
 CHUNK_SECONDS, OVERLAP_SECONDS = 1.0, 0.25  # 1 s chunks: the signals below span several
@@ -281,23 +282,8 @@ def test_cli_format_flag(tmp_path, capsys):
     assert exited.value.code == 2 and "nmf (NMFSeparator) cannot be exported to onnx" in capsys.readouterr().err
     assert not (tmp_path / "nmf-run").exists()
 
+
 STEREO = "bs-roformer-tiny-stereo"  # bs-roformer-tiny with channels=2: both channels in one model call
-
-
-def stereo_run(run_dir: Path, preset: str = "bs-roformer-tiny") -> Path:
-    """A run of `preset` with `channels=2` and untrained weights in best/."""
-    import tensorflow as tf
-
-    from mss_tf.checkpoints import BEST, model_variables
-    from mss_tf.models.registry import build_model
-
-    config = TrainConfig(model=preset, model_kwargs={"channels": 2}).resolve()
-    run_dir.mkdir(parents=True)
-    config.save(run_dir)
-    model = build_model(config.model, **config.model_kwargs)
-    model(tf.zeros([1, 2, 16, config.spectrogram.n_bins, 2]), training=False)
-    tf.train.Checkpoint(model=model_variables(model)).save(str(run_dir / BEST / "ckpt"))
-    return run_dir
 
 
 @pytest.mark.slow
@@ -307,7 +293,7 @@ def test_larger_models_export_and_separate_in_both_runtimes(preset, tmp_path):
     the small RoFormers (einsum attention) and a stereo RoFormer: LiteRT float32 and ONNX, in their
     runtimes, within 60 dB of the in-process Separator (which runs the fused LSTM / blocked
     attention) on 4 chunks."""
-    run = stereo_run(tmp_path / "run") if preset == STEREO else write_untrained_run(tmp_path / "run", preset)
+    run = stereo_run(tmp_path / "run", "bs-roformer-tiny") if preset == STEREO else write_untrained_run(tmp_path / "run", preset)
     inputs = {"long": signals(16000, 2.7, seed=4)["long"]}
     reference = expected(run, inputs["long"])
     for runtime in ("litert", "onnx"):
