@@ -30,19 +30,27 @@ def find_chromium() -> str | None:
     return next((found for name in CANDIDATES if (found := shutil.which(name))), None)
 
 
+def unavailable(reason: str) -> None:
+    """Skip with `reason`; fail instead where a browser is required (MSS_BROWSER_REQUIRED=1: CI,
+    whose `make test-browser` installs one, so a skip there would hide a broken install)."""
+    if os.environ.get("MSS_BROWSER_REQUIRED") == "1":
+        pytest.fail(f"browser required (MSS_BROWSER_REQUIRED=1): {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def browser():
     try:
         from playwright.sync_api import Error, sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed (make browser-deps, or pip install -r requirements-browser.txt)")
+        unavailable("playwright is not installed (make browser-deps, or pip install -r requirements-browser.txt)")
     manager = sync_playwright().start()
     executable = find_chromium()
     try:
         launched = manager.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
     except Error as exc:
         manager.stop()
-        pytest.skip(f"no Chromium to drive ({executable or 'playwright’s own'}: {str(exc).splitlines()[0]}); "
+        unavailable(f"no Chromium to drive ({executable or 'playwright’s own'}: {str(exc).splitlines()[0]}); "
                     "install one: apt-get install chromium, or python -m playwright install chromium, or set MSS_CHROMIUM")
     yield launched
     launched.close()
