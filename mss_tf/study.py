@@ -2,7 +2,7 @@
 and evaluated alike.
 
     python -m mss_tf.study [--budget-minutes 90] [--musdb-root DIR] [--size cpu|paper] [--seeds 1]
-                           [--ablation] [--out study]
+                           [--ablation] [--question models|se [--quick]] [--out study]
 
 Runs the project's own commands, so every number in the report is what a user would get:
 

@@ -201,3 +201,31 @@ def test_the_se_question_plans_paired_seeds_of_plain_se_and_the_ablation():
     quick = plan(build_parser().parse_args(["--question", "se", "--quick"]))
     assert [(j["preset"], j["seed"]) for j in quick] == [("bsrnn-tiny", 0), ("bsrnn-tiny", 1),
                                                         ("bsrnn-se-tiny", 0), ("bsrnn-se-tiny", 1)]
+
+
+@pytest.mark.slow  # about 5 minutes on 2 busy cores (four tiny trainings and evaluations, the gates, the cost)
+def test_the_quick_se_question_runs_end_to_end(tmp_path):
+    from mss_tf.study_se import CURVES, GATES, VERDICTS
+
+    root = write_tone_musdb(tmp_path / "musdb", 7.0)
+    out = tmp_path / "study"
+    (tmp_path / "README.md").write_text("# x\n<!-- bench:study-se -->\nold\n<!-- /bench:study-se -->\nend\n")
+    result = run_study("--question", "se", "--quick", "--musdb-root", root, "--out", out, "--workers", "1",
+                       "--readme", tmp_path / "README.md", env_extra={"MSS_TF_DATA": str(tmp_path / "data")})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = (out / "SE.md").read_text()
+    answers = [v for v in VERDICTS if f"**Answer ({v}).**" in report]
+    assert len(answers) == 1, report
+    for label in ("bsrnn-tiny", "bsrnn-se-tiny"):
+        for seed in (0, 1):
+            run = out / "runs" / "se" / f"{label}-seed{seed}"
+            results = json.loads((run / "results.json").read_text())
+            records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            assert records[-1]["step"] == 6
+            valid = np.mean(list(records[-1]["valid_usdr"].values()))
+            assert (f"| {label} | {seed} | 6 | {valid:.2f} | {results['average']['usdr']:.2f} |") in report
+    for name in (CURVES, GATES, "se.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "REPORT.md").exists() and not (out / "runs" / "oracle-irm2").exists()
+    readme = (tmp_path / "README.md").read_text()
+    assert "old" not in readme and f"](study/{GATES})" in readme and "make study-se" in readme
