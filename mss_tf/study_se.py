@@ -13,7 +13,8 @@ final test uSDR (average over targets; resampled over seeds and tracks) lies abo
 that of the paired difference in validation uSDR averaged over the first half of the training's
 epochs (resampled over seeds) lies above 0; "both" when both hold. When neither does: "neither" if
 both intervals lie below +GAIN dB (a gain of GAIN dB or more is ruled out), else "too noisy to tell
-at this size".
+at this size". With fewer than MIN_SEEDS paired seeds every measure is unclear (so --quick, with 2
+seeds, always answers "too noisy to tell at this size").
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ BOOTSTRAP = 2000  # resamples
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
 GAIN = 0.2  # dB: an interval entirely below this rules out a gain worth having
+MIN_SEEDS = 3  # fewer paired seeds judge nothing (a bootstrap over 2 values says little)
 VERDICTS = ("faster", "higher", "both", "neither", "too noisy to tell at this size")
 
 
@@ -140,9 +142,10 @@ def paired(out: Path, plain: list[dict[str, Any]], variant: list[dict[str, Any]]
                      early_usdr(*curve(records(out / "runs" / p["dir"]))))
         seeds.append(v["seed"])
     final_ci, early_ci = bootstrap_ci(np.array(final)), bootstrap_ci(np.array(early))
+    enough = len(seeds) >= MIN_SEEDS
+    higher, faster = (judge(*final_ci[1:]), judge(*early_ci[1:])) if enough else ("unclear", "unclear")
     return {"seeds": seeds, "tracks": tracks, "final": final, "early": early, "final_ci": final_ci,
-            "early_ci": early_ci, "higher": judge(*final_ci[1:]), "faster": judge(*early_ci[1:]),
-            "verdict": verdict(judge(*final_ci[1:]), judge(*early_ci[1:]))}
+            "early_ci": early_ci, "higher": higher, "faster": faster, "verdict": verdict(higher, faster)}
 
 
 def plot_curves(out: Path, groups: dict[str, list[dict[str, Any]]]) -> Path:
@@ -363,7 +366,7 @@ def write_se_report(out: Path, jobs: list[dict[str, Any]], state: dict[str, Any]
         VERDICTS[-1]: "the data cannot tell whether SE helps: too noisy to tell at this size",
     }
     answer = (f"**Answer ({c['verdict']}).** For {main} against {plain}, {len(c['seeds'])} paired seeds and "
-              f"{len(c['tracks'])} test tracks: {sentences[c['verdict']]}; test uSDR difference "
+              f"{len(c['tracks'])} test track{'s' if len(c['tracks']) != 1 else ''}: {sentences[c['verdict']]}; test uSDR difference "
               f"{_signed(c['final_ci'][0])} dB [{_signed(c['final_ci'][1])}, {_signed(c['final_ci'][2])}], early "
               f"validation uSDR difference {_signed(c['early_ci'][0])} dB [{_signed(c['early_ci'][1])}, "
               f"{_signed(c['early_ci'][2])}].")
@@ -390,7 +393,7 @@ def write_se_report(out: Path, jobs: list[dict[str, Any]], state: dict[str, Any]
     lines = [
         "# Does Squeeze-and-Excitation help BSRNN?", "",
         f"{machine_line(machine())} Data: `{data_root}`{' (the procedural demo set)' if demo else ''}, "
-        f"{len(first['tracks'])} test tracks{'' if not args.get('max_seconds') else ', first %g s of each' % args['max_seconds']}. "
+        f"{len(first['tracks'])} test track{'s' if len(first['tracks']) != 1 else ''}{'' if not args.get('max_seconds') else ', first %g s of each' % args['max_seconds']}. "
         f"{args['budget_steps']:,} training steps per run; seeds 0..{max(j['seed'] for j in jobs)} for every variant "
         f"(paired: a seed's runs see the same data in the same order); BSSEval: "
         f"{'fast v4' if args.get('fast') else 'museval v4'}. Whole question: "
@@ -402,7 +405,9 @@ def write_se_report(out: Path, jobs: list[dict[str, Any]], state: dict[str, Any]
         f"below +{GAIN:g} dB. *higher*: final test uSDR (average over targets; seeds and tracks resampled); *faster*: "
         "validation uSDR averaged over the epochs of the first half of training (seeds resampled). The answer is "
         "*both*, *higher* or *faster* from the measures that are better, *neither* when both are not better, "
-        "else *too noisy to tell at this size*. With few seeds the bootstrap interval is optimistic (narrow); "
+        f"else *too noisy to tell at this size*, as is every measure with fewer than {MIN_SEEDS} paired seeds. "
+        "The first epochs count in *faster*: at initialisation the gates are near 0.5, which halves each residual "
+        "branch, so a difference there may come from the start rather than the speed. With few seeds the bootstrap interval is optimistic (narrow); "
         "read it with the per-seed values below.", "",
         "## Final separation (mean ± std over seeds, dB)", "", *table, "",
         "## Every run", "", *runs_table, "",
