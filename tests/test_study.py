@@ -121,8 +121,6 @@ def test_bad_study_arguments_are_one_line_errors(tmp_path):
 def _fake_run(run: Path, seed: int, gain: float, speed: float, tracks=("a", "b", "c")) -> None:
     """A run folder as train.py and evaluate.py leave it: metrics.jsonl (validation uSDR per target at
     10 epochs, rising to 4 + gain dB) and results.json (per-track uSDR, seed- and track-dependent)."""
-    from mss_tf.study_se import REPORT  # noqa: F401  (the module under test imports)
-
     run.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     lines = []
@@ -207,7 +205,7 @@ def test_the_se_question_plans_paired_seeds_of_plain_se_and_the_ablation():
                                                         ("bsrnn-se-tiny", 0), ("bsrnn-se-tiny", 1)]
 
 
-@pytest.mark.slow  # about 5 minutes on 2 busy cores (four tiny trainings and evaluations, the gates, the cost)
+@pytest.mark.slow  # about 2 minutes on 2 shared cores (four tiny trainings and evaluations, the gates, the cost)
 def test_the_quick_se_question_runs_end_to_end(tmp_path):
     from mss_tf.study_se import CURVES, GATES, VERDICTS
 
