@@ -140,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("--seeds, --budget-minutes and --budget-steps must be positive")
     args.seeds = args.seeds or (QUICK["seeds"] if args.quick else 3 if se else 1)
     jobs = plan(args)
+    if se:
+        from mss_tf.models.registry import get_preset
+
+        presets = list(dict.fromkeys(j["preset"] for j in jobs))
+        if len(presets) != 2 or get_preset(presets[0]).model != "BSRNN" or get_preset(presets[1]).model != "BSRNN" or \
+                get_preset(presets[0]).kwargs.get("squeeze_excitation") or not get_preset(presets[1]).kwargs.get("squeeze_excitation"):
+            raise ConfigError("--question se compares a BSRNN with a BSRNN-SE: --models PLAIN SE "
+                              "(e.g. bsrnn-small bsrnn-se-small)")
     out = args.out.resolve()
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)

@@ -205,6 +205,13 @@ def test_the_se_question_plans_paired_seeds_of_plain_se_and_the_ablation():
                                                         ("bsrnn-se-tiny", 0), ("bsrnn-se-tiny", 1)]
 
 
+@pytest.mark.parametrize("models", [["bsrnn-small"], ["bsrnn-se-small", "bsrnn-small"], ["unet", "bsrnn-se-small"]])
+def test_the_se_question_needs_a_plain_bsrnn_then_a_bsrnn_se(tmp_path, models):
+    with pytest.raises(ConfigError, match="PLAIN SE"):
+        study.main(["--question", "se", "--models", *models, "--out", str(tmp_path / "s")])
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.slow  # about 2 minutes on 2 shared cores (four tiny trainings and evaluations, the gates, the cost)
 def test_the_quick_se_question_runs_end_to_end(tmp_path):
     from mss_tf.study_se import CURVES, GATES, VERDICTS
