@@ -11,7 +11,7 @@ DEMO_REPORT ?= runs/demo-report
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference convert-deps browser-deps demo report study test test-slow test-browser lint bench bench-roformer bench-quick bench-export clean
+.PHONY: setup ffmpeg torch-reference convert-deps browser-deps demo report study study-se test test-slow test-browser lint bench bench-roformer bench-quick bench-export clean
 
 setup: $(STAMP) ffmpeg
 
@@ -95,6 +95,11 @@ TEST_THREADS ?= $(shell $(PYTHON) -c 'import os; print(max(1, (os.cpu_count() or
 STUDY_ARGS ?=
 study: setup
 	$(PY) -m mss_tf.study --out study --readme README.md $(STUDY_ARGS)
+
+# issue 26: does SE help BSRNN? BSRNN-small, BSRNN-SE-small and its ablation, 3 paired seeds of 1000 steps each
+# (a few hours on 2 cores); writes study/SE.md and the README's SE block
+study-se: setup
+	$(PY) -m mss_tf.study --question se --out study --readme README.md $(STUDY_ARGS)
 
 test: setup
 	TF_NUM_INTRAOP_THREADS=$(TEST_THREADS) $(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile

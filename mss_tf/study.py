@@ -2,7 +2,7 @@
 and evaluated alike.
 
     python -m mss_tf.study [--budget-minutes 90] [--musdb-root DIR] [--size cpu|paper] [--seeds 1]
-                           [--ablation] [--out study]
+                           [--ablation] [--question models|se [--quick]] [--out study]
 
 Runs the project's own commands, so every number in the report is what a user would get:
 
@@ -15,6 +15,14 @@ Runs the project's own commands, so every number in the report is what a user wo
 3. `evaluate.py --compare`: the table and the quality-versus-complexity plots; then the training
    curves of all models in one figure, parameter counts, training time and separation speed,
    and with `--seeds N` each model's mean and spread over N trainings, in `OUT/REPORT.md`.
+
+`--question se` asks whether Squeeze-and-Excitation helps BSRNN (issue 26): BSRNN-small against
+BSRNN-SE-small and the ablation variants, the same `--budget-steps` (default 1000) for each, `--seeds`
+(default 3) paired seeds each, evaluated alike; it writes `OUT/SE.md` (mss_tf.study_se: final SDRs,
+validation curves, steps to fixed levels, paired differences with bootstrap intervals, a verdict,
+the SE gates and SE's cost) instead of REPORT.md, with its runs in `OUT/runs/se/` and its state in
+`OUT/se.json`. `--quick` runs the question in minutes for a test: the tiny presets, 2 seeds, no
+ablation, 6 steps, fast BSSEval on the first 4 s of one test track.
 
 `--ablation` adds BSRNN-SE variants: the SE blocks after each BLSTM or after each module (time and
 band BLSTM pair), with reduction r in {4, 8, 16}. Run the same command again and finished runs
@@ -46,6 +54,10 @@ TRAIN_SHARE = 0.7  # of --budget-minutes for training; the rest evaluates
 STEPS_PER_EPOCH = 100  # the budget is checked at each epoch's end
 ABLATION = [(placement, r) for placement in ("blstm", "module") for r in (4, 8, 16)]
 ORACLE, MIXTURE = "oracle-irm2", "mixture"
+SE_MODELS = {"cpu": ["bsrnn-small", "bsrnn-se-small"], "paper": ["bsrnn", "bsrnn-se"], "quick": ["bsrnn-tiny", "bsrnn-se-tiny"]}
+SE_BUDGET_STEPS = 1000  # per run of --question se: 21 runs of bsrnn(-se)-small at ~0.6 s a step on 2 cores, ~4 h
+SE_EPOCHS = 10  # validation points per run of --question se
+QUICK = {"seeds": 2, "budget_steps": 6, "tracks": 1, "max_seconds": 4.0, "fast": True}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", choices=list(MODELS), default="cpu",
                         help="cpu: the -small BSRNN and RoFormer presets, which learn on 2 CPU cores in minutes; paper: the papers' sizes (GPU)")
     parser.add_argument("--models", nargs="+", help="presets to compare (default: nmf, unet, the BSRNN pair and the two RoFormers of --size)")
-    parser.add_argument("--seeds", type=int, default=1, help="train each model this many times (seeds 0..N-1)")
+    parser.add_argument("--question", choices=["models", "se"], default="models",
+                        help="models: every model under one budget (REPORT.md); se: does SE help BSRNN? (SE.md, issue 26)")
+    parser.add_argument("--quick", action="store_true",
+                        help="with --question se: the tiny presets, 2 seeds, 6 steps, one track (minutes; for a test)")
+    parser.add_argument("--seeds", type=int, help="train each model this many times (seeds 0..N-1; default 1, 3 for --question se)")
     parser.add_argument("--ablation", action="store_true",
                         help="also train BSRNN-SE with SE after each BLSTM or each module, r in {4, 8, 16}")
     parser.add_argument("--tracks", type=int, help="evaluate the first N test tracks (default all)")
@@ -78,21 +94,24 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The trainings: one per model (and ablation variant) and seed."""
     from mss_tf.models.registry import get_preset, is_neural
 
-    models = args.models or MODELS[args.size]
+    se = getattr(args, "question", "models") == "se"
+    models = args.models or (SE_MODELS["quick" if args.quick else args.size] if se else MODELS[args.size])
+    seeds = args.seeds or (QUICK["seeds"] if se and args.quick else 3 if se else 1)
+    ablation = args.ablation or (se and not args.quick)
     jobs = []
     for preset in models:
         get_preset(preset)
         variants: list[tuple[str, dict[str, Any]]] = [(preset, {})]
         kwargs = get_preset(preset).kwargs
-        if args.ablation and kwargs.get("squeeze_excitation"):
+        if ablation and kwargs.get("squeeze_excitation"):
             default = ("blstm", int(kwargs.get("se_reduction", 16)))
             variants += [(f"{preset} SE/{placement} r={r}", {"se_placement": placement, "se_reduction": r})
                          for placement, r in ABLATION if (placement, r) != default]
         for label, model_args in variants:
-            for seed in range(args.seeds if is_neural(preset) else 1):  # NMF's fit does not depend on a seed
+            for seed in range(seeds if is_neural(preset) else 1):  # NMF's fit does not depend on a seed
                 name = label.replace(" ", "_").replace("/", "-").replace("=", "")
                 jobs.append({"label": label, "preset": preset, "model_args": model_args, "seed": seed,
-                             "neural": is_neural(preset), "dir": f"{name}-seed{seed}"})
+                             "neural": is_neural(preset), "dir": f"{'se/' if se else ''}{name}-seed{seed}"})
     return jobs
 
 
@@ -110,9 +129,25 @@ def _run(command: list[str], log, verbose: bool = False) -> float:  # noqa: ANN0
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.seeds < 1 or args.budget_minutes <= 0 or (args.budget_steps is not None and args.budget_steps < 1):
+    se = args.question == "se"
+    if args.quick and not se:
+        raise ConfigError("--quick is a setting of --question se")
+    if se:  # the same number of steps for every run, whatever else the machine does
+        for key, value in (QUICK if args.quick else {"budget_steps": SE_BUDGET_STEPS}).items():
+            if key != "seeds" and getattr(args, key) in (None, False):
+                setattr(args, key, value)
+    if args.seeds is not None and args.seeds < 1 or args.budget_minutes <= 0 or (args.budget_steps is not None and args.budget_steps < 1):
         raise ConfigError("--seeds, --budget-minutes and --budget-steps must be positive")
+    args.seeds = args.seeds or (QUICK["seeds"] if args.quick else 3 if se else 1)
     jobs = plan(args)
+    if se:
+        from mss_tf.models.registry import get_preset
+
+        presets = list(dict.fromkeys(j["preset"] for j in jobs))
+        if len(presets) != 2 or get_preset(presets[0]).model != "BSRNN" or get_preset(presets[1]).model != "BSRNN" or \
+                get_preset(presets[0]).kwargs.get("squeeze_excitation") or not get_preset(presets[1]).kwargs.get("squeeze_excitation"):
+            raise ConfigError("--question se compares a BSRNN with a BSRNN-SE: --models PLAIN SE "
+                              "(e.g. bsrnn-small bsrnn-se-small)")
     out = args.out.resolve()
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -122,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = ["--workers", str(args.workers), "--quiet"] + (["--fast"] if args.fast else [])
     evaluation += (["--tracks", str(args.tracks)] if args.tracks else [])
     evaluation += (["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])
-    state_path = out / "study.json"
+    state_path = out / ("se.json" if se else "study.json")
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     state.update({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                   "minutes_per_model": None if args.budget_steps else minutes})
@@ -149,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             if job["neural"]:
                 if args.budget_steps:  # the same number of steps for every model
                     per_epoch = min(STEPS_PER_EPOCH, args.budget_steps)
+                    if se:  # validation every tenth of the budget: the convergence curves
+                        per_epoch = max(1, math.ceil(args.budget_steps / SE_EPOCHS))
                     train += ["--steps-per-epoch", str(per_epoch), "--epochs", str(math.ceil(args.budget_steps / per_epoch))]
                 else:
                     train += ["--steps-per-epoch", str(STEPS_PER_EPOCH), "--epochs", "100000",
@@ -164,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             record(f"{job['dir']}/train", train, log)
             print(f"[{index}/{len(jobs)}] {job['label']} seed {job['seed']}: evaluating", flush=True)
             record(f"{job['dir']}/evaluate", evaluate, log)
-        for name, extra in ((ORACLE, ["--oracle", "irm2", "--preset", "unet", "--label", "oracle IRM2 (U-Net STFT)"]),
+        for name, extra in () if se else ((ORACLE, ["--oracle", "irm2", "--preset", "unet", "--label", "oracle IRM2 (U-Net STFT)"]),
                             (MIXTURE, ["--mixture", "--label", "mixture"])):
             command = ["evaluate.py", *extra, "--out", str(runs / name), *data, *evaluation]
             if not done(name, {"evaluate": command}):
@@ -172,21 +209,28 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(runs / name, ignore_errors=True)
                 record(f"{name}/evaluate", command, log)
         first = [runs / j["dir"] for j in jobs if j["seed"] == 0]
-        record("compare", ["evaluate.py", "--compare", *map(str, first), str(runs / ORACLE), str(runs / MIXTURE),
-                           "--out", str(out)], log)
+        if not se:
+                record("compare", ["evaluate.py", "--compare", *map(str, first), str(runs / ORACLE), str(runs / MIXTURE),
+                               "--out", str(out)], log)
     # the whole study: the time of every step whose output is in this report
     current = {f"{j['dir']}/{k}" for j in jobs for k in ("train", "evaluate")}
-    current |= {f"{ORACLE}/evaluate", f"{MIXTURE}/evaluate", "compare"}
+    current |= set() if se else {f"{ORACLE}/evaluate", f"{MIXTURE}/evaluate", "compare"}
     state["steps"] = {k: v for k, v in steps.items() if k in current}
     state["study_seconds"] = sum(v["seconds"] for v in state["steps"].values())
     state.pop("train_seconds", None)  # the layout before per-step records
     atomic_write(state_path, json.dumps(state, indent=2))
     from mss_tf.study_report import readme_body, replace_block, write_report
 
-    report = write_report(out, jobs, state)
+    if se:
+        from mss_tf.study_se import write_se_report
+
+        report = write_se_report(out, jobs, state, cost_steps=2 if args.quick else 10, gate_crops=2 if args.quick else 8)
+    else:
+        report = write_report(out, jobs, state)
     print(report.read_text())
-    if args.readme is not None and not replace_block(args.readme, "study", readme_body(report)):
-        raise ConfigError(f"{args.readme}: no <!-- bench:study --> block to write the report into")
+    block = "study-se" if se else "study"
+    if args.readme is not None and not replace_block(args.readme, block, readme_body(report, "make study-se" if se else "make study")):
+        raise ConfigError(f"{args.readme}: no <!-- bench:{block} --> block to write the report into")
     return 0
 
 

@@ -138,9 +138,9 @@ def replace_block(path: Path, name: str, body: str) -> bool:
     return True
 
 
-def readme_body(report: Path) -> str:
-    """REPORT.md for the README: headings one level down, images from the study folder."""
+def readme_body(report: Path, command: str = "make study") -> str:
+    """A report (REPORT.md, SE.md) for the README: headings one level down, images from the study folder."""
     folder = report.parent.name
     text = report.read_text().replace("](", f"]({folder}/").replace(f"]({folder}/http", "](http")
     lines = [("#" + line if line.startswith("#") else line) for line in text.splitlines()]
-    return "\n".join(lines[1:]).strip() + f"\n\n(Generated from `{folder}/REPORT.md` by `make study`.)"
+    return "\n".join(lines[1:]).strip() + f"\n\n(Generated from `{folder}/{report.name}` by `{command}`.)"

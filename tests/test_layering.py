@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mss_tf.training",),
     ("mss_tf.inference",),
     ("mss_tf.export", "mss_tf.portable", "mss_tf.evaluation", "mss_tf.convert"),
-    ("mss_tf.study_report",),
+    ("mss_tf.study_report", "mss_tf.study_se"),
     # the command-line programs: mss_tf.cli (their plumbing, and one module per command: train,
     # evaluate, separate, export, make_demo, prepare_musdb) and the study, which runs train.py and
     # evaluate.py, and the local separation page (python -m mss_tf.app)

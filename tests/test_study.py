@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mss_tf import study
@@ -111,4 +112,129 @@ def test_a_tiny_study_writes_the_report_and_continues_where_it_stopped(tmp_path,
 def test_bad_study_arguments_are_one_line_errors(tmp_path):
     assert_one_line_error(run_study("--seeds", "0", "--out", tmp_path / "s"), "--seeds")
     assert_one_line_error(run_study("--models", "nope", "--out", tmp_path / "s"), "nope")
+    assert_one_line_error(run_study("--quick", "--out", tmp_path / "s"), "--question se")
     assert not (tmp_path / "s").exists()
+
+
+# --- --question se (issue 26): the report's logic on synthetic runs, and the quick path end to end
+
+def _fake_run(run: Path, seed: int, gain: float, speed: float, tracks=("a", "b", "c")) -> None:
+    """A run folder as train.py and evaluate.py leave it: metrics.jsonl (validation uSDR per target at
+    10 epochs, rising to 4 + gain dB) and results.json (per-track uSDR, seed- and track-dependent)."""
+    run.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    lines = []
+    for epoch in range(1, 11):
+        level = (4 + gain) * (1 - np.exp(-speed * epoch)) + rng.normal(0, 0.01)
+        lines.append(json.dumps({"epoch": epoch, "step": 10 * epoch, "valid_usdr": {"vocals": level - 1, "drums": level + 1}}))
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    rows = [{"track": t, "usdr": {"vocals": 3 + gain + 0.3 * seed + i, "drums": 5 + gain + 0.3 * seed}}
+            for i, t in enumerate(tracks)]
+    average = float(np.mean([np.mean(list(r["usdr"].values())) for r in rows]))
+    (run / "results.json").write_text(json.dumps({
+        "params": 1000 + int(gain > 0), "tracks": rows, "data_root": "demo-musdb",
+        "targets": {t: {"usdr": float(np.mean([r["usdr"][t] for r in rows])), "csdr": 1.0 + seed}
+                    for t in ("vocals", "drums")},
+        "average": {"usdr": average, "csdr": 1.0 + seed}}))
+
+
+def _fake_question(out: Path, gain: float, speed: float, seeds: int) -> list[dict]:
+    jobs = []
+    for label, preset, g, s in (("bsrnn-tiny", "bsrnn-tiny", 0.0, 0.3), ("bsrnn-se-tiny", "bsrnn-se-tiny", gain, speed)):
+        for seed in range(seeds):
+            job = {"label": label, "preset": preset, "model_args": {}, "seed": seed, "neural": True,
+                   "dir": f"se/{label}-seed{seed}"}
+            _fake_run(out / "runs" / job["dir"], seed, g, s)
+            jobs.append(job)
+    return jobs
+
+
+def test_se_report_statistics_steps_to_level_bootstrap_and_the_verdict_rule():
+    from mss_tf.study_se import bootstrap_ci, early_usdr, judge, steps_to_level, verdict
+
+    steps, usdr = np.array([10, 20, 30, 40]), np.array([1.0, 2.5, 3.1, 2.9])
+    assert steps_to_level(steps, usdr, 2.0) == 20 and steps_to_level(steps, usdr, 3.0) == 30
+    assert steps_to_level(steps, usdr, 4.0) is None
+    assert early_usdr(steps, usdr) == pytest.approx(1.75)  # epochs at steps <= 20
+    mean, low, high = bootstrap_ci(np.array([[1.0, 1.2], [0.9, 1.1], [1.1, 1.0]]))
+    assert mean == pytest.approx(1.05) and 0.9 <= low < mean < high <= 1.2
+    assert bootstrap_ci(np.array([0.5, -0.4, 0.1])) == bootstrap_ci(np.array([0.5, -0.4, 0.1]))  # fixed seed
+    assert bootstrap_ci(np.array([0.5, -0.4, 0.1]))[1] < 0 < bootstrap_ci(np.array([0.5, -0.4, 0.1]))[2]
+    assert judge(0.1, 0.5) == "better" and judge(-0.1, 0.1) == "not better" and judge(-0.5, 0.5) == "unclear"
+    assert verdict("better", "better") == "both" and verdict("better", "unclear") == "higher"
+    assert verdict("not better", "better") == "faster" and verdict("not better", "not better") == "neither"
+    assert verdict("unclear", "not better") == "too noisy to tell at this size"
+
+
+@pytest.mark.parametrize("gain, speed, seeds, expected", [
+    (1.0, 0.1, 3, "higher"), (0.0, 1.0, 3, "faster"), (1.0, 1.0, 3, "both"), (0.0, 0.3, 3, "neither"),
+    (1.0, 1.0, 2, "too noisy to tell at this size"),  # two seeds judge nothing
+])
+def test_the_se_report_holds_every_run_and_states_what_the_numbers_support(tmp_path, monkeypatch, gain, speed, seeds,
+                                                                          expected):
+    from mss_tf import study_se
+
+    out = tmp_path / "study"
+    jobs = _fake_question(out, gain, speed, seeds)
+    monkeypatch.setattr(study_se, "read_gates", lambda run, crops: {
+        "blocks": ["m0/time", "m0/band"], "crops": ["x @ 0.0 s"], "scales": np.full((crops, 2, 4), 0.5)})
+    monkeypatch.setattr(study_se, "measure_cost", lambda presets, steps: [
+        {"label": label, "params": 1000 + i, "seconds": 0.1 * (1 + i)} for i, (label, _, _) in enumerate(presets)])
+    state = {"args": {"budget_steps": 100, "fast": True, "max_seconds": None}, "study_seconds": 60}
+    report = study_se.write_se_report(out, jobs, state, cost_steps=2, gate_crops=3).read_text()
+    assert f"**Answer ({expected}).**" in report
+    assert report.count("**Answer (") == 1
+    for job in jobs:  # every run's numbers, as its files hold them
+        results = json.loads((out / "runs" / job["dir"] / "results.json").read_text())
+        final = json.loads((out / "runs" / job["dir"] / "metrics.jsonl").read_text().splitlines()[-1])
+        valid = np.mean(list(final["valid_usdr"].values()))
+        assert f"| {job['label']} | {job['seed']} | 100 | {valid:.2f} | {results['average']['usdr']:.2f} |" in report
+    assert f"({seeds}/{seeds} seeds)" in report and "+0.10%" in report and "+100.0%" in report
+    assert (out / study_se.CURVES).is_file() and (out / study_se.GATES).is_file()
+
+
+def test_the_se_question_plans_paired_seeds_of_plain_se_and_the_ablation():
+    jobs = plan(build_parser().parse_args(["--question", "se"]))
+    labels = list(dict.fromkeys(j["label"] for j in jobs))
+    assert labels[:2] == ["bsrnn-small", "bsrnn-se-small"] and len(labels) == 7  # plain, the preset, 5 more variants
+    for label in labels:  # the same seeds for every variant: paired runs
+        assert [j["seed"] for j in jobs if j["label"] == label] == [0, 1, 2]
+    assert all(j["dir"].startswith("se/") for j in jobs) and len({j["dir"] for j in jobs}) == len(jobs)
+    quick = plan(build_parser().parse_args(["--question", "se", "--quick"]))
+    assert [(j["preset"], j["seed"]) for j in quick] == [("bsrnn-tiny", 0), ("bsrnn-tiny", 1),
+                                                        ("bsrnn-se-tiny", 0), ("bsrnn-se-tiny", 1)]
+
+
+@pytest.mark.parametrize("models", [["bsrnn-small"], ["bsrnn-se-small", "bsrnn-small"], ["unet", "bsrnn-se-small"]])
+def test_the_se_question_needs_a_plain_bsrnn_then_a_bsrnn_se(tmp_path, models):
+    with pytest.raises(ConfigError, match="PLAIN SE"):
+        study.main(["--question", "se", "--models", *models, "--out", str(tmp_path / "s")])
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow  # about 2 minutes on 2 shared cores (four tiny trainings and evaluations, the gates, the cost)
+def test_the_quick_se_question_runs_end_to_end(tmp_path):
+    from mss_tf.study_se import CURVES, GATES, VERDICTS
+
+    root = write_tone_musdb(tmp_path / "musdb", 7.0)
+    out = tmp_path / "study"
+    (tmp_path / "README.md").write_text("# x\n<!-- bench:study-se -->\nold\n<!-- /bench:study-se -->\nend\n")
+    result = run_study("--question", "se", "--quick", "--musdb-root", root, "--out", out, "--workers", "1",
+                       "--readme", tmp_path / "README.md", env_extra={"MSS_TF_DATA": str(tmp_path / "data")})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = (out / "SE.md").read_text()
+    answers = [v for v in VERDICTS if f"**Answer ({v}).**" in report]
+    assert answers == ["too noisy to tell at this size"], report  # two seeds judge nothing
+    for label in ("bsrnn-tiny", "bsrnn-se-tiny"):
+        for seed in (0, 1):
+            run = out / "runs" / "se" / f"{label}-seed{seed}"
+            results = json.loads((run / "results.json").read_text())
+            records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            assert records[-1]["step"] == 6
+            valid = np.mean(list(records[-1]["valid_usdr"].values()))
+            assert (f"| {label} | {seed} | 6 | {valid:.2f} | {results['average']['usdr']:.2f} |") in report
+    for name in (CURVES, GATES, "se.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "REPORT.md").exists() and not (out / "runs" / "oracle-irm2").exists()
+    readme = (tmp_path / "README.md").read_text()
+    assert "old" not in readme and f"](study/{GATES})" in readme and "make study-se" in readme
