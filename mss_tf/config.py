@@ -31,7 +31,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "max_minutes": _NUMBER, "seed": (int,), "deterministic": (bool,),
     "strategy": (str,), "precision": (str,), "jit_compile": (bool,), "checkpoint_every": (int,),
     "summary_every": (int,), "max_nonfinite": (int,), "keep_checkpoints": (int,), "stft": (dict,),
-    "targets": (list,), "data_root": (str,), "shards": (str,),
+    "targets": (list,), "data_root": (str,), "shards": (str,), "data": (dict,), "init_from": (dict,),
 }
 
 
@@ -125,6 +125,10 @@ class TrainConfig:
     targets: list[str] | None = None
     data_root: str | None = None
     shards: str | None = None
+    # the layout and stem map of data_root (`mss_tf.data.sources.DataSource.spec`); None: MUSDB18
+    data: dict[str, Any] | None = None
+    # fine-tuning: where the first weights came from (`mss_tf.training.finetune`); None: from scratch
+    init_from: dict[str, Any] | None = None
 
     def resolve(self) -> "TrainConfig":
         """Fill every None field from the preset; returns self."""

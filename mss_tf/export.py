@@ -20,7 +20,9 @@ whatever precision the run was trained in.
 Metadata, readable from plain TensorFlow on the loaded object (`tf.saved_model.load(OUT)`):
 `sample_rate`, `n_fft`, `hop`, `chunk_samples`, `overlap_samples`, `channels` (int32 variables),
 `targets` (string vector, output order), `model_name` and `format` ("mss-tf-saved-model") (string
-scalars), `metadata_json` (all of it as JSON). The same JSON is `OUT/assets.extra/mss_tf.json`.
+scalars), `metadata_json` (all of it as JSON). The same JSON is `OUT/assets.extra/mss_tf.json`;
+it also holds the run's `model_kwargs` and the checkpoint path of each saved variable
+(`weight_paths`), so `train.py --init-from OUT` can fine-tune from an export.
 
 `--format litert` / `--format onnx` write a folder holding a LiteRT (.tflite) or ONNX file of one
 chunk (waveform chunk in, stems chunk out, STFT and iSTFT inside, static shapes) and its
@@ -46,11 +48,13 @@ from typing import Any, Callable
 if __name__ == "__main__":  # `python -m mss_tf.export`: the CLI plumbing first, so TensorFlow starts quietly
     from mss_tf import cli
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from mss_tf import __version__, portable
 from mss_tf.audio.spectrogram import SpectrogramConfig
+from mss_tf.checkpoints import weight_paths
 from mss_tf.config import TrainConfig, model_channels
 from mss_tf.errors import CheckpointError, ConfigError
 from mss_tf.inference import (DEFAULT_OVERLAP_SECONDS, ChunkPlan, Separator, WaveformSeparator, check_separation_options,
@@ -126,6 +130,7 @@ class ExportModule(tf.Module):
 
 def _metadata(separator: Separator, extra: dict[str, Any]) -> dict[str, Any]:
     spec = separator.stft_config
+    paths = weight_paths(separator.model) if isinstance(separator.model, keras.layers.Layer) else {}  # not NMF
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "mss_tf_version": __version__,
         "tensorflow_version": tf.__version__, "model": separator.name, "targets": list(separator.targets),
@@ -134,6 +139,9 @@ def _metadata(separator: Separator, extra: dict[str, Any]) -> dict[str, Any]:
         **separator.plan.to_dict(),
         "chunk_seconds": separator.chunk / spec.sample_rate, "overlap_seconds": separator.overlap / spec.sample_rate,
         "signatures": SIGNATURES,
+        # the checkpoint path of each of `model_variables`, in order (None: not a weight): what
+        # `train.py --init-from EXPORT` copies from
+        "weight_paths": [paths.get(id(v)) for v in separator.model.variables],
         **extra,
     }
 
@@ -223,7 +231,8 @@ def export_run(run_dir: str | Path, out: str | Path, which: str = "best", chunk_
         config.model_kwargs = {**config.model_kwargs, **portable.RUNTIME_KWARGS[model_class]}
     separator = Separator.from_run(run_dir, which=which, precision="float32", config=config,
                                    chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
-    extra = {"run_dir": str(run_dir.resolve()), "checkpoint": which, "trained_precision": config.precision}
+    extra = {"run_dir": str(run_dir.resolve()), "checkpoint": which, "trained_precision": config.precision,
+             "model_kwargs": config.model_kwargs}
     if fmt == "saved_model":
         return export_separator(separator, out, extra)
     metadata = _metadata(separator, extra)

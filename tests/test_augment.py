@@ -414,8 +414,11 @@ def test_online_config_round_trip_and_validation():
     unchanged = collect(online.apply_online(tagged_dataset(2), online.OnlineAugmentConfig.none(), seed=0))
     for a, b in zip(unchanged, collect(tagged_dataset(2))):
         np.testing.assert_array_equal(a, b)  # every step off: the stream as stored
+    piano = online.OnlineAugmentConfig(dropout_stems=("piano",), dropout=True, dropout_p=0.5)  # any data's names
+    with pytest.raises(ConfigError, match=r"\['piano'\] are not stems of the data"):
+        online.apply_online(tagged_dataset(2), piano, seed=0)  # MUSDB18's four
     with pytest.raises(ConfigError):
-        online.OnlineAugmentConfig(dropout_stems=("piano",))
+        online.OnlineAugmentConfig(dropout_stems=("",))
     with pytest.raises(ConfigError):
         online.OnlineAugmentConfig(remix_group=1)
     with pytest.raises(ConfigError):

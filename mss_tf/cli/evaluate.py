@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
                       help="evaluated folders (holding results.json) to put in one table and plots in --out")
     parser.add_argument("--musdb-root", help="MUSDB18(-HQ) folder (default: $MUSDB_PATH, else the run's data, else the demo set)")
+    parser.add_argument("--data", help="a multitrack folder in any layout (MUSDB18, stems, MoisesDB; default: the run's data)")
+    parser.add_argument("--layout", choices=["musdb", "stems", "moisesdb"], help="with --data: read it in this layout")
+    parser.add_argument("--stem-map", help="with --data: JSON file grouping raw stems into targets (default: the run's)")
     parser.add_argument("--subset", default="test", choices=["train", "valid", "test"], help="split to evaluate (default test)")
     parser.add_argument("--tracks", nargs="+", metavar="N|NAME",
                         help="one number: the first N tracks of the split; otherwise track names (or parts of names)")
@@ -45,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "and --oracle; required with --mixture); with --compare: the folder for the table and plots")
     parser.add_argument("--label", help="the name this evaluation goes by in comparisons (default: the preset or method)")
     parser.add_argument("--preset", default="bsrnn", help="with --oracle: the model preset whose STFT the masks use (default bsrnn)")
-    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="with --oracle/--mixture: targets (default all four)")
+    parser.add_argument("--targets", nargs="+", metavar="NAME", help="with --oracle/--mixture: targets (default: every "
+                        "target of the data)")
     parser.add_argument("--which", choices=["best", "latest"], default="best", help="with --run: which checkpoint (default best)")
     parser.add_argument("--chunk-seconds", type=float,
                         help="separation chunk length in seconds (default: a run's 10, 5 for BSRNNs, which need more "
@@ -82,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--chunk-seconds {args.chunk_seconds} / --overlap {args.overlap}: need 0 <= overlap < chunk")
     if args.wiener < 0:
         parser.error(f"--wiener must be >= 0, got {args.wiener}")
+    if args.data is None and (args.layout or args.stem_map):
+        parser.error("--layout and --stem-map need --data DIR (the folder they describe)")
+    if args.data is not None and args.musdb_root is not None:
+        parser.error("--data and --musdb-root name the same thing; give one")
     if args.listen_seconds < 0:
         parser.error(f"--listen-seconds must be >= 0, got {args.listen_seconds}")
     return args
@@ -117,15 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     from mss_tf.data.roots import resolve_data_root
     from mss_tf.evaluation import report
 
+    from mss_tf.data.sources import DataSource
+
     chunking = {"chunk_seconds": args.chunk_seconds, "overlap_seconds": args.overlap, "wiener_iterations": args.wiener}
     suffix = f" + MWF{args.wiener}" if args.wiener else ""
     root = None
+    source = DataSource.open(args.data, args.layout, args.stem_map) if args.data is not None else None
     if config is not None:
         from mss_tf.inference import Separator
         from mss_tf.models.registry import model_parameters
 
         separator = Separator.from_run(args.run, which=args.which, precision=args.precision, config=config, **chunking)
         root = musdb.resolve_root(args.musdb_root) or (Path(config.data_root) if config.data_root else None)
+        if source is None and args.musdb_root is None and config.data is not None and root is not None:
+            source = DataSource.from_record(config.data, root)  # the run's layout and stem map
         method, targets, name = separator.separate, separator.targets, config.model + suffix
         params = model_parameters(separator.model)
         out = args.out or (args.run / f"eval-wiener-{args.wiener}" if args.wiener else args.run)
@@ -140,26 +153,32 @@ def main(argv: list[str] | None = None) -> int:
         from mss_tf.evaluation.oracle import OracleSeparator
         from mss_tf.models.registry import get_preset
 
-        oracle = OracleSeparator(args.oracle, get_preset(args.preset).stft, args.targets or list(TARGETS))
+        oracle = OracleSeparator(args.oracle, get_preset(args.preset).stft,
+                                 args.targets or list(source.stems if source else TARGETS))
         method, targets, params = oracle, oracle.targets, 0
         name = f"oracle {args.oracle.upper()} ({args.preset} STFT)"
         out = args.out or Path("runs") / f"eval-oracle-{args.oracle}-{args.preset}"
     else:
-        targets = args.targets or list(TARGETS)
+        targets = args.targets or list(source.stems if source else TARGETS)
         name, params = "mixture", 0
 
         def method(audio, rate):  # noqa: ANN001
             return report.mixture_as_estimate(audio, rate, targets)
 
         out = args.out
-    if root is None:
+    if source is not None:
+        root = source.root
+    elif root is None:
         root, _ = resolve_data_root(args.musdb_root, print)
-    tracks = musdb.select_tracks(musdb.split_tracks(root, args.subset), args.tracks, root, args.subset)
+    source = source or DataSource(Path(root))
+    source.check_targets(targets, "the targets")
+    tracks = musdb.select_tracks(source.split_tracks(args.subset), args.tracks, root, args.subset)
     bss = "none" if args.usdr_only else ("fast" if args.fast else "museval")
     rows = report.evaluate_tracks(method, tracks, targets, progress=not args.quiet, bss=bss, workers=args.workers,
                                   max_seconds=args.max_seconds, out_dir=out, subset=args.subset,
-                                  listen_seconds=args.listen_seconds)
-    extra = {"label": args.label or name, "bss": bss, "data_root": str(root)}
+                                  listen_seconds=args.listen_seconds, source=source)
+    extra = {"label": args.label or name, "bss": bss, "data_root": str(root),
+             **({"data": source.spec()} if source.spec() is not None else {})}
     if args.max_seconds:
         extra["max_seconds"] = args.max_seconds
     results = report.summarize(rows, targets, name, params, args.subset, extra)

@@ -1,4 +1,5 @@
-"""Prepare MUSDB18 / MUSDB18-HQ as STFT shards for a model preset, or check a shard folder."""
+"""Prepare MUSDB18 / MUSDB18-HQ, or any multitrack folder (--data: a stems folder, MoisesDB), as STFT
+shards for a model preset, or check a shard folder."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", type=Path, metavar="DIR",
                         help="verify a shard folder (or a folder of split folders) against its manifest and exit")
     parser.add_argument("--musdb-root", help="MUSDB18 (.stem.mp4) or MUSDB18-HQ (wav) folder (default: $MUSDB_PATH)")
+    parser.add_argument("--data", help="a multitrack folder in any layout instead: MUSDB18(-HQ), stems "
+                        "(ROOT/{train,valid,test}/<track>/<stem>.wav) or MoisesDB, detected from the folder")
+    parser.add_argument("--layout", choices=["musdb", "stems", "moisesdb"],
+                        help="with --data: read it in this layout (when detection is ambiguous)")
+    parser.add_argument("--stem-map", help="with --data: JSON file grouping raw stems into targets, e.g. "
+                        '{"guitar": ["guitar", "acoustic_guitar"], "other": "*rest*"}')
+    parser.add_argument("--targets", nargs="+", metavar="NAME",
+                        help="targets the quality filter checks (default: the preset's for MUSDB18, every target "
+                        "of --data otherwise); the shards hold every target of the data")
     parser.add_argument("--out", type=Path, help="output folder; gets one shard folder per split (train/, valid/)")
     parser.add_argument("--model", help="preset whose STFT config and targets the shards are for (e.g. unet, bsrnn)")
     parser.add_argument("--channels", type=int, choices=[1, 2],
@@ -49,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from mss_tf.data.crops import CropConfig
     from mss_tf.data.prepare import PrepareConfig, check_shards, prepare_dataset
     from mss_tf.data.quality import targets_config
+    from mss_tf.data.sources import DataSource
     from mss_tf.errors import ConfigError, DataError
     from mss_tf.models.registry import get_preset
 
@@ -67,9 +78,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"{args.out}: exists and is not a folder")
     preset = get_preset(args.model)
-    root = musdb.resolve_root(args.musdb_root)
-    if root is None:
-        raise DataError("no MUSDB folder: give --musdb-root DIR or set MUSDB_PATH")
+    from mss_tf.cli.train import data_source
+
+    args.shards = None
+    source = data_source(args)
+    if source is None:
+        root = musdb.resolve_root(args.musdb_root)
+        if root is None:
+            raise DataError("no MUSDB folder: give --musdb-root DIR or set MUSDB_PATH (or --data DIR)")
+        source = DataSource(Path(root))
+    targets = [t.strip() for a in args.targets for t in a.split(",") if t.strip()] if args.targets else None
+    if targets is None:
+        targets = list(preset.kwargs.get("targets") or []) if source.plain_musdb else list(source.stems)
+    source.check_targets(targets)
     augment = None
     if args.augment_copies:
         from mss_tf.data.augment import AugmentConfig
@@ -77,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         augment = AugmentConfig()
     config = PrepareConfig(
         crops=CropConfig(seconds=args.crop_seconds, overlap=args.overlap),
-        quality=None if args.no_quality_filter else targets_config(preset.kwargs.get("targets") or []),
+        quality=None if args.no_quality_filter else targets_config(targets),
         augment=augment,
         augment_copies=args.augment_copies,
         dtype=args.dtype,
@@ -88,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.monotonic()
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    prepare_dataset(root, args.out, preset.stft, config, splits=splits, workers=args.workers,
+    prepare_dataset(source, args.out, preset.stft, config, splits=splits, workers=args.workers,
                     skip_bad=args.skip_bad, progress=not args.quiet)
     for split in splits:
         manifest = json.loads((args.out / split / "manifest.json").read_text())

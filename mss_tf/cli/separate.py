@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mss_tf import TARGETS, cli
+from mss_tf import cli
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".aiff", ".aif", ".m4a", ".mp4")
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder: OUT/<file name>/<target>.<format>")
     parser.add_argument("--format", choices=["wav", "flac"], default="wav",
                         help="wav: 32-bit float, exact; flac: 16-bit, clipped to [-1, 1] (default wav)")
-    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), help="write only these stems (default: all the model makes)")
+    parser.add_argument("--targets", nargs="+", metavar="NAME", help="write only these stems (default: all the model makes)")
     parser.add_argument("--chunk-seconds", type=float,
                         help="separation chunk length in seconds (default: a run's 10, 5 for BSRNNs, which need more "
                              "memory per second; a SavedModel's, the chunk it was exported with)")

@@ -13,13 +13,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="preset name: unet, bsrnn, bsrnn-se, nmf, or a -tiny version (see --list)")
     parser.add_argument("--list", action="store_true", help="list the presets with their parameter counts and exit")
     parser.add_argument("--musdb-root", help="MUSDB18-HQ folder (default: $MUSDB_PATH, else the built-in demo set)")
+    parser.add_argument("--data", help="a multitrack folder in any layout: MUSDB18(-HQ), stems "
+                        "(ROOT/{train,valid,test}/<track>/<stem>.wav|flac) or MoisesDB, detected (README, \"Your own data\")")
+    parser.add_argument("--layout", choices=["musdb", "stems", "moisesdb"], help="with --data: read it in this layout "
+                        "(when it matches several)")
+    parser.add_argument("--stem-map", help="with --data: JSON file grouping raw stems into targets, e.g. "
+                        "{\"guitar\": [\"guitar\", \"acoustic_guitar\"], \"other\": \"*rest*\"}")
+    parser.add_argument("--skip-bad", action="store_true", help="skip tracks that cannot be used (each named with its "
+                        "reason) instead of stopping at the first")
+    parser.add_argument("--init-from", type=Path, metavar="RUN_OR_EXPORT",
+                        help="fine-tune: start from this run directory's best weights or SavedModel export (the "
+                        "body and the heads of targets it has; new targets get new heads). --model defaults to its "
+                        "preset, the model arguments and STFT are its own; --lr sets this run's learning rate")
+    parser.add_argument("--freeze", choices=["none", "body"],
+                        help="with --init-from: train every weight (none, default) or only the heads (body)")
     parser.add_argument("--shards", type=Path, help="prepared shard folder (with train/ and valid/); skips preparation")
     parser.add_argument("--run-dir", type=Path, help="where to write the run (default: runs/<model>-<timestamp>)")
     parser.add_argument("--resume", type=Path, help="continue the run in this directory from its latest checkpoint")
     parser.add_argument("--config", type=Path, help="JSON file of settings (any field of config.json in a run directory); "
                         "flags given on the command line override it")
-    parser.add_argument("--targets", help="comma-separated targets to separate, e.g. vocals or vocals,drums,bass,other "
-                        "(default: the preset's)")
+    parser.add_argument("--targets", nargs="+", metavar="NAME", help="targets to separate, in output order, e.g. "
+                        "vocals, or lead keys bass drums (commas work too); any stems the data has (default: MUSDB18's "
+                        "four, or every target of --data)")
     parser.add_argument("--epochs", type=int, help="at most this many epochs (default: the preset's: 100 for paper-size BSRNN and "
                         "RoFormers, else 200; early stopping or --max-minutes usually ends a run first)")
     parser.add_argument("--steps-per-epoch", type=int, help="training steps per epoch (default: the paper's 10,000 for "
@@ -137,8 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         "loss_alpha": args.alpha, "deterministic": args.deterministic, "strategy": args.strategy,
         "precision": args.precision, "jit_compile": args.jit_compile, "checkpoint_every": args.checkpoint_every,
         "summary_every": args.summary_every,
-        "targets": [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None,
+        "targets": [t.strip() for a in args.targets for t in a.split(",") if t.strip()] if args.targets else None,
     }
+    source = data_source(args)
+    if args.freeze is not None and args.init_from is None:
+        raise ConfigError("--freeze needs --init-from RUN_OR_EXPORT (the model whose body it freezes)")
+    if args.resume and args.init_from is not None:
+        raise ConfigError(f"--resume {args.resume} with --init-from: a resumed run continues from its own checkpoints")
+    init = None
+    if args.init_from is not None:
+        from mss_tf.training.finetune import read_source
+
+        init = read_source(args.init_from)
     if args.resume:
         from mss_tf.training.run import check_resume
 
@@ -150,15 +175,30 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig.from_file(args.config, model=args.model)
         run_dir = None
     else:
-        if not args.model:
-            raise ConfigError("--model is required (or --resume DIR, or --config FILE with a \"model\")")
-        config = TrainConfig(model=args.model)
+        if not args.model and init is None:
+            raise ConfigError("--model is required (or --resume DIR, --init-from RUN_OR_EXPORT, or --config FILE "
+                              "with a \"model\")")
+        config = TrainConfig(model=args.model or init.model)
         run_dir = None
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
+    if source is not None:
+        spec = source.spec()
+        if args.resume and spec != config.data:
+            raise ConfigError(f"{args.resume}: --data {args.data} is read differently from the run's data "
+                              f"({config.data or 'MUSDB18'}); a resumed run keeps it")
+        config.data = spec
+        if config.targets is None and spec is not None:
+            config.targets = list(source.stems)  # every target the data gives
+        if config.targets is not None:
+            source.check_targets(config.targets)
     get_preset(config.model)
     config.model_kwargs = {**config.model_kwargs, **parse_model_args(args.model_arg)}
+    if init is not None:
+        from mss_tf.training.finetune import configure
+
+        configure(config, init, args.freeze or "none", model_given=bool(args.model) or args.config is not None)
     config.resolve()
     if args.export and args.export_format != "saved_model":  # refused before training, not after it
         from mss_tf.config import model_channels
@@ -198,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from mss_tf.training.run import new_run_dir, train_run, training_data
 
-    data_root, shards = training_data(config, args.shards, args.musdb_root, resume=args.resume)
+    data_root, shards = training_data(config, args.shards, args.data or args.musdb_root, resume=args.resume)
     run_dir = run_dir or args.run_dir or new_run_dir(config.model)
-    result = train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet)
+    result = train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet, skip_bad=args.skip_bad)
     print(f"run directory: {run_dir}")
     if args.export and result["chief"]:
         from mss_tf.export import EXPORT_DIR, export_run
@@ -208,6 +248,25 @@ def main(argv: list[str] | None = None) -> int:
         kind = {"saved_model": "SavedModel", "litert": "LiteRT", "onnx": "ONNX"}[args.export_format]
         print(f"{kind}: {export_run(run_dir, Path(run_dir) / EXPORT_DIR, fmt=args.export_format)}")
     return 0
+
+
+def data_source(args: argparse.Namespace):  # noqa: ANN201
+    """The `DataSource` of --data/--layout/--stem-map (None without --data: MUSDB18 as before);
+    ConfigError for --layout/--stem-map without --data or --data with --musdb-root."""
+    from mss_tf.errors import ConfigError
+
+    if args.data is None:
+        for flag, value in (("--layout", args.layout), ("--stem-map", args.stem_map)):
+            if value is not None:
+                raise ConfigError(f"{flag} needs --data DIR (the folder it describes)")
+        return None
+    if args.musdb_root is not None:
+        raise ConfigError("--data and --musdb-root name the same thing; give one")
+    if args.shards is not None:
+        raise ConfigError("--data and --shards: the shard folder already holds its data; give one")
+    from mss_tf.data.sources import DataSource
+
+    return DataSource.open(args.data, args.layout, args.stem_map)
 
 
 def tune(args: argparse.Namespace, config, options) -> int:
@@ -225,8 +284,8 @@ def tune(args: argparse.Namespace, config, options) -> int:
         if args.shards is None and "KERASTUNER_ORACLE_IP" in os.environ:
             raise ConfigError("distributed tuning workers need --shards DIR prepared beforehand "
                               "(python datasets/prepare_musdb.py ...): they must not build shards concurrently")
-        data_root, shards = training_data(config, args.shards, args.musdb_root)
-        shards = ensure_shards(config, data_root, shards, not args.quiet, print)
+        data_root, shards = training_data(config, args.shards, args.data or args.musdb_root)
+        shards = ensure_shards(config, data_root, shards, not args.quiet, print, skip_bad=args.skip_bad)
         config.data_root, config.shards = (str(data_root) if data_root else None), str(shards)
         train_data, valid_ds = make_datasets(config, shards)
     result = tune_run(config, run_dir, train_data, valid_ds, options, progress=not args.quiet)

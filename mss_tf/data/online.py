@@ -121,10 +121,9 @@ class OnlineAugmentConfig:
                 raise ConfigError(f"online {name} must be >= 0, got {getattr(self, name)}")
         if self.dropout_stems is not None:
             stems = (self.dropout_stems,) if isinstance(self.dropout_stems, str) else tuple(self.dropout_stems)
-            unknown = [s for s in stems if s not in STEMS]
-            if unknown:
-                raise ConfigError(f"online dropout_stems {unknown} are not stems (known: {list(STEMS)})")
-            object.__setattr__(self, "dropout_stems", stems)
+            if not stems or not all(isinstance(s, str) and s for s in stems):
+                raise ConfigError(f"online dropout_stems must be stem names, got {self.dropout_stems!r}")
+            object.__setattr__(self, "dropout_stems", stems)  # checked against the data's stems in apply_online
 
     @classmethod
     def none(cls) -> "OnlineAugmentConfig":
@@ -269,17 +268,18 @@ def remix(
 
 
 def augment_example(
-    stems: tf.Tensor, mixture: tf.Tensor, config: OnlineAugmentConfig, seed: tf.Tensor, seeded: bool = True
+    stems: tf.Tensor, mixture: tf.Tensor, config: OnlineAugmentConfig, seed: tf.Tensor, seeded: bool = True,
+    names: Sequence[str] = STEMS,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Gain, dropout, mixture and masks (steps 2-5) on one example, with a shape-[2] stateless seed.
 
-    ``seeded=False`` lets the masks use the unseeded (tfio) path.
+    ``seeded=False`` lets the masks use the unseeded (tfio) path; `names` are the stems' names in order.
     """
     seeds = tf.random.experimental.stateless_split(seed, 3)
     if config.gain and config.gain_db > 0:
         stems = random_gain(stems, config.gain_db, seeds[0])
     if config.dropout and config.dropout_p > 0:
-        droppable = None if config.dropout_stems is None else [STEMS.index(s) for s in config.dropout_stems]
+        droppable = None if config.dropout_stems is None else [list(names).index(s) for s in config.dropout_stems]
         stems = stem_dropout(stems, config.dropout_p, seeds[1], droppable)
     if config.changes_stems:
         mixture = mix(stems)
@@ -289,7 +289,8 @@ def augment_example(
 
 
 def apply_online(
-    ds: tf.data.Dataset, config: OnlineAugmentConfig, seed: int | None = None, start: int = 0
+    ds: tf.data.Dataset, config: OnlineAugmentConfig, seed: int | None = None, start: int = 0,
+    stems: Sequence[str] = STEMS,
 ) -> tf.data.Dataset:
     """Apply the enabled online augmentations to an unbatched ``(stems, mixture)`` dataset.
 
@@ -301,12 +302,17 @@ def apply_online(
         seed: makes the output deterministic (given a deterministic input order).
         start: the stream position of the first element of `ds` (a resumed run starts its
             stream where it stopped); with remixing, a multiple of ``remix_group``.
+        stems: the names of the S stems, in order (a shard folder's manifest "stems"): what
+            ``dropout_stems`` names (ConfigError for a name not among them).
 
     Returns:
         The same structure, shapes and dtypes.
     """
     if not config.enabled:
         return ds
+    unknown = [s for s in config.dropout_stems or () if s not in stems]
+    if unknown and config.dropout:
+        raise ConfigError(f"online dropout_stems {unknown} are not stems of the data (it has: {list(stems)})")
     if config.remix:
         ds = remix(ds, config.remix_group, seed, config.remix_p, start)
     per_example = (config.gain and config.gain_db > 0) or (config.dropout and config.dropout_p > 0)
@@ -315,7 +321,7 @@ def apply_online(
     ds = tf.data.Dataset.zip((ds, element_seeds(seed, start, AUGMENT_SALT)))
     seeded = seed is not None
     return ds.map(
-        lambda example, key: augment_example(example[0], example[1], config, key, seeded),
+        lambda example, key: augment_example(example[0], example[1], config, key, seeded, tuple(stems)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=_deterministic(seed),
     )

@@ -148,7 +148,7 @@ def make_dataset(
         crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     if config.augment is not None:
-        ds = apply_online(ds, config.augment, seed, aligned)
+        ds = apply_online(ds, config.augment, seed, aligned, manifest["stems"])
     ds = ds.skip(start - aligned)
     ds = ds.map(
         lambda stems, mixture: (mixture, tf.gather(stems, target_index, axis=0)),  # ([C,] T, F, 2), (n, [C,] T, F, 2)

@@ -22,10 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mss_tf.audio.spectrogram import SpectrogramConfig
-from mss_tf.data import musdb
 from mss_tf.data.crops import CropConfig, crop_offsets, track_crops  # noqa: F401  (re-exported)
 from mss_tf.data.quality import QualityConfig, QualityStats, assess
-from mss_tf.data.shards import CHANNELS, MANIFEST, STEMS, ShardWriter, manifest_channels, read_manifest, write_manifest
+from mss_tf.data.shards import CHANNELS, MANIFEST, ShardWriter, manifest_channels, read_manifest, write_manifest
+from mss_tf.data.sources import DataSource
 from mss_tf.errors import ConfigError, DataError, ShardError
 from mss_tf.utils import atomic_write
 
@@ -105,7 +105,8 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:40] or "track"
 
 
-def _augmented(audio: dict[str, np.ndarray], offset: int, rate: int, config: PrepareConfig, crop_id: str):
+def _augmented(audio: dict[str, np.ndarray], offset: int, rate: int, config: PrepareConfig, crop_id: str,
+               stems: Sequence[str]):
     """The augmented copies of the crop at `offset` of a track's `audio` (stems, (samples,) or
     (samples, channels) each: the effects of a stem are the same on each of its channels).
 
@@ -118,47 +119,51 @@ def _augmented(audio: dict[str, np.ndarray], offset: int, rate: int, config: Pre
     from mss_tf.data.augment import augmented_copies, source_length
 
     crop = config.crops.crop_samples(rate)
-    n_samples = len(audio[STEMS[0]])
+    n_samples = len(audio[stems[0]])
     need = min(source_length(crop, config.augment), n_samples)
     start = min(offset, n_samples - need)
-    excerpt = {s: audio[s][start : start + need] for s in STEMS}
+    excerpt = {s: audio[s][start : start + need] for s in stems}
     copies = augmented_copies(excerpt, rate, config.augment, config.augment_copies, config.seed, crop_id, length=crop)
     return [(stems, {**params, "source_offset": int(start)}) for stems, params in copies]
 
 
 def prepare_track(
-    index: int, track: musdb.Track, out_dir: str, stft_config: SpectrogramConfig, config: PrepareConfig
+    index: int, track: Any, out_dir: str, stft_config: SpectrogramConfig, config: PrepareConfig,
+    source: DataSource | None = None,
 ) -> dict[str, Any]:
-    """Write one track's shards into `out_dir`; returns its record (shards, counts, statistics)."""
+    """Write one track's shards into `out_dir`; returns its record (shards, counts, statistics).
+    `source` reads the track (default: a MUSDB18 track with its four stems)."""
     import tensorflow as tf
 
     from mss_tf.audio.spectrogram import stft
 
+    source = source or DataSource(Path(out_dir))
+    names = source.stems  # the order of every example's stems
     out = Path(out_dir)
-    audio, rate = musdb.load_track(track, sample_rate=stft_config.sample_rate, mono=config.channels == 1)
-    audio = _with_channels(audio, config.channels, track)  # (samples,) each, or (samples, 2) in stereo
+    audio, rate = source.load(track, sample_rate=stft_config.sample_rate, mono=config.channels == 1)
+    audio = _with_channels(audio, config.channels, source.where(track))  # (samples,) each, or (samples, 2) in stereo
     stats = QualityStats(config.quality) if config.quality else None
     waves, offsets, params = [], [], []
     for offset, crop in track_crops(audio, rate, config.crops):
         if config.quality is not None:
-            result = assess({s: crop[s] for s in STEMS}, rate, config.quality)
+            result = assess({s: crop[s] for s in names}, rate, config.quality)
             stats.add(result, track.name)  # type: ignore[union-attr]
             if not result.kept:
                 continue
-        versions = [({s: crop[s] for s in STEMS}, None)]
+        versions = [({s: crop[s] for s in names}, None)]
         if config.augment is not None and config.augment_copies > 0:
-            versions += _augmented(audio, offset, rate, config, f"{track.name}@{offset}")
+            versions += _augmented(audio, offset, rate, config, f"{track.name}@{offset}", names)
         for stems, applied in versions:
             mixture = stems["mixture"] if "mixture" in stems else crop["mixture"]
-            wave = np.stack([mixture] + [stems[s] for s in STEMS]).astype(np.float32)  # (5, samples[, C])
-            waves.append(wave if wave.ndim == 2 else wave.transpose(0, 2, 1))  # (5, [C,] samples)
+            wave = np.stack([mixture] + [stems[s] for s in names]).astype(np.float32)  # (1 + S, samples[, C])
+            waves.append(wave if wave.ndim == 2 else wave.transpose(0, 2, 1))  # (1 + S, [C,] samples)
             offsets.append(offset)
             params.append(applied)
     writer = ShardWriter(out, stft_config, config.dtype, config.shard_bytes, config.compression,
-                         prefix=f"{index:04d}-{_slug(track.name)}", channels=config.channels)
+                         prefix=f"{index:04d}-{_slug(track.name)}", channels=config.channels, stems=names)
     with writer:
         for start in range(0, len(waves), 8):  # STFT a few crops at a time: bounded memory
-            spec = stft(tf.constant(np.stack(waves[start : start + 8])), stft_config).numpy()  # (n, 5, [C,] T, F)
+            spec = stft(tf.constant(np.stack(waves[start : start + 8])), stft_config).numpy()  # (n, 1 + S, [C,] T, F)
             for i, example in enumerate(spec):
                 j = start + i
                 writer.add(example[1:], example[0], track.name, offsets[j], augmentation=params[j])
@@ -166,7 +171,7 @@ def prepare_track(
     return {
         "index": index,
         "track": track.name,
-        "source": musdb.source_fingerprint(track),
+        "source": source.fingerprint(track),
         "shards": shards,
         "n_examples": len(waves),
         "n_augmented": sum(p is not None for p in params),
@@ -176,7 +181,7 @@ def prepare_track(
     }
 
 
-def _with_channels(audio: dict[str, np.ndarray], channels: int, track: musdb.Track) -> dict[str, np.ndarray]:
+def _with_channels(audio: dict[str, np.ndarray], channels: int, where: str) -> dict[str, np.ndarray]:
     """Loaded (samples, channels) sources -> (samples,) for mono shards, (samples, 2) for stereo
     ones (a mono file is duplicated into both channels; more than two channels is an error)."""
     if channels == 1:
@@ -185,7 +190,7 @@ def _with_channels(audio: dict[str, np.ndarray], channels: int, track: musdb.Tra
     if found == 1:
         return {name: np.repeat(wave, 2, axis=1) for name, wave in audio.items()}
     if found != 2:
-        raise DataError(f"{track.path}: {found} audio channels; stereo shards take 1 or 2")
+        raise DataError(f"{where}: {found} audio channels; stereo shards take 1 or 2")
     return audio
 
 
@@ -193,7 +198,7 @@ def _record_path(out: Path, index: int) -> Path:
     return out / DONE / f"{index:04d}.json"
 
 
-def _finished(out: Path, index: int, track: musdb.Track) -> dict[str, Any] | None:
+def _finished(out: Path, index: int, track: Any, source: DataSource) -> dict[str, Any] | None:
     path = _record_path(out, index)
     if not path.is_file():
         return None
@@ -201,7 +206,7 @@ def _finished(out: Path, index: int, track: musdb.Track) -> dict[str, Any] | Non
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    if record.get("track") != track.name or record.get("source") != musdb.source_fingerprint(track):
+    if record.get("track") != track.name or record.get("source") != source.fingerprint(track):
         return None  # another track, or its audio changed since
     for shard in record.get("shards", []):
         file = out / shard["file"]
@@ -220,7 +225,7 @@ def _clear_track(out: Path, index: int) -> None:
 
 
 def prepare_split(
-    tracks: Sequence[musdb.Track],
+    tracks: Sequence[Any],
     out_dir: str | Path,
     stft_config: SpectrogramConfig,
     config: PrepareConfig = PrepareConfig(),
@@ -228,14 +233,18 @@ def prepare_split(
     skip_bad: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    source: DataSource | None = None,
 ) -> dict[str, Any]:
     """Prepare (or finish preparing) one split's shard folder and write its manifest.
 
-    Tracks run in `workers` processes; a bad track raises DataError naming its file unless
-    `skip_bad`, which records it under "skipped" in the manifest and goes on.
+    Tracks (of `source`; default MUSDB18 tracks) run in `workers` processes; a bad track raises
+    DataError naming its file unless `skip_bad`, which records it under "skipped" in the
+    manifest and goes on.
     """
     out = Path(out_dir)
-    settings = {"stft": stft_config.to_dict(), **config.to_dict(), "tracks": [t.name for t in tracks]}
+    source = source or DataSource(out)
+    data = {"data": source.spec()} if source.spec() is not None else {}  # MUSDB18 settings stay as they were
+    settings = {"stft": stft_config.to_dict(), **config.to_dict(), "tracks": [t.name for t in tracks], **data}
     settings_file = out / DONE / SETTINGS
     if out.exists() and (not settings_file.is_file() or json.loads(settings_file.read_text()) != settings):
         ours = (out / DONE).is_dir() or (out / MANIFEST).is_file() or not any(out.iterdir())
@@ -250,7 +259,7 @@ def prepare_split(
     records: dict[int, dict[str, Any]] = {}
     todo = []
     for index, track in enumerate(tracks):
-        record = _finished(out, index, track)
+        record = _finished(out, index, track, source)
         if record is not None:
             records[index] = record
         else:
@@ -259,12 +268,12 @@ def prepare_split(
 
     bar = tqdm(total=len(tracks), initial=len(records), desc=f"prepare {out.name}", unit="track", disable=not progress)
 
-    def done(index: int, track: musdb.Track, record: dict[str, Any]) -> None:
+    def done(index: int, track: Any, record: dict[str, Any]) -> None:
         atomic_write(_record_path(out, index), json.dumps(record))
         records[index] = record
         bar.update()
 
-    def failed(index: int, track: musdb.Track, error: Exception) -> None:
+    def failed(index: int, track: Any, error: Exception) -> None:
         if not skip_bad or not isinstance(error, DataError):
             raise error
         bar.write(f"skipping bad track {track.name}: {error}")
@@ -274,7 +283,7 @@ def prepare_split(
         if workers <= 1 or len(todo) <= 1:
             for index, track in todo:
                 try:
-                    record = prepare_track(index, track, str(out), stft_config, config)
+                    record = prepare_track(index, track, str(out), stft_config, config, source)
                 except DataError as error:
                     failed(index, track, error)
                     continue
@@ -282,7 +291,7 @@ def prepare_split(
         else:
             context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = {pool.submit(prepare_track, i, t, str(out), stft_config, config): (i, t) for i, t in todo}
+                futures = {pool.submit(prepare_track, i, t, str(out), stft_config, config, source): (i, t) for i, t in todo}
                 try:
                     for future in concurrent.futures.as_completed(futures):
                         index, track = futures[future]
@@ -298,12 +307,13 @@ def prepare_split(
                     raise
     finally:
         bar.close()
-    return _write_manifest(out, stft_config, config, [records[i] for i in sorted(records)], extra)
+    return _write_manifest(out, stft_config, config, [records[i] for i in sorted(records)], {**(extra or {}), **data},
+                           source.stems)
 
 
 def _write_manifest(
     out: Path, stft_config: SpectrogramConfig, config: PrepareConfig, records: list[dict[str, Any]],
-    extra: dict[str, Any] | None,
+    extra: dict[str, Any] | None, stems: Sequence[str],
 ) -> dict[str, Any]:
     shards = [shard for record in records for shard in record["shards"]]
     n_examples = sum(record["n_examples"] for record in records)
@@ -328,12 +338,12 @@ def _write_manifest(
             "audio_seconds": n_examples * config.crops.seconds,
             **(extra or {}),
         },
-        channels=config.channels,
+        channels=config.channels, stems=stems,
     )
 
 
 def prepare_dataset(
-    root: str | Path,
+    root: str | Path | DataSource,
     out_dir: str | Path,
     stft_config: SpectrogramConfig,
     config: PrepareConfig = PrepareConfig(),
@@ -342,18 +352,21 @@ def prepare_dataset(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Shard folders `out_dir/<split>` for each split of a MUSDB folder; cached and resumable.
+    """Shard folders `out_dir/<split>` for each split of a multitrack folder (`root`: a MUSDB18
+    folder, or any layout as a `DataSource`); cached and resumable.
 
     A split whose manifest already records the same settings, source tracks and source files
-    (names, sizes, modification times: `musdb.source_fingerprint`) is kept as it is; otherwise
+    (names, sizes, modification times: `DataSource.fingerprint`) is kept as it is; otherwise
     the tracks whose files changed are prepared again. The valid split is never augmented.
     """
     out_dir = Path(out_dir)
+    source = root if isinstance(root, DataSource) else DataSource(Path(root))
+    root = source.root
     for split in splits:
-        tracks = musdb.split_tracks(root, split, strict=not skip_bad)  # lenient listing: bad tracks get skipped
+        tracks = source.split_tracks(split, strict=not skip_bad)  # lenient listing: bad tracks get skipped
         split_config = config if split == "train" else dataclasses.replace(config, augment=None, augment_copies=0)
         split_dir = out_dir / split
-        fingerprint = hashlib.sha256(json.dumps([musdb.source_fingerprint(t) for t in tracks]).encode()).hexdigest()
+        fingerprint = hashlib.sha256(json.dumps([source.fingerprint(t) for t in tracks]).encode()).hexdigest()
         if (split_dir / MANIFEST).is_file():
             try:
                 manifest = read_manifest(split_dir, stft_config)
@@ -361,11 +374,13 @@ def prepare_dataset(
                 manifest = {}
             if (manifest.get("settings") == split_config.to_dict()
                     and manifest.get("source_tracks") == [t.name for t in tracks]
-                    and manifest.get("source_files") == fingerprint):
+                    and manifest.get("source_files") == fingerprint
+                    and manifest.get("data") == source.spec()):
                 continue
         prepare_split(
             tracks, split_dir, stft_config, split_config, workers, skip_bad, progress,
             extra={"split": split, "source_root": str(Path(root).resolve()), "source_files": fingerprint},
+            source=source,
         )
     return out_dir
 

@@ -24,7 +24,7 @@ from mss_tf.utils import atomic_write
 MANIFEST = "manifest.json"
 FORMAT = "mss-tf-shards"
 FORMAT_VERSION = 1
-STEMS = TARGETS  # every shard stores all four stems in this order; models pick their targets
+STEMS = TARGETS  # MUSDB18's shards store its four stems in this order; other data records its own (manifest "stems")
 DTYPES = {"float16": np.float16, "float32": np.float32}
 CHANNELS = (1, 2)  # mono or stereo STFTs
 
@@ -57,6 +57,7 @@ class ShardWriter:
         compression: "" or "GZIP".
         prefix: shard file name prefix.
         channels: 1 (mono examples) or 2 (stereo: a channel axis before the frames).
+        stems: names of the stems of every example, in order (default MUSDB18's four).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class ShardWriter:
         compression: str = "",
         prefix: str = "shard",
         channels: int = 1,
+        stems: Sequence[str] = STEMS,
     ) -> None:
         if channels not in CHANNELS:
             raise ConfigError(f"shard channels must be 1 (mono) or 2 (stereo), got {channels!r}")
@@ -82,6 +84,7 @@ class ShardWriter:
         self.compression = compression
         self.prefix = prefix
         self.channels = int(channels)
+        self.stems = tuple(stems)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.shards: list[dict[str, Any]] = []
         self.tracks: list[str] = []
@@ -113,14 +116,14 @@ class ShardWriter:
     def add(
         self, stems: np.ndarray, mixture: np.ndarray, track: str, offset: int, augmentation: dict | None = None
     ) -> None:
-        """Add one example: stems (4, [C,] frames, bins) complex and mixture ([C,] frames, bins)
+        """Add one example: stems (S, [C,] frames, bins) complex and mixture ([C,] frames, bins)
         complex, the channel axis C present for a stereo writer only.
 
         `augmentation` records the offline augmentation applied to this example (None: original).
         """
         stems = np.asarray(stems)
         mixture = np.asarray(mixture)
-        if stems.shape[0] != len(STEMS) or stems.shape[1:] != mixture.shape:
+        if stems.shape[0] != len(self.stems) or stems.shape[1:] != mixture.shape:
             raise ShardError(f"example from {track}: stems {stems.shape} do not match mixture {mixture.shape}")
         expected = "(frames, bins)" if self.channels == 1 else f"({self.channels}, frames, bins)"
         if mixture.ndim != (2 if self.channels == 1 else 3) or (self.channels > 1 and mixture.shape[0] != self.channels):
@@ -184,8 +187,10 @@ def write_manifest(
     tracks: list[str],
     extra: dict[str, Any] | None = None,
     channels: int = 1,
+    stems: Sequence[str] = STEMS,
 ) -> dict[str, Any]:
-    """Write a shard folder's `manifest.json` (atomically, last) and return it."""
+    """Write a shard folder's `manifest.json` (atomically, last) and return it; `stems` are the
+    names of every example's stems in order (the targets a run on this folder may pick from)."""
     if n_examples == 0:
         raise ShardError(f"{out_dir}: no examples were written (every crop rejected, every track skipped or too short)")
     manifest = {
@@ -195,7 +200,7 @@ def write_manifest(
         "channels": int(channels),
         "dtype": dtype,
         "compression": compression,
-        "stems": list(STEMS),
+        "stems": list(stems),
         "n_examples": n_examples,
         "n_frames": n_frames,
         "bytes": sum(s["bytes"] for s in shards),
@@ -246,7 +251,8 @@ def read_manifest(
     if targets is not None:
         missing = [t for t in targets if t not in manifest["stems"]]
         if missing:
-            raise ShardError(f"{shard_dir}: shards lack targets {missing}")
+            raise ShardError(f"{shard_dir}: shards hold stems {', '.join(manifest['stems'])}, not target(s) "
+                             f"{', '.join(missing)}; prepare shards from data that has them")
     for shard in manifest["shards"]:
         file = shard_dir / shard["file"]
         if not file.is_file():

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mss_tf.data import musdb
+from mss_tf.data.sources import DataSource
 from mss_tf.utils import atomic_write
 from mss_tf.errors import DataError
 from mss_tf.evaluation.bss import ACCOMPANIMENT, track_medians
@@ -70,6 +71,7 @@ def evaluate_tracks(
     out_dir: str | Path | None = None,
     subset: str = "test",
     listen_seconds: float = 0.0,
+    source: DataSource | None = None,
 ) -> list[dict[str, Any]]:
     """Separate each track's mixture and score every target.
 
@@ -78,6 +80,8 @@ def evaluate_tracks(
     `bss`: "museval" (BSSEval v4, the reference), "fast" (mss_tf.evaluation.bsseval) or "none"
     (uSDR only). With `out_dir`, each track's museval JSON goes to out_dir/museval/<subset>/,
     and with `listen_seconds` > 0 too, its listening excerpts to out_dir/listen/ (mss_tf.evaluation.listen).
+    `source` reads the tracks (default: MUSDB18 tracks); its "mixture" is the mixture file, or
+    the sum of the stems in a layout without one, and the floor is measured against it.
 
     Returns one row per track: {"track", "seconds", "separate_seconds", "usdr": {target: dB},
     "baseline_usdr": {...} (the mixture as the estimate), "energy_ratio": {...} (sum s_hat^2 /
@@ -87,6 +91,8 @@ def evaluate_tracks(
     if bss not in BSS_CHOICES:
         raise DataError(f"unknown BSSEval implementation {bss!r} (choose from {', '.join(BSS_CHOICES)})")
     targets = list(targets)
+    source = source or DataSource(Path("."))
+    source.check_targets(targets, "targets")
     uses_references = bool(getattr(separate, "uses_references", False))
     if uses_references:
         separate = separate.separate
@@ -99,8 +105,8 @@ def evaluate_tracks(
         bar = tqdm(tracks, desc="evaluate", unit="track", disable=not progress)
         for track in bar:
             bar.set_postfix_str(track.name[:40])
-            available = [s for s in musdb.SOURCES if s != "mixture"]
-            audio, rate = musdb.load_track(track, sources=("mixture",) + tuple(available))
+            audio, rate = source.load(track)
+            available = list(source.stems)
             if max_seconds is not None:
                 audio = {k: v[: int(round(max_seconds * rate))] for k, v in audio.items()}
             mixture = audio["mixture"]

@@ -58,6 +58,7 @@ class WaveformSeparator:
     model_channels: int = 1
     chunks_per_call: int = 1
     wiener_iterations: int = 0
+    stems: Sequence[str] = TARGETS  # the stems of the training data: targets short of them leave a residual
 
     @property
     def sample_rate(self) -> int:
@@ -89,7 +90,7 @@ class WaveformSeparator:
         estimates = self.separate_chunks(pieces)  # (k, S, C, samples)
         if not self.wiener_iterations or pieces.shape[1] < 2:
             return estimates
-        residual = set(self.targets) != set(TARGETS)
+        residual = set(self.targets) != set(self.stems)
         return np.stack([wiener_filter(piece, estimate, self.stft_config, self.wiener_iterations, residual=residual)
                          for piece, estimate in zip(pieces, estimates)])
 
@@ -345,7 +346,10 @@ class Separator(WaveformSeparator):
                 model = build_model(config.model, stft=spec, **config.model_kwargs)
             model(example_mixture(model, spec.n_frames(spec.hop * 8), spec.n_bins), training=False)
             restore_weights(model, run_dir, which)
-        return cls(model, spec, config.targets or [], name=config.model, **kwargs)
+        separator = cls(model, spec, config.targets or [], name=config.model, **kwargs)
+        if config.data is not None and config.data.get("stems"):
+            separator.stems = tuple(config.data["stems"])
+        return separator
 
     def separate_chunks(self, pieces: np.ndarray) -> np.ndarray:
         """(k, channels, samples) at the model rate -> (k, targets, channels, samples): one model call."""

@@ -223,8 +223,8 @@ class NMFSeparator:
     `tf.while_loop`).
 
     Args:
-        targets: sources to estimate, a subset of mss_tf.TARGETS, in output order. When they
-            are not all four, the remaining stems are modelled by one hidden "rest" dictionary
+        targets: sources to estimate, a subset of the data's stems, in output order. When they
+            are not all of them, the remaining stems are modelled by one hidden "rest" dictionary
             learnt from their sum, so they compete for the mixture but are not returned.
         rank: dictionary atoms per source; an int, or a mapping target -> int (a "rest" key
             sets the hidden source's rank, else it takes the largest target rank).
@@ -238,6 +238,8 @@ class NMFSeparator:
         max_frames: frames per source kept (uniform random sample) for learning its dictionary.
         seed: seed of the frame sample and of the dictionary initialisation.
         name: model name (the preset name in the registry).
+        stems: the stems of the data it learns from (None: MUSDB18's four); decides whether
+            there is a hidden "rest" source.
     """
 
     def __init__(
@@ -252,16 +254,19 @@ class NMFSeparator:
         max_frames: int = 10000,
         seed: int = 0,
         name: str = "nmf",
+        stems: Sequence[str] | None = None,
     ) -> None:
         if isinstance(targets, str):
             targets = [targets]
         self.targets = [str(t) for t in targets]
-        unknown = [t for t in self.targets if t not in TARGETS]
+        self.stems = [str(s) for s in stems] if stems is not None else None
+        known = self.stems if self.stems is not None else list(TARGETS)
+        unknown = [t for t in self.targets if t not in known or t == REST]
         if not self.targets or unknown or len(set(self.targets)) != len(self.targets):
             raise ConfigError(
-                f"NMF targets must be distinct names from {list(TARGETS)}, got {list(self.targets)}"
+                f"NMF targets must be distinct names from {known}, got {list(self.targets)}"
             )
-        self.sources = self.targets + ([REST] if set(TARGETS) - set(self.targets) else [])
+        self.sources = self.targets + ([REST] if set(known) - set(self.targets) else [])
         self.ranks = self._resolve_ranks(rank)
         self.rank = {k: int(v) for k, v in rank.items()} if isinstance(rank, Mapping) else int(rank)
         self.beta = resolve_beta(beta)
@@ -368,6 +373,7 @@ class NMFSeparator:
             "max_frames": self.max_frames,
             "seed": self.seed,
             "name": self.name,
+            **({"stems": list(self.stems)} if self.stems is not None else {}),  # MUSDB18's: as before
         }
 
     @classmethod
@@ -440,6 +446,9 @@ class NMFSeparator:
         missing = [t for t in self.targets if t not in stems]
         if missing:
             raise ConfigError(f"NMF targets {missing} are not among the examples' stems {stems}")
+        if bool(set(stems) - set(self.targets)) != (REST in self.sources):
+            raise ConfigError(f"NMF built for stems {self.stems or list(TARGETS)}, the examples hold {stems} "
+                              "(build it with stems= the data's stems)")
         budget = self.max_frames if max_frames is None else _positive_int("max_frames", max_frames)
         rng = np.random.default_rng(self.seed if seed is None else seed)
         reservoirs = {source: FrameReservoir(budget, rng) for source in self.sources}

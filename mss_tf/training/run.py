@@ -4,12 +4,15 @@ NMF baseline's dictionary fit)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import keras
 import tensorflow as tf
 
+from mss_tf.checkpoints import CHECKPOINTS, checkpoint_history
 from mss_tf.config import TrainConfig
 from mss_tf.data.online import OnlineAugmentConfig
 from mss_tf.data.pipeline import PipelineConfig, make_dataset, validation_dataset
@@ -18,8 +21,9 @@ from mss_tf.data.quality import targets_config
 from mss_tf.data import musdb
 from mss_tf.data.roots import data_dir, resolve_data_root
 from mss_tf.data.shards import iterate_examples, read_manifest
+from mss_tf.data.sources import DataSource
 from mss_tf.errors import ConfigError
-from mss_tf.models.registry import build_model, get_preset, is_neural, model_parameters
+from mss_tf.models.registry import build_model, example_mixture, get_preset, is_neural, model_parameters
 from mss_tf.training.distribute import check_batch, is_chief, make_strategy, precision_scope
 from mss_tf.training.loop import Trainer
 
@@ -43,8 +47,11 @@ def prepare_config(config: TrainConfig) -> PrepareConfig:
 
 def default_shard_dir(data_root: Path, config: TrainConfig) -> Path:
     """`data/shards/<root name>-<hash of the STFT and shard settings>`: one folder per setting
-    (`<root name>-stereo-<hash>` for a stereo model: its own settings, its own name)."""
+    (`<root name>-stereo-<hash>` for a stereo model: its own settings, its own name; the hash
+    also covers the layout and stem map of data other than MUSDB18: `config.data`)."""
     key = settings_key(config.spectrogram, prepare_config(config))
+    if config.data is not None:
+        key = hashlib.sha256(f"{key}{json.dumps(config.data, sort_keys=True)}".encode()).hexdigest()[:10]
     stereo = "-stereo" if config.channels == 2 else ""
     return data_dir() / "shards" / f"{data_root.resolve().name}{stereo}-{key}"
 
@@ -127,19 +134,23 @@ def training_data(config: TrainConfig, shards: Path | None = None, musdb_root: s
 
 
 def ensure_shards(config: TrainConfig, data_root: Path | None, shard_dir: Path | None, progress: bool,
-                  echo: Callable[[str], None]) -> Path:
+                  echo: Callable[[str], None], skip_bad: bool = False) -> Path:
     """The shard folder a run trains on: `shard_dir` as given, or the cached one for `data_root`
     and this config's STFT and shard settings (built the first time).
 
-    A data root that is missing, not in MUSDB layout or lacks a stem is refused (DataError)
-    before anything is printed or written."""
+    A data root that is missing, not in its layout or lacks a stem is refused (DataError)
+    before anything is printed or written. `config.data` says how to read it (None: MUSDB18)."""
     if shard_dir is not None:
         return shard_dir
     assert data_root is not None, "need a data root or a shard folder"
-    musdb.find_tracks(data_root, "train")  # the checks preparation makes first, before the line below
+    source = DataSource.from_record(config.data, data_root)
+    if source.layout == "musdb":
+        musdb.find_tracks(data_root, "train", strict=not skip_bad)  # the checks preparation makes first
+    else:
+        source.split_tracks("train")
     shard_dir = default_shard_dir(data_root, config)
     echo(f"shards: {shard_dir} (built from {data_root} if missing)")
-    prepare_dataset(data_root, shard_dir, config.spectrogram, prepare_config(config), progress=progress)
+    prepare_dataset(source, shard_dir, config.spectrogram, prepare_config(config), progress=progress, skip_bad=skip_bad)
     return shard_dir
 
 
@@ -176,8 +187,10 @@ def train_run(
     shard_dir: Path | None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
-    """Prepare (or reuse) shards, train the preset of `config` and save everything in `run_dir`."""
+    """Prepare (or reuse) shards, train the preset of `config` and save everything in `run_dir`
+    (`skip_bad`: tracks that cannot be used are skipped, each named, when the shards are built)."""
     config.resolve()
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
     strategy = make_strategy(config.strategy) if is_neural(config.model) else None
@@ -187,7 +200,7 @@ def train_run(
     if shard_dir is None and config.strategy == "multiworker":
         raise ConfigError("--strategy multiworker needs --shards DIR prepared beforehand "
                           "(python datasets/prepare_musdb.py ...): workers must not build shards concurrently")
-    shard_dir = ensure_shards(config, data_root, shard_dir, progress, echo)
+    shard_dir = ensure_shards(config, data_root, shard_dir, progress, echo, skip_bad)
     config.data_root = str(data_root) if data_root else config.data_root  # evaluate.py's default data
     if strategy is None:
         return _fit_nmf(config, run_dir, shard_dir, progress, echo)
@@ -195,8 +208,11 @@ def train_run(
     if config.jit_compile and get_preset(config.model).model == "BSRNN":
         # XLA cannot compile the fused BlockLSTM kernel; the Keras LSTM has the same weights
         config.model_kwargs.setdefault("lstm_implementation", "keras")
+    source = init_source(config, run_dir)
     with strategy.scope(), precision_scope(config.precision):
         model = build_model(config.model, stft=config.spectrogram, **config.model_kwargs)
+        if config.init_from is not None:
+            start_from(model, config, source, echo)
     trainer = Trainer(model, config, run_dir, strategy)
     chief = is_chief(strategy)
     log = RunLog(run_dir, echo) if chief else echo
@@ -219,11 +235,40 @@ def train_run(
     return {"history": history, "params": params, "run_dir": str(run_dir), "chief": chief}
 
 
+def init_source(config: TrainConfig, run_dir: Path) -> Any:
+    """The weights a fine-tuning run (`config.init_from`) starts from; None for other runs and for
+    a run directory with checkpoints of its own (a resume restores those, not the source)."""
+    if config.init_from is None or checkpoint_history(run_dir / CHECKPOINTS):
+        return None
+    from mss_tf.training import finetune
+
+    return finetune.read_source(config.init_from["path"])
+
+
+def start_from(model: Any, config: TrainConfig, source: Any, echo: Callable[[str], None]) -> None:
+    """Load `source` (`init_source`) into `model` when given, and freeze its body if the run asks."""
+    from mss_tf.training import finetune
+
+    record = config.init_from
+    if source is not None:
+        spec = config.spectrogram
+        model(example_mixture(model, spec.n_frames(spec.hop * 8), spec.n_bins), training=False)
+        loaded = finetune.load_weights(model, config.targets, source)
+        record.update(loaded)
+        echo(f"starting from {record['path']} ({record['model']}): heads of {', '.join(loaded['reused']) or 'no target'}"
+             f" reused, {', '.join(loaded['new']) or 'none'} new; "
+             f"{'body frozen' if record['freeze'] == 'body' else 'every weight trains'}")
+    if record["freeze"] == "body":
+        finetune.freeze_body(model)
+
+
 def _fit_nmf(config: TrainConfig, run_dir: Path, shard_dir: Path, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
     """The NMF baseline learns its dictionaries from the training shards' examples (no gradient loop)."""
-    model = build_model(config.model, **config.model_kwargs)
     train_dir = shard_dir / "train"
-    manifest = read_manifest(train_dir, config.spectrogram, targets=model.targets, channels=config.channels)
+    manifest = read_manifest(train_dir, config.spectrogram, targets=config.targets, channels=config.channels)
+    if list(manifest["stems"]) != list(musdb.TARGETS):  # data other than MUSDB18: its stems decide the hidden rest
+        config.model_kwargs = {**config.model_kwargs, "stems": list(manifest["stems"])}
+    model = build_model(config.model, **config.model_kwargs)
     # every stored example once, in file order: the model reads examples, never the shard format
     examples = iterate_examples(train_dir, manifest)
     run_dir.mkdir(parents=True, exist_ok=True)
