@@ -1,4 +1,5 @@
-"""The drums stem of a demo song: synthesised kick, snare, hats, toms and crash on a groove."""
+"""The drums stem of a demo song: synthesised kick, snare, hats, toms and crash on a groove,
+also rendered as three parts (kick; snare with the toms; hats with the crash)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from mss_tf.data.demo.plan import SongPlan
 # 16-step (one bar of 16ths) patterns.
 KICK_PATTERNS = ((0, 8), (0, 8, 10), (0, 6, 8), (0, 7, 8, 14), (0, 3, 8, 11), (0, 10), (0, 4, 8, 12), (0, 6, 10))
 HAT_PATTERNS = (tuple(range(0, 16, 2)), tuple(range(16)), (2, 6, 10, 14), (0, 2, 3, 4, 6, 8, 10, 11, 12, 14))
+# The parts of the drums stem, and the part each drum instrument plays in.
+DRUM_PARTS = ("kick", "snare", "hats")
+INSTRUMENT_PART = {"kick": "kick", "snare": "snare", "tom_low": "snare", "tom_mid": "snare", "tom_high": "snare",
+                   "hat": "hats", "open_hat": "hats", "crash": "hats"}
 
 
 def synth_kick(
@@ -154,8 +159,10 @@ def drum_pattern(rng: np.random.Generator, plan: SongPlan) -> list[DrumHit]:
     return [h for h in hits if h.time < plan.seconds]
 
 
-def render_drums(rng: np.random.Generator, plan: SongPlan, room: Room) -> np.ndarray:
-    """The drums stem (n, 2): one-shot samples (a few variants each) on the track's groove."""
+def render_drums(rng: np.random.Generator, plan: SongPlan, room: Room) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The drums stem (n, 2): one-shot samples (a few variants each) on the track's groove, and its
+    parts (`DRUM_PARTS`, each (n, 2); zeros when not played), which sum to the stem up to float64
+    rounding."""
     sr = plan.sample_rate
     kick_args = dict(
         start_hz=rng.uniform(120, 260), end_hz=rng.uniform(42, 62), pitch_decay_s=rng.uniform(0.015, 0.05),
@@ -188,8 +195,14 @@ def render_drums(rng: np.random.Generator, plan: SongPlan, room: Room) -> np.nda
     gains = {name: np.array(pan_gains(p)) for name, p in pans.items()}
 
     out = np.zeros((plan.n_samples, 2))
+    parts = {name: np.zeros((plan.n_samples, 2)) for name in DRUM_PARTS}
     for h in drum_pattern(rng, plan):
         variants = samples[h.instrument]
         x = variants[rng.integers(len(variants))] * (h.velocity * levels[h.instrument])
-        add_at(out, int(round(h.time * sr)), x[:, None] * gains[h.instrument])
-    return apply_room(out, room, wet=float(rng.uniform(0.08, 0.25)))
+        x = x[:, None] * gains[h.instrument]
+        start = int(round(h.time * sr))
+        # the stem is summed in one buffer, hit by hit, as before the parts existed (same bytes)
+        add_at(out, start, x)
+        add_at(parts[INSTRUMENT_PART[h.instrument]], start, x)
+    wet = float(rng.uniform(0.08, 0.25))
+    return apply_room(out, room, wet), {name: apply_room(part, room, wet) for name, part in parts.items()}

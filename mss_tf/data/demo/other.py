@@ -1,5 +1,6 @@
 """The other stem of a demo song: a comping chord instrument (pad, organ, electric piano or
-strummed guitar) and, on most songs, a plucked arpeggio."""
+strummed guitar) and, on most songs, a plucked arpeggio; each is also rendered as a part of its
+own (`OTHER_PARTS`)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ COMP_PATTERNS: tuple[tuple[tuple[int, int], ...], ...] = (
     ((0, 2), (3, 3), (6, 2), (8, 2), (11, 3), (14, 2)),
     ((0, 6), (6, 6), (12, 4)),
 )
+# The chord instruments (a song has one) and the parts of the other stem: its chord instrument and "arp".
+COMP_KINDS = ("pad", "organ", "epiano", "guitar")
+OTHER_PARTS = COMP_KINDS + ("arp",)
 
 
 def chord_voicing(plan: SongPlan, chord: Chord, lowest: int) -> list[int]:
@@ -109,11 +113,15 @@ def synth_pluck_note(
     return tone * env
 
 
-def render_other(rng: np.random.Generator, plan: SongPlan, room: Room) -> tuple[np.ndarray, dict]:
-    """The other stem (n, 2): a comping chord instrument, plus an arpeggio on most songs."""
+def render_other(
+    rng: np.random.Generator, plan: SongPlan, room: Room
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """The other stem (n, 2): a comping chord instrument, plus an arpeggio on most songs; its parts
+    (the chord instrument under its `COMP_KINDS` name and "arp" when there is one, each (n, 2)),
+    which sum to the stem up to float64 rounding; and a description."""
     sr = plan.sample_rate
     out = np.zeros((plan.n_samples, 2))
-    comp_kind = str(rng.choice(["pad", "organ", "epiano", "guitar"]))
+    comp_kind = str(rng.choice(COMP_KINDS))
     lowest = int(rng.integers(52, 58))  # chord voicings sit in the vocal register (E3..A4)
     comp_pattern = COMP_PATTERNS[0] if comp_kind == "pad" else COMP_PATTERNS[rng.integers(len(COMP_PATTERNS))]
     if comp_kind == "guitar":
@@ -175,6 +183,7 @@ def render_other(rng: np.random.Generator, plan: SongPlan, room: Room) -> tuple[
                 add_at(out, start, x)
     if comp_kind == "organ":
         out = rotary_speaker(out, sr, rotor_hz)
+    parts = {comp_kind: out}
 
     arp_kind = None
     if comp_kind == "pad" or rng.random() < 0.6:
@@ -208,6 +217,8 @@ def render_other(rng: np.random.Generator, plan: SongPlan, room: Room) -> tuple[
                 add_at(arp, int(round(t0 * sr)), note * rng.uniform(0.7, 1.0))
         comp_rms = np.sqrt(np.mean(out**2)) + 1e-9
         arp *= arp_level * comp_rms / (np.sqrt(np.mean(arp**2)) + 1e-9) * math.sqrt(2)
-        out += pan(arp, arp_pan)
-    out = apply_room(out, room, wet=float(rng.uniform(0.15, 0.35)))
-    return out, {"comp": comp_kind, "arpeggio": arp_kind}
+        parts["arp"] = pan(arp, arp_pan)
+        out = out + parts["arp"]
+    wet = float(rng.uniform(0.15, 0.35))
+    return (apply_room(out, room, wet), {name: apply_room(part, room, wet) for name, part in parts.items()},
+            {"comp": comp_kind, "arpeggio": arp_kind})
