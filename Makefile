@@ -11,7 +11,7 @@ DEMO_REPORT ?= runs/demo-report
 TORCH_VENV ?= .venv-torch
 TORCH_REQ ?= torch==2.13.0+cpu numpy
 
-.PHONY: setup ffmpeg torch-reference convert-deps browser-deps demo report study study-se test test-slow test-browser lint bench bench-roformer bench-quick bench-export clean
+.PHONY: setup ffmpeg torch-reference convert-deps browser-deps demo report study study-se test test-slow test-browser lint bench bench-roformer bench-quick bench-export bench-finetune clean
 
 setup: $(STAMP) ffmpeg
 
@@ -148,6 +148,12 @@ bench-export: setup
 	rm -rf $(EXPORT_RUN)
 	$(PY) train.py --model unet --run-dir $(EXPORT_RUN) --epochs 3 --steps-per-epoch 100 --quiet
 	$(PY) benchmarks/export.py --run $(EXPORT_RUN)
+
+# issue 23: a six-target U-Net on the demo songs' parts (generic stems layout), from scratch and fine-tuned from
+# a four-target demo U-Net: steps to the same validation uSDR, museval per target, an export through separate.py
+# (about 40 min on 2 cores; RESULTS.md "Fine-tuning and six targets")
+bench-finetune: setup
+	$(PY) benchmarks/finetune.py
 
 bench-quick: setup torch-reference
 	$(PY) benchmarks/data_pipeline.py --quick

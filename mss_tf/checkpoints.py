@@ -27,6 +27,9 @@ from mss_tf.errors import CheckpointError, DamagedCheckpointError
 from mss_tf.utils import one_line
 
 CHECKPOINTS = "checkpoints"  # the latest training states of a run (rolling)
+# where a SavedModel export keeps its metadata (mss_tf.export), with the weight path of each of
+# its variables: TensorFlow's folder for files a SavedModel carries but never reads
+EXPORT_METADATA_DIR, EXPORT_METADATA_FILE = "assets.extra", "mss_tf.json"
 BEST = "best"  # the training state with the best validation loss
 
 

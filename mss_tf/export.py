@@ -54,7 +54,7 @@ import tensorflow as tf
 
 from mss_tf import __version__, portable
 from mss_tf.audio.spectrogram import SpectrogramConfig
-from mss_tf.checkpoints import weight_paths
+from mss_tf.checkpoints import EXPORT_METADATA_DIR, EXPORT_METADATA_FILE, weight_paths
 from mss_tf.config import TrainConfig, model_channels
 from mss_tf.errors import CheckpointError, ConfigError
 from mss_tf.inference import (DEFAULT_OVERLAP_SECONDS, ChunkPlan, Separator, WaveformSeparator, check_separation_options,
@@ -63,8 +63,7 @@ from mss_tf.models.registry import count_values, get_preset, model_parameters
 
 FORMAT = "mss-tf-saved-model"
 FORMAT_VERSION = 2  # 2: the separate_chunks signature, channels
-METADATA_DIR = "assets.extra"  # TensorFlow's folder for files a SavedModel carries but never reads
-METADATA_FILE = "mss_tf.json"
+METADATA_DIR, METADATA_FILE = EXPORT_METADATA_DIR, EXPORT_METADATA_FILE
 SIGNATURE = "serving_default"
 CHUNK_SIGNATURE = "separate_chunks"
 EXPORT_DIR = "export"  # where `train.py --export` writes, inside the run directory

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget-steps", type=int,
                         help="instead of a time share, train every model for this many steps")
     parser.add_argument("--musdb-root", help="MUSDB18(-HQ) folder (default: $MUSDB_PATH, else the demo set)")
+    parser.add_argument("--data", help="instead: a multitrack folder in any layout (train.py --data), its targets "
+                        "the models' (e.g. a stems folder with --stem-map)")
+    parser.add_argument("--layout", choices=["musdb", "stems", "moisesdb"], help="with --data: its layout")
+    parser.add_argument("--stem-map", help="with --data: JSON file grouping raw stems into targets")
     parser.add_argument("--size", choices=list(MODELS), default="cpu",
                         help="cpu: the -small BSRNN and RoFormer presets, which learn on 2 CPU cores in minutes; paper: the papers' sizes (GPU)")
     parser.add_argument("--models", nargs="+", help="presets to compare (default: nmf, unet, the BSRNN pair and the two RoFormers of --size)")
@@ -138,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, key, value)
     if args.seeds is not None and args.seeds < 1 or args.budget_minutes <= 0 or (args.budget_steps is not None and args.budget_steps < 1):
         raise ConfigError("--seeds, --budget-minutes and --budget-steps must be positive")
+    if args.data and args.musdb_root:
+        raise ConfigError("--data and --musdb-root name the same thing; give one")
+    if (args.layout or args.stem_map) and not args.data:
+        raise ConfigError(f"{'--layout' if args.layout else '--stem-map'} needs --data DIR (the folder it describes)")
     args.seeds = args.seeds or (QUICK["seeds"] if args.quick else 3 if se else 1)
     jobs = plan(args)
     if se:
@@ -154,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     neural = [j for j in jobs if j["neural"]]
     minutes = args.budget_minutes * TRAIN_SHARE / max(1, len(neural))
     data = ["--musdb-root", args.musdb_root] if args.musdb_root else []
+    if args.data:
+        data = ["--data", str(Path(args.data).resolve()), *(["--layout", args.layout] if args.layout else []),
+                *(["--stem-map", str(Path(args.stem_map).resolve())] if args.stem_map else [])]
     evaluation = ["--workers", str(args.workers), "--quiet"] + (["--fast"] if args.fast else [])
     evaluation += (["--tracks", str(args.tracks)] if args.tracks else [])
     evaluation += (["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])

@@ -102,8 +102,11 @@ def test_bad_tracks_are_one_line_errors_naming_them(tmp_path):
     write(root / "train" / "x" / "keys.wav", tone(880.0, rate=16000), rate=16000)  # another rate
     with pytest.raises(DataError, match="different sample rates.*keys.wav 16000 Hz"):
         load_multitrack(list_tracks(root)[0])
-    audio, rate = load_multitrack(list_tracks(root)[0], sample_rate=RATE)  # unless resampled to one rate
-    assert rate == RATE and audio["keys"].shape == audio["bass"].shape
+    with pytest.raises(DataError, match="different sample rates.*keys.wav 16000 Hz.*export every stem at one rate$"):
+        load_multitrack(list_tracks(root)[0], sample_rate=RATE)  # not hidden by resampling every file to the model's
+    write(root / "train" / "x" / "keys.wav", tone(880.0))
+    audio, rate = load_multitrack(list_tracks(root)[0], sample_rate=16000)  # one rate: resampled to the model's
+    assert rate == 16000 and audio["keys"].shape == audio["bass"].shape == audio["mixture"].shape == (8000, 2)
 
 
 def test_stem_map_groups_raw_stems_into_targets(tmp_path):

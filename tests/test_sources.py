@@ -73,6 +73,8 @@ def test_stem_map_groups_raw_stems_and_rest_takes_the_others(tmp_path):
     ("silent", r"/train/t1: target\(s\) keys silent throughout \(below -100 dBFS\)$"),
     ("mismatch", r"/train/t1: the stems do not add up to mixture mixture.wav \(their sum is .* dB from it; at least 20 dB expected\)$"),
     ("length", r"track t1: files of different lengths or channel counts"),
+    ("rate", r"track t1: files at different sample rates \(.*keys.wav 16000 Hz.*\); export every stem at one rate$"),
+    ("unreadable", r"/train/t1/keys.wav: "),
 ])
 def test_bad_tracks_get_one_line_reasons_and_skip_bad_skips_them(tmp_path, problem, message):
     root = stems_set(tmp_path / "d")
@@ -83,6 +85,10 @@ def test_bad_tracks_get_one_line_reasons_and_skip_bad_skips_them(tmp_path, probl
         write(bad / "keys.wav", np.zeros((2 * RATE, 2), np.float32))
     elif problem == "mismatch":
         write(bad / "mixture.wav", 0.5 * np.sum([tone(f, 2.0) for f in PARTS.values()], axis=0))
+    elif problem == "rate":
+        write(bad / "keys.wav", tone(880.0, 2.0, rate=16000), rate=16000)
+    elif problem == "unreadable":
+        (bad / "keys.wav").write_bytes(b"RIFF, but not audio")
     else:
         write(bad / "keys.wav", tone(880.0, 1.5))
     source = DataSource.open(root)
@@ -148,3 +154,13 @@ def test_prepare_command_reads_any_layout_through_a_stem_map(tmp_path, monkeypat
     assert_one_line_error(run_main("datasets/prepare_musdb.py", ["--layout", "stems", "--out", tmp_path / "x", "--model",
                                                         "unet-tiny"], monkeypatch, capsys), "--layout needs --data")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_quality_filter_needs_every_target_on_musdb_and_one_on_other_data():
+    from mss_tf.config import TrainConfig
+    from mss_tf.training.run import prepare_config
+
+    musdb_run = TrainConfig(model="unet-tiny").resolve()
+    assert prepare_config(musdb_run).quality.mode == "all"  # MUSDB18 shards exactly as before
+    stems_run = TrainConfig(model="unet-tiny", targets=["kick", "hats"], data={"layout": "stems"}).resolve()
+    assert prepare_config(stems_run).quality.mode == "any" and prepare_config(stems_run).quality.stems == ("kick", "hats")

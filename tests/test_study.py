@@ -116,6 +116,29 @@ def test_bad_study_arguments_are_one_line_errors(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_a_study_on_other_data_passes_it_to_every_command(tmp_path, monkeypatch):
+    calls = []
+
+    def stand_in(command, log, verbose=False):
+        calls.append(command)
+        raise SystemExit(0)  # the first command is enough: what it is given
+
+    monkeypatch.setattr(study, "_run", stand_in)
+    (tmp_path / "map.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        study.main(["--models", "unet-tiny", "--data", str(tmp_path), "--stem-map", str(tmp_path / "map.json"),
+                    "--budget-steps", "4", "--out", str(tmp_path / "s")])
+    command = calls[0]
+    assert command[0] == "train.py" and "--musdb-root" not in command
+    assert command[command.index("--data") + 1] == str(tmp_path.resolve())
+    assert command[command.index("--stem-map") + 1] == str((tmp_path / "map.json").resolve())
+    with pytest.raises(ConfigError, match="^--data and --musdb-root name the same thing; give one$"):
+        study.main(["--data", str(tmp_path), "--musdb-root", str(tmp_path), "--out", str(tmp_path / "x")])
+    with pytest.raises(ConfigError, match="^--stem-map needs --data DIR"):
+        study.main(["--stem-map", str(tmp_path / "map.json"), "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
+
 # --- --question se (issue 26): the report's logic on synthetic runs, and the quick path end to end
 
 def _fake_run(run: Path, seed: int, gain: float, speed: float, tracks=("a", "b", "c")) -> None:

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gzip", action="store_true", help="GZIP-compress the TFRecord shards")
     parser.add_argument("--shard-mb", type=float, default=256, help="target shard size in MB (default 256)")
     parser.add_argument("--no-quality-filter", action="store_true",
-                        help="keep every crop (default: drop crops whose target stems have RMS < 0.005 or < 30%% activity)")
+                        help="keep every crop (default: drop crops whose target stems have RMS < 0.005 or < 30%% activity: on "
+                        "MUSDB18 any such target drops the crop, on other --data only all of them)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentation draws (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from mss_tf.data.sources import DataSource
     from mss_tf.errors import ConfigError, DataError
     from mss_tf.models.registry import get_preset
+    from mss_tf.training.run import quality_mode
 
     if args.check is not None:
         for row in check_shards(args.check):
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         augment = AugmentConfig()
     config = PrepareConfig(
         crops=CropConfig(seconds=args.crop_seconds, overlap=args.overlap),
-        quality=None if args.no_quality_filter else targets_config(targets),
+        quality=None if args.no_quality_filter else targets_config(targets, mode=quality_mode(source.spec())),
         augment=augment,
         augment_copies=args.augment_copies,
         dtype=args.dtype,

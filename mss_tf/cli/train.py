@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     source = data_source(args)
     if args.freeze is not None and args.init_from is None:
         raise ConfigError("--freeze needs --init-from RUN_OR_EXPORT (the model whose body it freezes)")
+    if args.tune and args.init_from is not None:
+        raise ConfigError("--tune with --init-from: the trials train from scratch; tune, then fine-tune the best "
+                          "trial's run with --init-from")
     if args.resume and args.init_from is not None:
         raise ConfigError(f"--resume {args.resume} with --init-from: a resumed run continues from its own checkpoints")
     init = None

@@ -1,7 +1,7 @@
 """Multitrack folders beyond MUSDB18, and stem maps that group raw stems into targets.
 
-The first piece of issue 23 (any stems, any layout): reading. The shard preparation and training
-take these tracks in the next step; MUSDB18's two layouts stay with `mss_tf.data.musdb`.
+This module reads them; `mss_tf.data.sources.DataSource` puts every layout (MUSDB18's two stay
+with `mss_tf.data.musdb`) behind the one interface preparation, training and evaluation use.
 
 Layouts (`detect_layout` tells them apart, `--layout` settles an ambiguous folder):
 
@@ -218,21 +218,25 @@ def group_stems(raw: Mapping[str, np.ndarray], stem_map: Mapping[str, tuple[str,
 
 def load_multitrack(track: MultiTrack, sample_rate: int | None = None) -> tuple[dict[str, np.ndarray], int]:
     """A track's raw stems (the files of a stem summed) and its mixture (the file, or the sum of
-    the stems), float32 ``(samples, channels)``, and the rate. Files at different sample rates
-    (unless `sample_rate` resamples every file to one), of different lengths or channel counts
-    are a DataError naming the track and the files."""
-    from mss_tf.audio.io import load_audio
+    the stems), float32 ``(samples, channels)``, and the rate (`sample_rate` when given: every
+    file resampled to it). Files at different sample rates (stems exported at another rate than
+    the rest are a mistake to fix, not to resample silently), of different lengths or channel
+    counts are a DataError naming the track and the files."""
+    from mss_tf.audio.io import load_audio, resample
 
     loaded: dict[Path, tuple[np.ndarray, int]] = {}
     for files in track.stems.values():
         for file in files:
-            loaded[file] = load_audio(file, sample_rate)
+            loaded[file] = load_audio(file)
     if track.mixture is not None:
-        loaded[track.mixture] = load_audio(track.mixture, sample_rate)
+        loaded[track.mixture] = load_audio(track.mixture)
     rates = {file: rate for file, (_, rate) in loaded.items()}
     if len(set(rates.values())) > 1:
         raise DataError(f"track {track.name}: files at different sample rates "
-                        f"({', '.join(f'{f.name} {r} Hz' for f, r in rates.items())}); resample them or pass a sample rate")
+                        f"({', '.join(f'{f.name} {r} Hz' for f, r in rates.items())}); export every stem at one rate")
+    if sample_rate is not None:
+        loaded = {file: (resample(audio, rate, sample_rate), sample_rate) for file, (audio, rate) in loaded.items()}
+        rates = dict.fromkeys(loaded, sample_rate)
     shapes = {file: audio.shape for file, (audio, _) in loaded.items()}
     if len(set(shapes.values())) > 1:
         raise DataError(f"track {track.name}: files of different lengths or channel counts "

@@ -6,10 +6,11 @@ variables, under the weight paths its metadata records). The new model is the sa
 
 * the body, every weight but the per-target heads, is copied as it is;
 * the head of each target the source separates too is copied (the target may move in the order);
-* a new target gets a freshly initialised head.
-
-Heads are the per-target layers `mask_estimators/<i>/...` (BSRNN, BSRNN-SE, the RoFormers) or
-the U-Net's 1x1 `head` convolution, one output channel per target. `--freeze body` trains only
+* a new target gets a new head: a freshly initialised mask estimator (BSRNN, BSRNN-SE, the
+  RoFormers: per-target layers `mask_estimators/<i>/...`), or, in the U-Net's 1x1 `head`
+  convolution (one output channel per target), a channel that starts as the mean of the source's
+  channels: the mean of its masks. A random channel on trained features would start deep in the
+  sigmoid's flat tail, a silent target that hardly learns. `--freeze body` trains only
 the heads (every other layer is set non-trainable, so Keras normalisation layers also keep their
 statistics); `--freeze none` (default) trains everything. The run's learning rate is its own
 (`--lr`, default the preset's), not the source's. `TrainConfig.init_from` records where the run
@@ -84,9 +85,9 @@ def read_source(path: str | Path) -> InitSource:
 
 
 def _read_export(path: Path) -> InitSource:
-    from mss_tf.export import METADATA_DIR, METADATA_FILE
+    from mss_tf.checkpoints import EXPORT_METADATA_DIR, EXPORT_METADATA_FILE
 
-    meta_path = path / METADATA_DIR / METADATA_FILE
+    meta_path = path / EXPORT_METADATA_DIR / EXPORT_METADATA_FILE
     try:
         metadata = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
@@ -172,10 +173,11 @@ def load_weights(model: Any, targets: Sequence[str], source: InitSource) -> dict
             value = source.weights.get(key_there)
             copied.add(key_there)
         elif key in HEAD_CHANNELS and value is not None:
+            # a new target's channel starts as the mean of the source's: its mask the mean mask,
+            # not a random projection of trained features that saturates the sigmoid (no gradient)
             merged = np.array(variable.numpy())
             for j, target in enumerate(targets):
-                if target in where:
-                    merged[..., j] = value[..., where[target]]
+                merged[..., j] = value[..., where[target]] if target in where else value.mean(axis=-1)
             value = merged
             copied.add(key)
         else:

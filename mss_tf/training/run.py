@@ -40,9 +40,18 @@ def new_run_dir(model: str, root: str | Path = "runs") -> Path:
 
 def prepare_config(config: TrainConfig) -> PrepareConfig:
     """Shard settings of a run: its crop length, the quality filter on its targets, and the
-    model's channel count (mono or stereo STFTs)."""
-    return PrepareConfig(crops=CropConfig(seconds=config.crop_seconds), quality=targets_config(config.targets or []),
+    model's channel count (mono or stereo STFTs). On MUSDB18 every target must pass the filter;
+    on other data (`config.data`) one target passing keeps a crop (`quality_mode`)."""
+    return PrepareConfig(crops=CropConfig(seconds=config.crop_seconds),
+                         quality=targets_config(config.targets or [], mode=quality_mode(config.data)),
                          channels=config.channels)
+
+
+def quality_mode(data: Mapping[str, Any] | None) -> str:
+    """The quality filter's mode for a source `spec`: "all" for MUSDB18 (None), whose four stems
+    play through most of a song; "any" for other data, whose finer stems (hi-hats, a guitar that
+    plays one verse) are quiet or absent in most crops, so that "all" would drop nearly every crop."""
+    return "all" if data is None else "any"
 
 
 def default_shard_dir(data_root: Path, config: TrainConfig) -> Path:
