@@ -9,9 +9,11 @@ Every step is a project command run as a user would run it:
 1. **source**: `train.py --model unet` on the procedural demo set (MUSDB18 layout, four targets
    vocals, drums, bass, other) for `--source-steps` steps.
 2. **data**: `datasets/make_demo.py --layout stems`, the same kind of songs with their parts as
-   stems (kick, snare, hats, bass, vocals and the instruments of "other"), read through the stem
-   map `six.json`: vocals, bass, kick, snare, hats and other (`*rest*`). Three targets the source
-   separates (vocals, bass, other) and three it does not (kick, snare, hats: its drums split).
+   stems (kick, snare, hats, bass, vocals, the song's chord instrument and arpeggio), read through
+   the stem map `six.json`: vocals, bass, kick, snare, chords (pad, organ, epiano or guitar:
+   every song has one) and other (`*rest*`: hi-hats and arpeggio). Three targets the source
+   separates (vocals, bass, other) and three it does not (kick and snare, its drums split, and
+   chords, out of its other).
 3. **scratch**: `train.py --model unet --data ... --stem-map six.json` for `--steps` steps in
    epochs of 100, validation uSDR per target after each; no early stopping (`--patience 1000`).
 4. **fine-tuned**: the same command with `--init-from SOURCE` (every weight trains; the same
@@ -45,7 +47,8 @@ from common import HERE, RESULTS_DIR, machine, machine_line, markdown_table, wri
 REPO = HERE.parent
 RESULTS = "finetune"
 SECTION = "Fine-tuning and six targets (benchmarks/finetune.py)"
-STEM_MAP = {"vocals": "vocals", "bass": "bass", "kick": "kick", "snare": "snare", "hats": "hats", "other": "*rest*"}
+STEM_MAP = {"vocals": "vocals", "bass": "bass", "kick": "kick", "snare": "snare",
+            "chords": ["pad", "organ", "epiano", "guitar"], "other": "*rest*"}
 LEVELS = (3.0, 2.0, 1.0, 0.5, 0.0)  # dB under the scratch run's best average validation uSDR
 EPOCH = 100
 
@@ -175,14 +178,14 @@ def render(result: dict[str, Any]) -> str:
         f"{machine_line(result['machine'])} `python benchmarks/finetune.py` "
         f"(`make bench-finetune`), {result['minutes']:.0f} min. `{result['model']}` on the demo songs' parts as stems "
         "(`datasets/make_demo.py --layout stems`) through the stem map "
-        f"`{json.dumps(result['stem_map'])}`: six targets, three of them (kick, snare, hats) not in MUSDB18. "
+        f"`{json.dumps(result['stem_map'])}`: six targets, three of them (kick, snare, chords) not in MUSDB18. "
         f"Each run {result['steps']:,} steps in epochs of {result['epoch']}, seed 0, no early stopping. "
         f"*fine-tuned*: `train.py --init-from` a `{result['model']}` trained on the four-target demo set for "
         f"{result['source_steps']:,} steps ({result['source_seconds'] / 60:.1f} min; vocals, bass and other heads "
-        "reused, kick, snare and hats new), every weight training; *body frozen*: `--freeze body` too.",
+        "reused, kick, snare and chords new), every weight training; *body frozen*: `--freeze body` too.",
         "",
         "Steps to reach an average validation uSDR (the best the scratch run reaches, and 0.5, 1, 2 and 3 dB under "
-        "it; validated every epoch):",
+        "it; validated every epoch; minutes are wall time on a shared machine, the comparison is in steps):",
         "",
         markdown_table(["run", *[f"{level:.2f} dB" for level in result["levels"]], "best valid uSDR", "minutes"],
                        [[name, *[f"{s:,}" if s is not None else "not reached" for s in runs[name]["steps_to"].values()],

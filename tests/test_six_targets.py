@@ -1,6 +1,6 @@
 """Six targets from the generic stems layout, end to end through the real commands: the demo
 songs' parts as stems (`make_demo.py --layout stems`), a stem map to vocals, bass, kick, snare,
-hats and other, then train.py, evaluate.py, the export and separate.py."""
+chords and other, then train.py, evaluate.py, the export and separate.py."""
 
 import json
 
@@ -12,7 +12,9 @@ from mss_tf.data.demo import make_demo_set
 from mss_tf.data.sources import DataSource
 from tests.test_cli import run_cli, run_main
 
-SIX = {"vocals": "vocals", "bass": "bass", "kick": "kick", "snare": "snare", "hats": "hats", "other": "*rest*"}
+# every song has exactly one chord instrument; hi-hats (25-30 dB under the mix) and the arpeggio go to other
+SIX = {"vocals": "vocals", "bass": "bass", "kick": "kick", "snare": "snare", "chords": ["pad", "organ", "epiano", "guitar"],
+       "other": "*rest*"}
 
 
 def six_target_data(tmp_path, n_train, seconds):
@@ -69,7 +71,7 @@ def test_six_targets_train_evaluate_export_and_separate(tmp_path, monkeypatch, c
     assert all(np.isfinite(level) for level in levels_db(tmp_path / "out", track, stem_map).values())
 
 
-@pytest.mark.slow  # about 3 minutes: a U-Net trained long enough to separate six targets (800 steps)
+@pytest.mark.slow  # 3-6 minutes: a U-Net trained long enough to separate six targets (800 steps)
 def test_a_six_target_unet_separates_every_target(tmp_path):
     root, stem_map = six_target_data(tmp_path, n_train=8, seconds=8.0)
     env = {"MSS_TF_DATA": str(tmp_path / "cache")}
@@ -83,7 +85,7 @@ def test_a_six_target_unet_separates_every_target(tmp_path):
     for target in SIX:
         scores, floor = results["targets"][target], results["baseline"]["targets"][target]["usdr"]
         assert scores["usdr"] > floor + 3.0, (target, scores, floor)  # above the mixture floor
-        assert scores["energy_ratio"] > 0.03, (target, scores)  # not silenced (hats, -27 dB in the mix: about 0.1)
+        assert scores["energy_ratio"] > 0.1, (target, scores)  # not silenced (silence: 0)
     track = root / "test" / "demo_test_000"
     song = tmp_path / "demo_test_000.wav"
     song.write_bytes((track / "mixture.wav").read_bytes())
@@ -91,4 +93,4 @@ def test_a_six_target_unet_separates_every_target(tmp_path):
                         env_extra=env)
     assert separated.returncode == 0, separated.stderr
     for target, level in levels_db(tmp_path / "out", track, stem_map).items():
-        assert level > -15.0, (target, level)  # every written stem carries its target's energy
+        assert level > -10.0, (target, level)  # every written stem carries its target's energy

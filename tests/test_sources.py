@@ -164,3 +164,12 @@ def test_the_quality_filter_needs_every_target_on_musdb_and_one_on_other_data():
     assert prepare_config(musdb_run).quality.mode == "all"  # MUSDB18 shards exactly as before
     stems_run = TrainConfig(model="unet-tiny", targets=["kick", "hats"], data={"layout": "stems"}).resolve()
     assert prepare_config(stems_run).quality.mode == "any" and prepare_config(stems_run).quality.stems == ("kick", "hats")
+
+
+def test_settings_of_a_run_on_other_data_need_that_data_not_the_demo_set():
+    from mss_tf.config import TrainConfig
+    from mss_tf.training.run import training_data
+
+    config = TrainConfig(model="unet-tiny", data={"layout": "stems", "stems": ["lead", "kick"]})  # --config FILE
+    with pytest.raises(ConfigError, match=r"^these settings train on stems data \(targets lead, kick\); give --data DIR"):
+        training_data(config)

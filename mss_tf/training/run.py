@@ -139,6 +139,10 @@ def training_data(config: TrainConfig, shards: Path | None = None, musdb_root: s
         if not Path(shards).is_dir():
             raise ConfigError(f"{shards}: no such shard folder")
         return None, Path(shards)
+    if musdb_root is None and config.data is not None:
+        # settings of a run on other data (--config FILE): not the demo set in its place
+        raise ConfigError(f"these settings train on {config.data['layout']} data (targets "
+                          f"{', '.join(config.data['stems'])}); give --data DIR (and --stem-map FILE if it had one)")
     return resolve_data_root(musdb_root, log)[0], None
 
 
