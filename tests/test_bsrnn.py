@@ -633,3 +633,16 @@ def test_paper_size_every_se_block_changes_the_output():
     for i, block in enumerate(model.se_blocks):
         changed = np.max(np.abs(_output_without(model, block, mix) - reference))
         assert changed > 1e-5 * np.max(np.abs(reference)), f"SE block {i} does not change the output"
+
+
+def test_blstms_build_inside_keras_object_sharing_scope():
+    """keras.models.load_model builds layers inside an ObjectSharingScope, which matches objects by
+    id(): Bidirectional's copy of a fresh LSTM could be swapped for an earlier one (a flaky
+    ValueError, both directions going backwards, a few times in a hundred constructions)."""
+    from keras.src.saving.serialization_lib import ObjectSharingScope
+
+    from mss_tf.models.lstm import BidirectionalLSTM
+
+    with ObjectSharingScope():
+        layers = [BidirectionalLSTM(4) for _ in range(150)]
+    assert all(not layer.rnn.forward_layer.go_backwards and layer.rnn.backward_layer.go_backwards for layer in layers)

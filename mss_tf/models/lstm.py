@@ -12,7 +12,8 @@ paths: a model calls it and never sees which one runs.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import keras
 import tensorflow as tf
@@ -34,6 +35,26 @@ def resolve_lstm_implementation(implementation: str) -> str:
 
 
 @keras.saving.register_keras_serializable(package="mss_tf")
+@contextlib.contextmanager
+def _no_object_sharing() -> Iterator[None]:
+    """Keras' object sharing suspended. `Bidirectional` copies its layer by serializing and
+    deserializing it; inside `keras.models.load_model`'s ObjectSharingScope, objects are matched
+    by `id()`, and a fresh LSTM that reuses the id of a freed one is swapped for a layer built
+    earlier (ValueError: both directions go backwards; a few constructions in a hundred). Our
+    layers' configs hold no shared objects, so construction needs none."""
+    from keras.src.backend.common import global_state
+
+    keys = ("shared_objects/id_to_obj_map", "shared_objects/id_to_config_map")
+    saved = [global_state.get_global_attribute(key) for key in keys]
+    for key in keys:
+        global_state.set_global_attribute(key, None)
+    try:
+        yield
+    finally:
+        for key, value in zip(keys, saved):
+            global_state.set_global_attribute(key, value)
+
+
 class BidirectionalLSTM(keras.layers.Layer):
     """Bidirectional LSTM over a time-major (steps, batch, features) sequence.
 
@@ -60,7 +81,8 @@ class BidirectionalLSTM(keras.layers.Layer):
             raise ConfigError(f"lstm implementation must be one of {LSTM_IMPLEMENTATIONS}, got {implementation!r}")
         self.units = int(units)
         self.implementation = implementation
-        self.rnn = keras.layers.Bidirectional(keras.layers.LSTM(self.units, return_sequences=True), name="blstm")
+        with _no_object_sharing():
+            self.rnn = keras.layers.Bidirectional(keras.layers.LSTM(self.units, return_sequences=True), name="blstm")
 
     @property
     def runs_fused(self) -> bool:
