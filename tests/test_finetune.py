@@ -97,6 +97,11 @@ def test_train_init_from_a_run_and_its_export_with_a_frozen_body(tmp_path, monke
     trained = run_main("train.py", ["--model", "unet-tiny", "--data", data, "--targets", "lead", "guitar",
                                     "--run-dir", source, "--export", *quick], monkeypatch, capsys, env_extra=env)
     assert trained.returncode == 0, trained.stderr
+    from mss_tf.training import finetune
+
+    reads = []
+    real_read = finetune.read_source
+    monkeypatch.setattr(finetune, "read_source", lambda path: reads.append(path) or real_read(path))
     for start in (source, source / "export"):
         run = tmp_path / f"ft-{start.name}"
         tuned = run_main("train.py", ["--init-from", start, "--freeze", "body", "--data", data, "--targets", "keys",
@@ -104,6 +109,7 @@ def test_train_init_from_a_run_and_its_export_with_a_frozen_body(tmp_path, monke
                          env_extra=env)
         assert tuned.returncode == 0, tuned.stderr
         assert "heads of lead reused, keys new; body frozen" in tuned.stdout
+        assert reads.pop() == start and not reads  # the source read once, not again by the training
         config = json.loads((run / "config.json").read_text())
         assert config["model"] == "unet-tiny" and config["targets"] == ["keys", "lead"]
         assert config["learning_rate"] == 3e-3

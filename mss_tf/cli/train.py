@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data_root, shards = training_data(config, args.shards, args.data or args.musdb_root, resume=args.resume)
     run_dir = run_dir or args.run_dir or new_run_dir(config.model)
-    result = train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet, skip_bad=args.skip_bad)
+    result = train_run(config, Path(run_dir), data_root, shards, progress=not args.quiet, skip_bad=args.skip_bad,
+                       init=init)
     print(f"run directory: {run_dir}")
     if args.export and result["chief"]:
         from mss_tf.export import EXPORT_DIR, export_run

@@ -10,9 +10,10 @@ variables, under the weight paths its metadata records). The new model is the sa
   RoFormers: per-target layers `mask_estimators/<i>/...`), or, in the U-Net's 1x1 `head`
   convolution (one output channel per target), a channel that starts as the mean of the source's
   channels: the mean of its masks. A random channel on trained features would start deep in the
-  sigmoid's flat tail, a silent target that hardly learns. `--freeze body` trains only
-the heads (every other layer is set non-trainable, so Keras normalisation layers also keep their
-statistics); `--freeze none` (default) trains everything. The run's learning rate is its own
+  sigmoid's flat tail, a silent target that hardly learns.
+
+`--freeze body` trains only the heads (every other layer is set non-trainable, so Keras
+normalisation layers also keep their statistics); `--freeze none` (default) trains everything. The run's learning rate is its own
 (`--lr`, default the preset's), not the source's. `TrainConfig.init_from` records where the run
 started; a resumed run continues from its own checkpoints and never reads the source again.
 """

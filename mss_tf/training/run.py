@@ -201,9 +201,11 @@ def train_run(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     skip_bad: bool = False,
+    init: Any = None,
 ) -> dict[str, Any]:
     """Prepare (or reuse) shards, train the preset of `config` and save everything in `run_dir`
-    (`skip_bad`: tracks that cannot be used are skipped, each named, when the shards are built)."""
+    (`skip_bad`: tracks that cannot be used are skipped, each named, when the shards are built;
+    `init`: the `finetune.read_source` of `config.init_from`, when the caller has read it)."""
     config.resolve()
     # MultiWorkerMirroredStrategy must exist before TensorFlow runs any op
     strategy = make_strategy(config.strategy) if is_neural(config.model) else None
@@ -221,7 +223,7 @@ def train_run(
     if config.jit_compile and get_preset(config.model).model == "BSRNN":
         # XLA cannot compile the fused BlockLSTM kernel; the Keras LSTM has the same weights
         config.model_kwargs.setdefault("lstm_implementation", "keras")
-    source = init_source(config, run_dir)
+    source = init_source(config, run_dir, init)
     with strategy.scope(), precision_scope(config.precision):
         model = build_model(config.model, stft=config.spectrogram, **config.model_kwargs)
         if config.init_from is not None:
@@ -248,14 +250,15 @@ def train_run(
     return {"history": history, "params": params, "run_dir": str(run_dir), "chief": chief}
 
 
-def init_source(config: TrainConfig, run_dir: Path) -> Any:
-    """The weights a fine-tuning run (`config.init_from`) starts from; None for other runs and for
-    a run directory with checkpoints of its own (a resume restores those, not the source)."""
+def init_source(config: TrainConfig, run_dir: Path, read: Any = None) -> Any:
+    """The weights a fine-tuning run (`config.init_from`) starts from (`read`: the caller's
+    `finetune.read_source` of it, not read again); None for other runs and for a run directory
+    with checkpoints of its own (a resume restores those, not the source)."""
     if config.init_from is None or checkpoint_history(run_dir / CHECKPOINTS):
         return None
     from mss_tf.training import finetune
 
-    return finetune.read_source(config.init_from["path"])
+    return read if read is not None else finetune.read_source(config.init_from["path"])
 
 
 def start_from(model: Any, config: TrainConfig, source: Any, echo: Callable[[str], None]) -> None:
